@@ -1,0 +1,71 @@
+//! The build-time generator: spec/trainar.yaml → everything the runtime needs, in OUT_DIR.
+//!
+//! Layout:
+//! - `spec`: loads the document twice (typed for progenitor, raw JSON for schemas) and lints it.
+//! - `schema`: turns an OpenAPI 3.0 schema into a self-contained JSON Schema (no `$ref`).
+//! - `catalogue`: the MCP tool catalogue (`tools.json`), the operation/scope tables (`api.rs`) and
+//!   the request shapes the sandbox validates against (`requests.json`).
+//! - `client`: the REST client, by progenitor (`client.rs`).
+//! - `dispatch`: tool name + JSON arguments → the client call (`dispatch.rs`), checked against the
+//!   signatures progenitor actually generated.
+//!
+//! Invariant: the output depends only on the spec; each file is rewritten only when its content
+//! changes, so an unchanged spec never recompiles the crate.
+
+mod catalogue;
+mod client;
+mod dispatch;
+mod schema;
+mod spec;
+
+use std::path::{Path, PathBuf};
+
+const SPEC_PATH: &str = "spec/trainar.yaml";
+
+fn main() {
+    println!("cargo:rerun-if-changed={SPEC_PATH}");
+    println!("cargo:rerun-if-changed=build");
+    if let Err(message) = run() {
+        // A build script reports through its exit status; the message is what a developer reads.
+        eprintln!("error: {SPEC_PATH}: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
+    let spec = spec::Spec::load(Path::new(SPEC_PATH))?;
+    spec.lint()?;
+
+    let operations = catalogue::Operation::all_from(&spec)?;
+    write_if_changed(
+        &out_dir.join("tools.json"),
+        &catalogue::tools_json(&operations)?,
+    )?;
+    write_if_changed(
+        &out_dir.join("requests.json"),
+        &catalogue::requests_json(&operations)?,
+    )?;
+    write_if_changed(
+        &out_dir.join("api.rs"),
+        &catalogue::api_rs(&spec, &operations)?,
+    )?;
+
+    let client_source = client::generate(&spec)?;
+    write_if_changed(&out_dir.join("client.rs"), &client_source)?;
+
+    let dispatch_source = dispatch::generate(&operations, &client_source)?;
+    write_if_changed(&out_dir.join("dispatch.rs"), &dispatch_source)?;
+    Ok(())
+}
+
+/// Rewrites `path` only when `content` differs, so that cargo's fingerprints stay put.
+fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    std::fs::write(path, content).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The header of every generated Rust file.
+const GENERATED_HEADER: &str = "// Generated from spec/trainar.yaml by build.rs; do not edit.\n\n";

@@ -1,0 +1,154 @@
+//! OpenAPI 3.0 schema → self-contained JSON Schema (2020-12), as MCP clients want it.
+//!
+//! Every `$ref` is inlined (several model vendors reject `$ref`/`$defs`), `nullable` becomes a type
+//! array, 3.0's boolean `exclusiveMinimum`/`exclusiveMaximum` become numbers, and OpenAPI-only
+//! keywords are dropped. Constraints and descriptions are kept: they are what a model reads.
+
+use crate::spec::Spec;
+use serde_json::{Map, Value, json};
+
+/// Keywords whose meaning is the same in OpenAPI 3.0 and JSON Schema, copied as they are.
+const KEPT: &[&str] = &[
+    "type",
+    "title",
+    "description",
+    "enum",
+    "default",
+    "minimum",
+    "maximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "deprecated",
+];
+
+/// Formats that JSON Schema validators and clients know; OpenAPI's own (int64, byte, …) are dropped.
+const KEPT_FORMATS: &[&str] = &["date-time", "date", "email", "uri"];
+
+/// Converts `schema` (possibly a `$ref`), failing on recursion: an inlined schema must be finite.
+pub fn convert(spec: &Spec, schema: &Value) -> Result<Value, String> {
+    convert_at(spec, schema, &mut Vec::new())
+}
+
+fn convert_at(spec: &Spec, schema: &Value, stack: &mut Vec<String>) -> Result<Value, String> {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        if stack.iter().any(|r| r == reference) {
+            return Err(format!("{reference} is recursive and cannot be inlined"));
+        }
+        stack.push(reference.to_string());
+        let converted = convert_at(spec, spec.resolve(schema)?, stack);
+        stack.pop();
+        return converted;
+    }
+    let source = schema.as_object().ok_or("a schema must be an object")?;
+    let mut out = Map::new();
+    for key in KEPT {
+        if let Some(value) = source.get(*key) {
+            out.insert((*key).to_string(), value.clone());
+        }
+    }
+    if let Some(format) = source.get("format").and_then(Value::as_str)
+        && KEPT_FORMATS.contains(&format)
+    {
+        out.insert("format".into(), json!(format));
+    }
+    if let Some(example) = source.get("example") {
+        out.insert("examples".into(), json!([example]));
+    }
+    for (flag, bound) in [
+        ("exclusiveMinimum", "minimum"),
+        ("exclusiveMaximum", "maximum"),
+    ] {
+        if source.get(flag) == Some(&Value::Bool(true))
+            && let Some(limit) = out.remove(bound)
+        {
+            out.insert(flag.into(), limit);
+        }
+    }
+    if let Some(properties) = source.get("properties").and_then(Value::as_object) {
+        let mut converted = Map::new();
+        for (name, property) in properties {
+            let property = convert_at(spec, property, stack).map_err(|e| format!("{name}: {e}"))?;
+            converted.insert(name.clone(), property);
+        }
+        out.insert("properties".into(), Value::Object(converted));
+    }
+    if let Some(items) = source.get("items") {
+        out.insert("items".into(), convert_at(spec, items, stack)?);
+    }
+    match source.get("additionalProperties") {
+        Some(Value::Bool(allowed)) => {
+            out.insert("additionalProperties".into(), json!(allowed));
+        }
+        Some(nested @ Value::Object(_)) => {
+            out.insert(
+                "additionalProperties".into(),
+                convert_at(spec, nested, stack)?,
+            );
+        }
+        _ => {}
+    }
+    for combinator in ["allOf", "anyOf", "oneOf"] {
+        if let Some(members) = source.get(combinator).and_then(Value::as_array) {
+            let members = members
+                .iter()
+                .map(|member| convert_at(spec, member, stack))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.insert(combinator.into(), Value::Array(members));
+        }
+    }
+    if source.get("nullable") == Some(&Value::Bool(true)) {
+        make_nullable(&mut out);
+    }
+    Ok(Value::Object(out))
+}
+
+fn make_nullable(schema: &mut Map<String, Value>) {
+    match schema.get_mut("type") {
+        Some(Value::String(single)) => {
+            let single = std::mem::take(single);
+            schema.insert("type".into(), json!([single, "null"]));
+        }
+        Some(Value::Array(types)) if !types.contains(&json!("null")) => types.push(json!("null")),
+        _ => {}
+    }
+    if let Some(Value::Array(values)) = schema.get_mut("enum")
+        && !values.contains(&Value::Null)
+    {
+        values.push(Value::Null);
+    }
+}
+
+/// Paths (`a.b[]`) of every property, at any depth, that has no description.
+pub fn undescribed_properties(schema: &Value, at: &str, found: &mut Vec<String>) {
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let here = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}.{name}")
+            };
+            if property
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                found.push(here.clone());
+            }
+            undescribed_properties(property, &here, found);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        undescribed_properties(items, &format!("{at}[]"), found);
+    }
+    if let Some(Value::Object(_)) = schema.get("additionalProperties") {
+        undescribed_properties(&schema["additionalProperties"], &format!("{at}{{}}"), found);
+    }
+}

@@ -1,0 +1,79 @@
+//! The `tak_` API key: a secret that is parsed once and can only be shown redacted.
+//!
+//! `Debug` and `Display` print the public prefix (`tak_AbCd1234…`), never the rest, so a key that
+//! ends up in a log line or an error message leaks nothing.
+
+use std::fmt;
+
+/// Length of the public prefix: `tak_` and 8 characters, as the API's `prefix` field shows it.
+const PREFIX_LEN: usize = 12;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiKey(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApiKeyError {
+    #[error("an API key starts with `tak_`")]
+    MissingPrefix,
+    #[error("an API key is `tak_` followed by 8 to 200 letters and digits")]
+    Malformed,
+}
+
+impl ApiKey {
+    pub fn parse(secret: &str) -> Result<ApiKey, ApiKeyError> {
+        let rest = secret
+            .strip_prefix("tak_")
+            .ok_or(ApiKeyError::MissingPrefix)?;
+        if !(8..=200).contains(&rest.len()) || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiKeyError::Malformed);
+        }
+        Ok(ApiKey(secret.to_string()))
+    }
+
+    /// The whole secret, for the one place that needs it: the upstream `Authorization` header.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// The public prefix, safe to log and to show.
+    pub fn prefix(&self) -> &str {
+        &self.0[..PREFIX_LEN]
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}…)", self.prefix())
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}…", self.prefix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_redacts() {
+        let key = ApiKey::parse("tak_AbCd1234SECRETSECRETSECRET").unwrap();
+        assert_eq!(key.prefix(), "tak_AbCd1234");
+        assert!(!format!("{key:?} {key}").contains("SECRET"));
+    }
+
+    #[test]
+    fn rejects_bad_keys() {
+        assert_eq!(
+            ApiKey::parse("sk_123456789"),
+            Err(ApiKeyError::MissingPrefix)
+        );
+        assert_eq!(ApiKey::parse("tak_short"), Err(ApiKeyError::Malformed));
+        assert_eq!(
+            ApiKey::parse("tak_has space inside"),
+            Err(ApiKeyError::Malformed)
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! The upstream REST API as the gateway reaches it: the generated client over ONE shared
+//! connection pool, the caller's key injected per request, and the client's errors mapped into
+//! `DispatchError`, which says what a caller can act on.
+//!
+//! Invariant: the caller's key reaches the upstream only through `Caller`, as a sensitive header,
+//! and never appears in an error or a log (see `api_key`).
+
+use crate::api_key::ApiKey;
+use crate::generated::api::Operation;
+use crate::generated::client::Client;
+use crate::generated::dispatch::dispatch;
+use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+/// The upstream API: its base URL and the one `reqwest::Client` (one pool) every caller shares.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    base_url: String,
+    /// Shared by every key: a pool per key would multiply connections by the number of tenants.
+    http: reqwest::Client,
+}
+
+impl Upstream {
+    /// `timeout` bounds one whole request, so a slow upstream becomes an error, not a hang.
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Upstream, reqwest::Error> {
+        // reqwest is built without a default TLS provider (aws-lc is slow to build); ring serves.
+        // A second install attempt fails harmlessly, so the result is deliberately ignored.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Upstream {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// A generated client that acts as `key` over the shared pool. Cheap: no connection is made.
+    pub fn client_for(&self, key: &ApiKey) -> Client {
+        Client::new_with_client(&self.base_url, self.http.clone(), Caller::new(key))
+    }
+
+    /// Calls `operation` with a tool's flat `arguments` as `key`.
+    pub async fn call(
+        &self,
+        key: &ApiKey,
+        operation: Operation,
+        arguments: Map<String, Value>,
+    ) -> Result<Value, DispatchError> {
+        dispatch(&self.client_for(key), operation, arguments).await
+    }
+}
+
+/// The per-call inner value of the generated client: who is calling, and what the upstream said.
+#[derive(Debug)]
+pub struct Caller {
+    /// `Bearer tak_…`, marked sensitive so that reqwest and hyper never print it.
+    authorization: HeaderValue,
+    /// The HTTP status of the last response, kept for errors whose body was not JSON (a proxy's
+    /// HTML 502), where progenitor's error carries no status of its own.
+    last_status: AtomicU16,
+}
+
+impl Caller {
+    fn new(key: &ApiKey) -> Caller {
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+            .expect("a parsed ApiKey is visible ASCII");
+        authorization.set_sensitive(true);
+        Caller {
+            authorization,
+            last_status: AtomicU16::new(0),
+        }
+    }
+}
+
+// The generated `Client` derives Clone; a clone starts with the status seen so far.
+impl Clone for Caller {
+    fn clone(&self) -> Caller {
+        Caller {
+            authorization: self.authorization.clone(),
+            last_status: AtomicU16::new(self.last_status.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl ClientHooks<Caller> for Client {
+    async fn pre<E>(
+        &self,
+        request: &mut reqwest::Request,
+        _info: &OperationInfo,
+    ) -> Result<(), progenitor_client::Error<E>> {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, self.inner().authorization.clone());
+        Ok(())
+    }
+
+    async fn post<E>(
+        &self,
+        result: &reqwest::Result<reqwest::Response>,
+        _info: &OperationInfo,
+    ) -> Result<(), progenitor_client::Error<E>> {
+        if let Ok(response) = result {
+            self.inner()
+                .last_status
+                .store(response.status().as_u16(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Why a tool call did not produce a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DispatchError {
+    /// The arguments do not fit the operation; nothing was sent.
+    #[error("invalid argument `{field}`: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// The upstream answered with an error status.
+    #[error("the API answered {status}{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Upstream {
+        status: u16,
+        /// The API's machine-readable code (`not_found`, `insufficient_scope`, …), when it sent one.
+        code: Option<String>,
+        message: String,
+        /// The API's error body as it came, for `details` and `required_scopes`.
+        body: Option<Value>,
+    },
+    /// The upstream could not be reached, timed out, or sent something that is not the API.
+    #[error("the API could not be reached: {message}")]
+    Transport { message: String },
+}
+
+/// A tool's flat arguments, consumed field by field by the generated dispatch.
+pub struct Arguments(Map<String, Value>);
+
+impl Arguments {
+    pub fn new(arguments: Map<String, Value>) -> Arguments {
+        Arguments(arguments)
+    }
+
+    pub fn required<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, DispatchError> {
+        self.optional(name)?
+            .ok_or_else(|| DispatchError::InvalidArgument {
+                field: name.to_string(),
+                message: "is required".to_string(),
+            })
+    }
+
+    /// Absent and `null` both mean "not given".
+    pub fn optional<T: DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<T>, DispatchError> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value).map(Some).map_err(|e| {
+                DispatchError::InvalidArgument {
+                    field: name.to_string(),
+                    message: e.to_string(),
+                }
+            }),
+        }
+    }
+
+    /// Gathers the body's fields (`(flat name, wire name)` pairs) into the body type. Every other
+    /// argument must already have been taken: an unknown one is an error, never silently dropped.
+    pub fn body<T: DeserializeOwned>(
+        &mut self,
+        fields: &[(&str, &str)],
+    ) -> Result<T, DispatchError> {
+        let mut body = Map::new();
+        for (flat, wire) in fields {
+            if let Some(value) = self.0.remove(*flat) {
+                body.insert((*wire).to_string(), value);
+            }
+        }
+        self.unknown_arguments()?;
+        serde_path_to_error::deserialize(Value::Object(body)).map_err(|e| {
+            let field = e.path().to_string();
+            DispatchError::InvalidArgument {
+                field: if field == "." {
+                    "arguments".to_string()
+                } else {
+                    field
+                },
+                message: e.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Fails on any argument the operation does not have.
+    pub fn finish(self) -> Result<(), DispatchError> {
+        self.unknown_arguments()
+    }
+
+    fn unknown_arguments(&self) -> Result<(), DispatchError> {
+        match self.0.keys().next() {
+            None => Ok(()),
+            Some(name) => Err(DispatchError::InvalidArgument {
+                field: name.clone(),
+                message: "is not an argument of this tool".to_string(),
+            }),
+        }
+    }
+}
+
+/// Maps the generated client's result into JSON or a `DispatchError`.
+pub fn respond<T: Serialize, E: Serialize + std::fmt::Debug>(
+    client: &Client,
+    result: Result<ResponseValue<T>, progenitor_client::Error<E>>,
+) -> Result<Value, DispatchError> {
+    use progenitor_client::Error as ClientError;
+    let last_status = client.inner().last_status.load(Ordering::Relaxed);
+    match result {
+        Ok(response) => {
+            serde_json::to_value(response.into_inner()).map_err(|e| DispatchError::Transport {
+                message: format!("the response could not be re-encoded: {e}"),
+            })
+        }
+        Err(ClientError::ErrorResponse(response)) => {
+            let status = response.status().as_u16();
+            let body = serde_json::to_value(response.into_inner()).ok();
+            Err(upstream_error(status, body))
+        }
+        Err(ClientError::InvalidRequest(message)) => Err(DispatchError::InvalidArgument {
+            field: "arguments".into(),
+            message,
+        }),
+        Err(ClientError::CommunicationError(e)) => Err(DispatchError::Transport {
+            message: describe(e),
+        }),
+        Err(ClientError::UnexpectedResponse(response)) => {
+            let status = response.status().as_u16();
+            Err(DispatchError::Upstream {
+                status,
+                code: None,
+                message: format!("unexpected response with status {status}"),
+                body: None,
+            })
+        }
+        Err(ClientError::InvalidResponsePayload(bytes, e)) if last_status >= 400 => {
+            let body = serde_json::from_slice::<Value>(&bytes).ok();
+            let mut error = upstream_error(last_status, body);
+            if let DispatchError::Upstream {
+                message,
+                code: None,
+                ..
+            } = &mut error
+            {
+                *message = format!("an error response that is not the API's JSON ({e})");
+            }
+            Err(error)
+        }
+        Err(ClientError::InvalidResponsePayload(_, e)) => Err(DispatchError::Transport {
+            message: format!("the response does not match the API's schema: {e}"),
+        }),
+        Err(ClientError::ResponseBodyError(e)) => Err(DispatchError::Transport {
+            message: describe(e),
+        }),
+        Err(other) => Err(DispatchError::Transport {
+            message: other.to_string(),
+        }),
+    }
+}
+
+fn upstream_error(status: u16, body: Option<Value>) -> DispatchError {
+    let error = body.as_ref().map(|b| &b["error"]);
+    let code = error.and_then(|e| e["code"].as_str()).map(String::from);
+    let message = error
+        .and_then(|e| e["message"].as_str())
+        .map(String::from)
+        .unwrap_or_else(|| format!("status {status}"));
+    DispatchError::Upstream {
+        status,
+        code,
+        message,
+        body,
+    }
+}
+
+/// A reqwest error in words, without its URL (which is ours, not the caller's business).
+fn describe(error: reqwest::Error) -> String {
+    if error.is_timeout() {
+        "the request timed out".to_string()
+    } else if error.is_connect() {
+        "the connection was refused or failed".to_string()
+    } else {
+        error.without_url().to_string()
+    }
+}
