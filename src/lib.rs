@@ -8,10 +8,29 @@
 //!   errors mapped for callers.
 //! - `api_key`: the `tak_` secret, which never reaches a log.
 //! - `diff`: `tools diff`, the breaking/compatible classification of two catalogues.
+//! - `auth`: `Authorization: Bearer tak_…` → `Principal`, through the API's key introspection.
+//! - `mcp`: the protocol core (JSON-RPC, lifecycle, tools), sessions and tool selection.
+//! - `transport`: Streamable HTTP (`/mcp`) and legacy SSE (`/sse`), thin over the core.
+//! - `server`: the gateway's router, Origin/CORS, limits, health, graceful shutdown.
+//! - `sandbox`: the embedded REST API (a second implementation of the spec; no gateway inside).
+//! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
 
 pub mod api_key;
+pub mod auth;
 pub mod catalogue;
 pub mod diff;
 pub mod generated;
+pub mod mcp;
+pub mod sandbox;
 pub mod scopes;
+pub mod server;
+pub mod transport;
 pub mod upstream;
+pub mod validation;
+
+/// Installs ring as rustls' crypto provider. reqwest is built without a default one (aws-lc is
+/// slow to build), so every `reqwest::Client` in the process needs this first. Idempotent.
+pub fn install_tls_provider() {
+    // A second install fails harmlessly; the first one wins.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,10 +1,16 @@
 //! The `trainar-mcp` command: parses the command line and wires the library together.
 
 use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use trainar_mcp::catalogue::Catalogue;
 use trainar_mcp::diff;
+use trainar_mcp::mcp::core::CoreOptions;
+use trainar_mcp::mcp::selection::Selection;
+use trainar_mcp::sandbox;
+use trainar_mcp::server::{self, Gateway, GatewayConfig, ServerOptions};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +28,119 @@ enum Command {
     /// Inspect and compare tool catalogues.
     #[command(subcommand)]
     Tools(ToolsCommand),
+    /// Run the MCP server (SSE on /sse, Streamable HTTP on /mcp). Without --upstream it starts
+    /// the embedded sandbox on a loopback port and serves that.
+    Serve(Box<ServeArgs>),
+    /// Run the embedded sandbox: a stateful TrainAR REST API over SQLite, on its own.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "TRAINAR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The TrainAR API to serve (e.g. https://api.trainar.ai). Without it: the embedded sandbox.
+    #[arg(long, env = "TRAINAR_UPSTREAM")]
+    upstream: Option<String>,
+    /// The embedded sandbox's data directory (ignored with --upstream).
+    #[arg(long, env = "TRAINAR_DATA_DIR", default_value = "./trainar-data")]
+    data_dir: PathBuf,
+    /// The URL clients reach this server at, if it differs from the listen address (behind a
+    /// proxy); used in printed configuration and the SSE endpoint event.
+    #[arg(long, env = "TRAINAR_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Offer only these categories (comma-separated, e.g. tasks,knowledge).
+    #[arg(long, env = "TRAINAR_TOOLSETS")]
+    toolsets: Option<String>,
+    /// Offer only these tools (comma-separated).
+    #[arg(long, env = "TRAINAR_TOOLS")]
+    tools: Option<String>,
+    /// Offer only read-only tools.
+    #[arg(long, env = "TRAINAR_READ_ONLY")]
+    read_only: bool,
+    /// tools/list shows every selected tool, with its required scopes in `_meta`, even those the
+    /// key may not call (calls are still refused).
+    #[arg(long, env = "TRAINAR_LIST_ALL_TOOLS")]
+    list_all_tools: bool,
+    /// Seconds a tool call may take upstream before it fails.
+    #[arg(long, env = "TRAINAR_CALL_TIMEOUT_SECS", default_value_t = 30)]
+    call_timeout_secs: u64,
+    /// Seconds a resolved key is cached (max 30 recommended: revocation takes this long).
+    #[arg(long, env = "TRAINAR_AUTH_CACHE_SECS", default_value_t = 30)]
+    auth_cache_secs: u64,
+    /// Results longer than this many bytes of text are truncated with a notice.
+    #[arg(long, env = "TRAINAR_MAX_RESULT_BYTES", default_value_t = 100_000)]
+    max_result_bytes: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "TRAINAR_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Browser origins allowed besides localhost (comma-separated, exact scheme://host[:port]).
+    #[arg(long, env = "TRAINAR_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Concurrent sessions one key may hold.
+    #[arg(long, env = "TRAINAR_SESSIONS_PER_KEY", default_value_t = 16)]
+    sessions_per_key: usize,
+    /// Requests per minute one key may make.
+    #[arg(long, env = "TRAINAR_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    rate_limit_per_minute: u32,
+    /// Seconds without activity after which a session ends.
+    #[arg(long, env = "TRAINAR_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    idle_timeout_secs: u64,
+    /// tools/list page size.
+    #[arg(long, env = "TRAINAR_TOOLS_PAGE_SIZE", default_value_t = 100)]
+    tools_page_size: usize,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    #[command(subcommand)]
+    command: Option<SandboxCommand>,
+    /// Where to listen.
+    #[arg(long, env = "TRAINAR_SANDBOX_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: SandboxStoreArgs,
+    /// First start only: `demo` seeds a realistic tenant, `none` only the tenant and its admin key.
+    #[arg(long, env = "TRAINAR_SANDBOX_SEED", default_value = "demo")]
+    seed: SeedMode,
+    /// The largest request body accepted, in bytes (larger is 413).
+    #[arg(long, env = "TRAINAR_SANDBOX_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+#[derive(Args)]
+struct SandboxStoreArgs {
+    /// The sandbox's data directory (SQLite database).
+    #[arg(
+        long,
+        env = "TRAINAR_DATA_DIR",
+        default_value = "./trainar-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SeedMode {
+    Demo,
+    None,
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Manage the sandbox's tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Add a tenant (with only its admin key) and print that key once.
+    Create {
+        /// The tenant's display name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,6 +176,231 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Tools(ToolsCommand::Diff(args)) => tools_diff(&args),
+        Command::Serve(args) => run_serve(*args),
+        Command::Sandbox(args) => run_sandbox(args),
+    }
+}
+
+/// The admin key a script or test fixes in advance, instead of a random one.
+const ADMIN_KEY_ENV: &str = "TRAINAR_SANDBOX_ADMIN_KEY";
+
+fn run_sandbox(args: SandboxArgs) -> ExitCode {
+    init_logging();
+    let mut config = sandbox::Config::new(&args.store.data_dir);
+    config.max_body_bytes = args.max_body_bytes;
+    config.demo_seed = matches!(args.seed, SeedMode::Demo);
+    config.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    if let Some(SandboxCommand::Tenant(TenantCommand::Create { name })) = args.command {
+        return match sandbox::create_tenant(&config, &name) {
+            Ok((tenant_id, key)) => {
+                println!("tenant {tenant_id} ({name}) created");
+                println!("admin key (shown once): {key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
+    let (sandbox, first) = match sandbox::Sandbox::open(config) {
+        Ok(opened) => opened,
+        Err(e) => return fail(&e),
+    };
+    if let Some(first) = &first {
+        println!("created tenant {} ({})", first.tenant_id, first.tenant_name);
+        println!(
+            "admin key (shown once, holds every scope): {}",
+            first.admin_key
+        );
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
+        };
+        let url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        println!(
+            "TrainAR sandbox API listening on {url}/v1 (data: {})",
+            args.store.data_dir.display()
+        );
+        match sandbox.serve(listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("the sandbox stopped: {e}")),
+        }
+    })
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    init_logging();
+    let selection = match Selection::parse(
+        args.toolsets.as_deref(),
+        args.tools.as_deref(),
+        args.read_only,
+    ) {
+        Ok(selection) => selection,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let mut first_start = None;
+        let (upstream_url, sandbox_task) = match &args.upstream {
+            Some(url) => (url.clone(), None),
+            None => match sandbox::spawn_embedded(embedded_config(&args.data_dir)).await {
+                Ok((url, first, task)) => {
+                    first_start = first;
+                    (url, Some(task))
+                }
+                Err(e) => return fail(&e),
+            },
+        };
+        let config = GatewayConfig {
+            core: CoreOptions {
+                list_all_tools: args.list_all_tools,
+                selection,
+                max_result_bytes: args.max_result_bytes.max(1024),
+                page_size: args.tools_page_size.max(1),
+            },
+            server: ServerOptions {
+                allowed_origins: args
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_string())
+                    .collect(),
+                sessions_per_key: args.sessions_per_key.max(1),
+                requests_per_minute: args.rate_limit_per_minute.max(1),
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+                max_body_bytes: args.max_body_bytes,
+                public_url: args.public_url.clone(),
+            },
+            call_timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
+            auth_cache_ttl: Duration::from_secs(args.auth_cache_secs),
+        };
+        let gateway = match Gateway::build(&upstream_url, config) {
+            Ok(gateway) => gateway,
+            Err(e) => return fail(&e),
+        };
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
+        };
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let base = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        print_banner(
+            &base,
+            &upstream_url,
+            args.upstream.is_none(),
+            first_start.as_ref(),
+        );
+        let result = server::serve(listener, gateway, shutdown_signal()).await;
+        if let Some(task) = sandbox_task {
+            task.abort();
+        }
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("the server stopped: {e}")),
+        }
+    })
+}
+
+fn embedded_config(data_dir: &std::path::Path) -> sandbox::Config {
+    let mut config = sandbox::Config::new(data_dir);
+    config.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    config
+}
+
+fn print_banner(base: &str, upstream: &str, embedded: bool, first: Option<&sandbox::FirstStart>) {
+    println!("trainar-mcp listening on {base}");
+    println!(
+        "  Streamable HTTP: {base}/mcp    SSE: {base}/sse    health: {base}/healthz, {base}/readyz"
+    );
+    if embedded {
+        println!("  upstream: the embedded sandbox at {upstream}/v1");
+    } else {
+        println!("  upstream: {upstream}");
+    }
+    let key = match first {
+        Some(first) => {
+            println!(
+                "\nDemo tenant {} created. Its admin key (shown once, holds every scope):",
+                first.tenant_name
+            );
+            println!("  {}", first.admin_key);
+            first.admin_key.clone()
+        }
+        None => "tak_your_key_here".to_string(),
+    };
+    println!(
+        "\nClaude Code:\n  claude mcp add --transport http trainar {base}/mcp --header \"Authorization: Bearer {key}\""
+    );
+    println!("\nmcpServers entry (Claude Desktop, Cursor, …):");
+    println!(
+        "  {{\"mcpServers\": {{\"trainar\": {{\"url\": \"{base}/sse\", \"headers\": {{\"Authorization\": \"Bearer {key}\"}}}}}}}}"
+    );
+    println!("\nMCP Inspector CLI:");
+    println!(
+        "  npx @modelcontextprotocol/inspector --cli {base}/mcp --transport http --header \"Authorization: Bearer {key}\" --method tools/list"
+    );
+    println!();
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Logs as one line per event to stderr; `RUST_LOG` filters (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("TRAINAR_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
     }
 }
 

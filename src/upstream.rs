@@ -28,9 +28,7 @@ pub struct Upstream {
 impl Upstream {
     /// `timeout` bounds one whole request, so a slow upstream becomes an error, not a hang.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Upstream, reqwest::Error> {
-        // reqwest is built without a default TLS provider (aws-lc is slow to build); ring serves.
-        // A second install attempt fails harmlessly, so the result is deliberately ignored.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -44,6 +42,17 @@ impl Upstream {
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Whether the API answers at all (any HTTP status counts): the gateway's readiness.
+    pub async fn probe(&self) -> Result<(), String> {
+        let url = format!("{}/v1/api-keys/current", self.base_url);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(describe)
     }
 
     /// A generated client that acts as `key` over the shared pool. Cheap: no connection is made.

@@ -4,4 +4,13 @@
 mod catalogue;
 mod common;
 mod dispatch;
+mod gateway_fixture;
+mod mcp_clients;
+mod mcp_http;
+mod sandbox_billing_devices;
+mod sandbox_core;
+mod sandbox_fixture;
+mod sandbox_integrations_sessions_reports;
+mod sandbox_knowledge;
+mod sandbox_skills_users_webhooks;
 mod tools_diff;

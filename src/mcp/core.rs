@@ -1,0 +1,369 @@
+//! The protocol core: one JSON-RPC message in, at most one reply out, for every transport.
+//!
+//! It owns the lifecycle (initialize, version negotiation), ping, tools/list (scope-filtered,
+//! paginated) and tools/call (scope check, argument validation, dispatch with timeout and
+//! cancellation, result shaping). Invariant: it never sees HTTP or stdin; transports hand it
+//! parsed messages, the caller's `Principal` and their `Session`.
+
+use crate::auth::Principal;
+use crate::catalogue::{Catalogue, Tool};
+use crate::mcp::jsonrpc::{ErrorCode, Incoming, Request, RpcError, success};
+use crate::mcp::selection::Selection;
+use crate::mcp::session::Session;
+use crate::upstream::{DispatchError, Upstream};
+use crate::validation::SchemaCheck;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+/// Protocol versions of the handshake eras, newest first.
+pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub const LATEST_VERSION: &str = SUPPORTED_VERSIONS[0];
+
+/// How the core behaves; set once by `serve`.
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    /// tools/list shows every selected tool, allowed or not (calls are still checked).
+    pub list_all_tools: bool,
+    /// The server-wide selection (`--toolsets`, `--tools`, `--read-only`).
+    pub selection: Selection,
+    /// Text results longer than this are truncated with a notice.
+    pub max_result_bytes: usize,
+    /// tools/list page size.
+    pub page_size: usize,
+}
+
+impl Default for CoreOptions {
+    fn default() -> CoreOptions {
+        CoreOptions {
+            list_all_tools: false,
+            selection: Selection::default(),
+            max_result_bytes: 100_000,
+            page_size: 100,
+        }
+    }
+}
+
+pub struct Core {
+    upstream: Upstream,
+    options: CoreOptions,
+}
+
+/// Compiled input schemas, one per tool, built on first use.
+static ARGUMENT_CHECKS: LazyLock<HashMap<&'static str, SchemaCheck>> = LazyLock::new(|| {
+    Catalogue::get()
+        .tools()
+        .iter()
+        .map(|tool| {
+            let check = SchemaCheck::new(&tool.definition["inputSchema"])
+                .expect("build.rs writes valid schemas");
+            (tool.name(), check)
+        })
+        .collect()
+});
+
+impl Core {
+    pub fn new(upstream: Upstream, options: CoreOptions) -> Core {
+        LazyLock::force(&ARGUMENT_CHECKS);
+        Core { upstream, options }
+    }
+
+    pub fn options(&self) -> &CoreOptions {
+        &self.options
+    }
+
+    /// Handles one message of `session`. Returns the reply for a request; None for anything else
+    /// (and for a request cancelled while in flight, which gets no reply by the spec).
+    pub async fn handle(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        message: Incoming,
+    ) -> Option<Value> {
+        session.touch();
+        match message {
+            Incoming::Request(request) => self.request(principal, session, request).await,
+            Incoming::Notification(notification) => {
+                if notification.method == "notifications/cancelled"
+                    && let Some(id) = notification.params.get("requestId")
+                {
+                    session.cancel(id);
+                }
+                None
+            }
+            Incoming::Response => None,
+        }
+    }
+
+    async fn request(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        request: Request,
+    ) -> Option<Value> {
+        let id = request.id.clone();
+        let result = match request.method.as_str() {
+            "initialize" => Ok(self.initialize(session, &request.params)),
+            "ping" => Ok(json!({})),
+            "tools/list" => self.list_tools(principal, session, &request),
+            "tools/call" => {
+                let cancelled = session.start_request(&id);
+                let outcome = tokio::select! {
+                    outcome = self.call_tool(principal, session, &request) => Some(outcome),
+                    _ = cancelled => None,
+                };
+                session.finish_request(&id);
+                outcome?
+            }
+            other => Err(RpcError::new(
+                id.clone(),
+                ErrorCode::MethodNotFound,
+                format!("method not found: {other}"),
+            )),
+        };
+        Some(match result {
+            Ok(result) => success(&id, result),
+            Err(error) => error.to_json(),
+        })
+    }
+
+    /// Echoes a supported version, else answers with the latest (the client then decides).
+    pub fn initialize(&self, session: &Session, params: &Map<String, Value>) -> Value {
+        let requested = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let version = if SUPPORTED_VERSIONS.contains(&requested) {
+            requested
+        } else {
+            LATEST_VERSION
+        };
+        *session
+            .protocol_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = version.to_string();
+        json!({
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": false}},
+            "serverInfo": {"name": "trainar-mcp", "title": "TrainAR", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": "Tools for one TrainAR tenant: users and AR devices, training sessions, tasks and skills, \
+                the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools \
+                are listed and callable. Lists are paginated: pass `next_cursor` back as `cursor`."
+        })
+    }
+
+    fn offered<'c>(&self, principal: &Principal, session: &Session) -> Vec<&'c Tool> {
+        session
+            .selection
+            .offered(&principal.scopes, self.options.list_all_tools)
+    }
+
+    fn list_tools(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        request: &Request,
+    ) -> Result<Value, RpcError> {
+        let offered = self.offered(principal, session);
+        let start = match request.params.get("cursor") {
+            None | Some(Value::Null) => 0,
+            Some(cursor) => cursor
+                .as_str()
+                .and_then(|c| c.strip_prefix("tools:"))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0 && *n < offered.len())
+                .ok_or_else(|| {
+                    RpcError::new(
+                        request.id.clone(),
+                        ErrorCode::InvalidParams,
+                        "invalid cursor",
+                    )
+                })?,
+        };
+        let end = (start + self.options.page_size.max(1)).min(offered.len());
+        let tools: Vec<&Value> = offered[start..end].iter().map(|t| &t.definition).collect();
+        let mut result = json!({"tools": tools});
+        if end < offered.len() {
+            result["nextCursor"] = json!(format!("tools:{end}"));
+        }
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        request: &Request,
+    ) -> Result<Value, RpcError> {
+        let invalid =
+            |message: String| RpcError::new(request.id.clone(), ErrorCode::InvalidParams, message);
+        let name = request
+            .params
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("`name` is required".into()))?;
+        let tool = Catalogue::get()
+            .find(name)
+            .filter(|tool| session.selection.admits(tool))
+            .ok_or_else(|| invalid(format!("unknown tool: {name}")))?;
+        let arguments = match request.params.get("arguments") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(arguments)) => arguments.clone(),
+            Some(_) => return Err(invalid("`arguments` must be an object".into())),
+        };
+        let started = Instant::now();
+        let (outcome, status) = self.run_tool(principal, tool, arguments).await;
+        tracing::info!(
+            key_id = %principal.key_id,
+            tool = tool.name(),
+            status,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "tools/call"
+        );
+        Ok(outcome)
+    }
+
+    /// The tool's result, and a short status word for the log line.
+    async fn run_tool(
+        &self,
+        principal: &Principal,
+        tool: &Tool,
+        arguments: Map<String, Value>,
+    ) -> (Value, &'static str) {
+        let missing = principal.scopes.missing_for(tool.operation);
+        if !missing.is_empty() {
+            let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            return (denied(tool, &missing, &principal.scope_names), "denied");
+        }
+        let problems = ARGUMENT_CHECKS[tool.name()].problems(&Value::Object(arguments.clone()));
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("- `{}`: {}", p.field, p.message))
+                .collect();
+            let text = format!(
+                "Invalid arguments for {}:\n{}",
+                tool.name(),
+                lines.join("\n")
+            );
+            return (error_result(text), "invalid_arguments");
+        }
+        match self
+            .upstream
+            .call(&principal.key, tool.operation, arguments)
+            .await
+        {
+            Ok(body) => (self.success_result(body), "ok"),
+            Err(DispatchError::Upstream {
+                status: 403,
+                body,
+                message,
+                ..
+            }) => {
+                let required: Vec<String> = body
+                    .as_ref()
+                    .and_then(|b| b["error"]["required_scopes"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect();
+                let missing: Vec<&str> = if required.is_empty() {
+                    vec![message.as_str()]
+                } else {
+                    required.iter().map(String::as_str).collect()
+                };
+                (
+                    denied(tool, &missing, &principal.scope_names),
+                    "denied_upstream",
+                )
+            }
+            Err(DispatchError::Upstream {
+                status,
+                code,
+                message,
+                body,
+            }) => {
+                let mut text = format!(
+                    "The TrainAR API answered {status}{}: {message}",
+                    code.as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
+                );
+                for detail in body
+                    .as_ref()
+                    .and_then(|b| b["error"]["details"].as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    text.push_str(&format!(
+                        "\n- `{}`: {}",
+                        detail["field"].as_str().unwrap_or("?"),
+                        detail["message"].as_str().unwrap_or("")
+                    ));
+                }
+                (error_result(text), "upstream_error")
+            }
+            Err(DispatchError::InvalidArgument { field, message }) => (
+                error_result(format!("Invalid argument `{field}`: {message}")),
+                "invalid_arguments",
+            ),
+            Err(DispatchError::Transport { message }) => (
+                error_result(format!(
+                    "The TrainAR API could not be reached ({message}). Try again shortly."
+                )),
+                "unreachable",
+            ),
+        }
+    }
+
+    /// `structuredContent` plus the same JSON as text; over the cap, the text is cut and the
+    /// structured copy dropped (it could not be cut and still match the output schema).
+    fn success_result(&self, body: Value) -> Value {
+        let text = body.to_string();
+        let cap = self.options.max_result_bytes;
+        if text.len() <= cap {
+            return json!({"content": [{"type": "text", "text": text}], "structuredContent": body, "isError": false});
+        }
+        let mut cut = cap;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut notice = format!(
+            "\n\n[Result truncated: {} of {} bytes shown. Ask for less: pass a smaller `limit`",
+            cut,
+            text.len()
+        );
+        if let Some(next) = body.get("next_cursor").and_then(Value::as_str) {
+            notice.push_str(&format!(", then continue with `cursor`: \"{next}\""));
+        }
+        notice.push_str(".]");
+        json!({"content": [{"type": "text", "text": format!("{}{notice}", &text[..cut])}], "isError": false})
+    }
+}
+
+fn error_result(text: String) -> Value {
+    json!({"content": [{"type": "text", "text": text}], "isError": true})
+}
+
+fn denied(tool: &Tool, missing: &[&str], held: &[String]) -> Value {
+    let held = if held.is_empty() {
+        "none".to_string()
+    } else {
+        held.join(", ")
+    };
+    error_result(format!(
+        "Permission denied: {} requires the scope {}. This API key holds: {held}. Create a key with the \
+         required scope (Dashboard → API & Webhooks → API Keys) and reconnect.",
+        tool.name(),
+        missing.join(" and ")
+    ))
+}
+
+/// How long a tool call may take before the upstream request is abandoned.
+pub fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Shared handle to the core, as transports hold it.
+pub type SharedCore = Arc<Core>;

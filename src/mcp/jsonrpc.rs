@@ -1,0 +1,168 @@
+//! JSON-RPC 2.0 as MCP uses it: parsing one message into a closed enum, and building replies.
+//!
+//! Invariant: nothing here knows about HTTP, sessions or tools.
+
+use serde_json::{Map, Value, json};
+
+/// The JSON-RPC and MCP error codes this server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    ParseError,
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i64 {
+        match self {
+            ErrorCode::ParseError => -32700,
+            ErrorCode::InvalidRequest => -32600,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::InternalError => -32603,
+        }
+    }
+}
+
+/// A JSON-RPC error with the id it answers (null when the id is unknown).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    pub id: Value,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(id: Value, code: ErrorCode, message: impl Into<String>) -> RpcError {
+        RpcError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        failure(&self.id, self.code, &self.message)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub id: Value,
+    pub method: String,
+    pub params: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    pub method: String,
+    pub params: Map<String, Value>,
+}
+
+/// One message from the client.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Incoming {
+    Request(Request),
+    Notification(Notification),
+    /// A response to a request of ours; this server sends none that need answers, so it is dropped.
+    Response,
+}
+
+impl Incoming {
+    /// Parses one message; a malformed one is -32600 naming what is wrong.
+    pub fn parse(value: Value) -> Result<Incoming, RpcError> {
+        let Value::Object(mut object) = value else {
+            return Err(RpcError::new(
+                Value::Null,
+                ErrorCode::InvalidRequest,
+                "a JSON-RPC message must be an object",
+            ));
+        };
+        let id = object.remove("id");
+        if let Some(id) = &id
+            && !(id.is_string() || id.is_i64() || id.is_u64())
+        {
+            return Err(RpcError::new(
+                Value::Null,
+                ErrorCode::InvalidRequest,
+                "`id` must be a string or an integer",
+            ));
+        }
+        let invalid = |message: &str| {
+            RpcError::new(
+                id.clone().unwrap_or(Value::Null),
+                ErrorCode::InvalidRequest,
+                message,
+            )
+        };
+        if object.get("jsonrpc") != Some(&json!("2.0")) {
+            return Err(invalid("`jsonrpc` must be \"2.0\""));
+        }
+        let method = match object.remove("method") {
+            None if object.contains_key("result") || object.contains_key("error") => {
+                return Ok(Incoming::Response);
+            }
+            None => return Err(invalid("a request needs a `method`")),
+            Some(Value::String(method)) => method,
+            Some(_) => return Err(invalid("`method` must be a string")),
+        };
+        let params = match object.remove("params") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(params)) => params,
+            Some(_) => return Err(invalid("`params` must be an object")),
+        };
+        Ok(match id {
+            Some(id) => Incoming::Request(Request { id, method, params }),
+            None => Incoming::Notification(Notification { method, params }),
+        })
+    }
+}
+
+pub fn success(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+pub fn failure(id: &Value, code: ErrorCode, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code.code(), "message": message}})
+}
+
+pub fn notification(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "method": method, "params": params})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_shapes_and_rejects_the_rest() {
+        let request =
+            Incoming::parse(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).unwrap();
+        assert!(
+            matches!(request, Incoming::Request(Request { ref method, .. }) if method == "ping")
+        );
+        let note =
+            Incoming::parse(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                .unwrap();
+        assert!(matches!(note, Incoming::Notification(_)));
+        assert_eq!(
+            Incoming::parse(json!({"jsonrpc": "2.0", "id": 1, "result": {}})).unwrap(),
+            Incoming::Response
+        );
+        for bad in [
+            json!([1]),
+            json!({"id": 1, "method": "x"}),
+            json!({"jsonrpc": "2.0", "id": 1.5, "method": "x"}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": 3}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "x", "params": [1]}),
+        ] {
+            assert_eq!(
+                Incoming::parse(bad.clone()).unwrap_err().code,
+                ErrorCode::InvalidRequest,
+                "{bad}"
+            );
+        }
+    }
+}

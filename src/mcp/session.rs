@@ -1,0 +1,210 @@
+//! Sessions of the handshake eras, and the one seam they are kept behind (`SessionStore`).
+//!
+//! A session is bound to the key that created it (by the key's SHA-256, never the key itself): the
+//! same id presented with another key is unknown. Replacing `MemorySessionStore` with a shared
+//! store is what running several replicas takes.
+
+use crate::mcp::selection::Selection;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+pub struct Session {
+    pub id: String,
+    /// SHA-256 of the key that created the session.
+    pub key_fingerprint: String,
+    pub selection: Selection,
+    /// The negotiated protocol version, set by `initialize`.
+    pub protocol_version: Mutex<String>,
+    /// Cancels an in-flight request: its JSON-RPC id (as JSON text) → the sender that aborts it.
+    in_flight: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Where server-to-client messages go (the legacy SSE stream); None when there is no stream
+    /// or it was closed. Bounded: a client that stops reading is dropped, not buffered for.
+    outbound: Mutex<Option<mpsc::Sender<Value>>>,
+    last_seen: Mutex<Instant>,
+}
+
+impl Session {
+    pub fn new(
+        key_fingerprint: &str,
+        selection: Selection,
+        outbound: Option<mpsc::Sender<Value>>,
+    ) -> Session {
+        Session {
+            id: new_session_id(),
+            key_fingerprint: key_fingerprint.to_string(),
+            selection,
+            protocol_version: Mutex::new(String::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            outbound: Mutex::new(outbound),
+            last_seen: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn touch(&self) {
+        *lock(&self.last_seen) = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        lock(&self.last_seen).elapsed()
+    }
+
+    pub fn protocol_version(&self) -> String {
+        lock(&self.protocol_version).clone()
+    }
+
+    /// Registers a cancellable request; the receiver fires when `cancel` is called for its id.
+    pub fn start_request(&self, id: &Value) -> oneshot::Receiver<()> {
+        let (cancel, cancelled) = oneshot::channel();
+        lock(&self.in_flight).insert(id.to_string(), cancel);
+        cancelled
+    }
+
+    pub fn finish_request(&self, id: &Value) {
+        lock(&self.in_flight).remove(&id.to_string());
+    }
+
+    pub fn cancel(&self, id: &Value) -> bool {
+        match lock(&self.in_flight).remove(&id.to_string()) {
+            Some(cancel) => cancel.send(()).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn has_stream(&self) -> bool {
+        lock(&self.outbound).is_some()
+    }
+
+    /// Queues a message on the stream. A full queue means the client stopped reading: the stream
+    /// is closed and false returned, so the caller can drop the session.
+    pub fn send(&self, message: Value) -> bool {
+        let mut outbound = lock(&self.outbound);
+        let Some(sender) = outbound.as_ref() else {
+            return false;
+        };
+        if sender.try_send(message).is_ok() {
+            return true;
+        }
+        *outbound = None;
+        false
+    }
+
+    /// Ends the stream (its receiver sees the end) and cancels everything in flight.
+    pub fn close(&self) {
+        lock(&self.outbound).take();
+        for (_, cancel) in lock(&self.in_flight).drain() {
+            let _ = cancel.send(());
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// 128 random bits, hex: unguessable, visible ASCII.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where sessions live. Every method is quick and synchronous.
+pub trait SessionStore: Send + Sync {
+    fn insert(&self, session: Arc<Session>);
+    /// The session `id`, if it exists and belongs to the key with `key_fingerprint`.
+    fn get(&self, id: &str, key_fingerprint: &str) -> Option<Arc<Session>>;
+    fn remove(&self, id: &str) -> Option<Arc<Session>>;
+    fn count_for_key(&self, key_fingerprint: &str) -> usize;
+    /// Removes and returns the sessions idle for longer than `idle`.
+    fn remove_idle(&self, idle: Duration) -> Vec<Arc<Session>>;
+    fn drain(&self) -> Vec<Arc<Session>>;
+}
+
+#[derive(Default)]
+pub struct MemorySessionStore {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl SessionStore for MemorySessionStore {
+    fn insert(&self, session: Arc<Session>) {
+        lock(&self.sessions).insert(session.id.clone(), session);
+    }
+
+    fn get(&self, id: &str, key_fingerprint: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions)
+            .get(id)
+            .filter(|s| s.key_fingerprint == key_fingerprint)
+            .cloned()
+    }
+
+    fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).remove(id)
+    }
+
+    fn count_for_key(&self, key_fingerprint: &str) -> usize {
+        lock(&self.sessions)
+            .values()
+            .filter(|s| s.key_fingerprint == key_fingerprint)
+            .count()
+    }
+
+    fn remove_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
+        let mut sessions = lock(&self.sessions);
+        let expired: Vec<String> = sessions
+            .values()
+            .filter(|s| !s.has_stream() && s.idle_for() > idle)
+            .map(|s| s.id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| sessions.remove(id))
+            .collect()
+    }
+
+    fn drain(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).drain().map(|(_, s)| s).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_client_that_stops_reading_is_dropped_not_buffered() {
+        let (sender, _receiver) = mpsc::channel(2);
+        let session = Session::new("fp", Selection::default(), Some(sender));
+        assert!(session.send(json!(1)) && session.send(json!(2)));
+        assert!(
+            !session.send(json!(3)),
+            "the third message finds the queue full"
+        );
+        assert!(!session.has_stream(), "and the stream is closed");
+        assert!(!session.send(json!(4)));
+    }
+
+    #[test]
+    fn sessions_are_found_only_with_their_key() {
+        let store = MemorySessionStore::default();
+        let session = Arc::new(Session::new("key-a", Selection::default(), None));
+        store.insert(session.clone());
+        assert!(store.get(&session.id, "key-a").is_some());
+        assert!(store.get(&session.id, "key-b").is_none());
+        assert_eq!(store.count_for_key("key-a"), 1);
+    }
+
+    #[test]
+    fn cancelling_fires_the_in_flight_receiver() {
+        let session = Session::new("fp", Selection::default(), None);
+        let mut cancelled = session.start_request(&json!(9));
+        assert!(session.cancel(&json!(9)));
+        assert!(cancelled.try_recv().is_ok());
+        assert!(!session.cancel(&json!(9)), "a request is cancelled once");
+    }
+}

@@ -1,0 +1,419 @@
+//! The sandbox's storage: one SQLite database (WAL) under the data dir, versioned migrations, and
+//! a tenant-scoped document store that the category modules build on.
+//!
+//! Every resource is a row of `objects`: its API representation as JSON (`body`), a private JSON
+//! side (`private`: secrets' hashes, extracted text, …) that is never served, and `seq`, a
+//! monotonically increasing number that orders lists newest-first and makes cursors stable while
+//! rows are inserted. Every query is scoped by `tenant_id`: isolation is structural, not a check.
+//!
+//! Durability: each request runs in one transaction, committed before the response is written;
+//! WAL with `synchronous=NORMAL` survives a `kill -9` of the process (the OS holds the WAL), which
+//! is the crash the sandbox promises to survive.
+
+use crate::sandbox::error::ApiError;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The ordered migrations; the database's `user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, keys, the document store, the event outbox, file blobs.
+    "CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        secret_sha256 TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE objects (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        private TEXT NOT NULL DEFAULT '{}'
+     );
+     CREATE UNIQUE INDEX objects_by_id ON objects(tenant_id, kind, id);
+     CREATE INDEX objects_by_kind ON objects(tenant_id, kind, seq);
+     CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        content BLOB NOT NULL
+     );",
+    // 2: full-text search over knowledge (titles, descriptions and extracted text).
+    "CREATE VIRTUAL TABLE knowledge_fts USING fts5(
+        tenant_id UNINDEXED, knowledge_id UNINDEXED, file_id UNINDEXED, title, body,
+        tokenize = 'porter unicode61'
+     );",
+    // 3: webhook deliveries: one row per (event, endpoint), retried until delivered or given up.
+    "CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        webhook_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_status_code INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT
+     );
+     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);",
+];
+
+/// The database, shared by the request handlers and the background workers.
+#[derive(Clone)]
+pub struct Db {
+    /// One connection behind a std mutex: SQLite serialises writers anyway, every critical
+    /// section is synchronous (it never spans an `.await`), and it runs on the blocking pool.
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) `DIR/sandbox.sqlite3` and runs pending migrations.
+    pub fn open(data_dir: &Path) -> Result<Db, String> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
+        let path = data_dir.join("sandbox.sqlite3");
+        let connection =
+            Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Db::configure(connection).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// An in-memory database, for unit tests.
+    pub fn open_in_memory() -> Result<Db, String> {
+        Db::configure(Connection::open_in_memory().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
+    }
+
+    fn configure(mut connection: Connection) -> rusqlite::Result<Db> {
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", true)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Db {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` in one transaction on the blocking pool; commits only if it succeeds.
+    pub async fn transaction<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let tx = connection.transaction()?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// Synchronous access, for start-up (seeding) and the CLI.
+    pub fn transaction_blocking<T>(
+        &self,
+        work: impl FnOnce(&Transaction) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = connection.transaction()?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+/// A filter on a list: `json_extract(body, path) = value` (or `IS NULL` for `Value::Null`).
+pub struct Filter<'a> {
+    pub path: &'a str,
+    pub value: Value,
+}
+
+impl<'a> Filter<'a> {
+    /// A filter on a top-level field of the body, e.g. `Filter::field("status", json!("open"))`.
+    pub fn field(name: &'a str, value: Value) -> Filter<'a> {
+        Filter { path: name, value }
+    }
+}
+
+/// One page of a list, newest first.
+pub struct Page {
+    pub data: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
+impl Page {
+    /// `{data, next_cursor}`, the spec's list shape.
+    pub fn into_json(self) -> Value {
+        serde_json::json!({"data": self.data, "next_cursor": self.next_cursor})
+    }
+}
+
+/// Where a page starts: the `seq` of the last row of the previous page, encoded opaquely.
+pub fn encode_cursor(seq: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+    use base64::Engine;
+    let invalid = || {
+        ApiError::invalid_field(
+            "cursor",
+            "is not a cursor this API returned; omit it to start over",
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    text.strip_prefix("v1:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(invalid)
+}
+
+fn sql_value(value: &Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as Sql;
+    match value {
+        Value::Null => Sql::Null,
+        Value::Bool(b) => Sql::Integer(i64::from(*b)),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Sql::Integer)
+            .unwrap_or_else(|| Sql::Real(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => Sql::Text(s.clone()),
+        other => Sql::Text(other.to_string()),
+    }
+}
+
+fn parse(text: String) -> Result<Value, ApiError> {
+    serde_json::from_str(&text).map_err(ApiError::internal)
+}
+
+/// The tenant-scoped document store, over one transaction.
+pub struct Store<'t> {
+    tx: &'t Transaction<'t>,
+    tenant_id: &'t str,
+}
+
+impl<'t> Store<'t> {
+    pub fn new(tx: &'t Transaction<'t>, tenant_id: &'t str) -> Store<'t> {
+        Store { tx, tenant_id }
+    }
+
+    pub fn tx(&self) -> &Transaction<'t> {
+        self.tx
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        self.tenant_id
+    }
+
+    pub fn insert(&self, kind: &str, body: &Value) -> Result<(), ApiError> {
+        self.insert_with_private(kind, body, &serde_json::json!({}))
+    }
+
+    pub fn insert_with_private(
+        &self,
+        kind: &str,
+        body: &Value,
+        private: &Value,
+    ) -> Result<(), ApiError> {
+        let id = body["id"]
+            .as_str()
+            .ok_or_else(|| ApiError::internal("a stored object needs an id"))?;
+        self.tx.execute(
+            "INSERT INTO objects (tenant_id, kind, id, body, private) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                self.tenant_id,
+                kind,
+                id,
+                body.to_string(),
+                private.to_string()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, kind: &str, id: &str) -> Result<Option<Value>, ApiError> {
+        let text: Option<String> = self
+            .tx
+            .query_row(
+                "SELECT body FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+                params![self.tenant_id, kind, id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        text.map(parse).transpose()
+    }
+
+    /// Like `get`, but a missing object is the API's 404 naming it.
+    pub fn require(&self, kind: &str, id: &str) -> Result<Value, ApiError> {
+        self.get(kind, id)?
+            .ok_or_else(|| ApiError::not_found(format!("no {kind} {id} in this tenant")))
+    }
+
+    pub fn private(&self, kind: &str, id: &str) -> Result<Value, ApiError> {
+        let text: Option<String> = self
+            .tx
+            .query_row(
+                "SELECT private FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+                params![self.tenant_id, kind, id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        text.map(parse)
+            .transpose()?
+            .ok_or_else(|| ApiError::not_found(format!("no {kind} {id} in this tenant")))
+    }
+
+    /// Replaces the body (and keeps `seq`, so list order is creation order).
+    pub fn update(&self, kind: &str, body: &Value) -> Result<(), ApiError> {
+        let id = body["id"]
+            .as_str()
+            .ok_or_else(|| ApiError::internal("a stored object needs an id"))?;
+        let changed = self.tx.execute(
+            "UPDATE objects SET body = ?4 WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+            params![self.tenant_id, kind, id, body.to_string()],
+        )?;
+        if changed == 0 {
+            return Err(ApiError::not_found(format!(
+                "no {kind} {id} in this tenant"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn set_private(&self, kind: &str, id: &str, private: &Value) -> Result<(), ApiError> {
+        self.tx.execute(
+            "UPDATE objects SET private = ?4 WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+            params![self.tenant_id, kind, id, private.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes an object; a missing one is the API's 404.
+    pub fn delete(&self, kind: &str, id: &str) -> Result<(), ApiError> {
+        let changed = self.tx.execute(
+            "DELETE FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+            params![self.tenant_id, kind, id],
+        )?;
+        if changed == 0 {
+            return Err(ApiError::not_found(format!(
+                "no {kind} {id} in this tenant"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One page of `kind`, newest first, with every filter applied. `cursor` is the previous
+    /// page's `next_cursor`; `limit` is 1..=100.
+    pub fn list(
+        &self,
+        kind: &str,
+        filters: &[Filter],
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, ApiError> {
+        let before = cursor.map(decode_cursor).transpose()?.unwrap_or(i64::MAX);
+        let mut sql = String::from(
+            "SELECT seq, body FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND seq < ?3",
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            self.tenant_id.to_string().into(),
+            kind.to_string().into(),
+            before.into(),
+        ];
+        for filter in filters {
+            let path = format!("$.{}", filter.path);
+            if filter.value.is_null() {
+                sql.push_str(&format!(
+                    " AND json_extract(body, ?{}) IS NULL",
+                    values.len() + 1
+                ));
+                values.push(path.into());
+            } else {
+                sql.push_str(&format!(
+                    " AND json_extract(body, ?{}) = ?{}",
+                    values.len() + 1,
+                    values.len() + 2
+                ));
+                values.push(path.into());
+                values.push(sql_value(&filter.value));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", limit + 1));
+        let mut statement = self.tx.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut page = Vec::new();
+        for row in rows {
+            page.push(row?);
+        }
+        let next_cursor = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(seq, _)| encode_cursor(*seq))
+        } else {
+            None
+        };
+        let data = page
+            .into_iter()
+            .map(|(_, body)| parse(body))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { data, next_cursor })
+    }
+
+    /// Every object of `kind` (oldest first), for reports and aggregate checks.
+    pub fn all(&self, kind: &str) -> Result<Vec<Value>, ApiError> {
+        let mut statement = self.tx.prepare_cached(
+            "SELECT body FROM objects WHERE tenant_id = ?1 AND kind = ?2 ORDER BY seq",
+        )?;
+        let rows =
+            statement.query_map(params![self.tenant_id, kind], |row| row.get::<_, String>(0))?;
+        let mut all = Vec::new();
+        for row in rows {
+            all.push(parse(row?)?);
+        }
+        Ok(all)
+    }
+
+    /// Records an event for webhook delivery, in the same transaction as the change it reports.
+    pub fn emit(&self, event_type: &str, data: &Value) -> Result<(), ApiError> {
+        let id = crate::sandbox::ids::new_id("evt_");
+        self.tx.execute(
+            "INSERT INTO events (id, tenant_id, type, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, self.tenant_id, event_type, data.to_string(), crate::sandbox::ids::now_string()],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! The embedded sandbox: a stateful TrainAR Tenant REST API over SQLite that implements every
+//! operation of spec/trainar.yaml, for offline development and for every test.
+//!
+//! It is a second implementation of the spec, not a mode of the gateway. Invariant: nothing here
+//! imports the gateway (`upstream`, the MCP runtime); it shares only what is derived from the spec
+//! (`generated`, `scopes`, `validation`).
+//!
+//! Layout:
+//! - `db`: SQLite, migrations, the tenant-scoped document `Store`, cursors.
+//! - `request`: authentication, the scope rule, request validation, `Input`, reply helpers.
+//! - `error`: `ApiError`, the spec's Error body.
+//! - `ids`: ids, secrets, timestamps.
+//! - `tenants`: tenants and API keys (the `api_keys` category, introspection included).
+//! - one module per remaining category, each with `call` (its operations) and its seed data.
+//! - `seed`: the first-start demo tenant.
+
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod request;
+pub mod seed;
+pub mod tenants;
+
+mod account;
+mod billing;
+mod devices;
+mod integrations;
+mod knowledge;
+mod reports;
+mod sessions;
+mod skills;
+mod tasks;
+mod users;
+mod webhooks;
+
+use crate::generated::api::Operation;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use db::{Db, Store};
+use error::ApiError;
+use request::{Input, Principal, RawRequest, Reply};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+
+/// How a sandbox runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// The largest request body accepted; larger is 413.
+    pub max_body_bytes: usize,
+    /// Seed the demo tenant on first start (`--seed demo`) or only a bare tenant (`--seed none`).
+    pub demo_seed: bool,
+    /// Fixes the first tenant's admin key secret (`TRAINAR_SANDBOX_ADMIN_KEY`), for scripts/tests.
+    pub admin_key: Option<String>,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            max_body_bytes: 50 * 1024 * 1024,
+            demo_seed: true,
+            admin_key: None,
+        }
+    }
+}
+
+/// What one handler sees: the tenant's store (inside the request's transaction), the caller,
+/// and the operation being served.
+pub struct Ctx<'a> {
+    pub store: Store<'a>,
+    pub principal: &'a Principal,
+    pub operation: Operation,
+}
+
+/// An opened, migrated and seeded sandbox, ready to serve.
+#[derive(Clone)]
+pub struct Sandbox {
+    db: Db,
+    config: Config,
+}
+
+/// What the first start created: printed once by the CLI.
+#[derive(Debug, Clone)]
+pub struct FirstStart {
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub admin_key: String,
+}
+
+impl Sandbox {
+    /// Opens the database under `config.data_dir`; on first start creates the first tenant (and
+    /// the demo data unless `demo_seed` is false). Returns what was created, if anything.
+    pub fn open(config: Config) -> Result<(Sandbox, Option<FirstStart>), String> {
+        let db = Db::open(&config.data_dir)?;
+        let first = seed::first_start(&db, &config).map_err(|e| e.message)?;
+        request::warm_up();
+        Ok((Sandbox { db, config }, first))
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The REST API as an axum router: one route per operation of the spec.
+    pub fn router(&self) -> Router {
+        let mut routes: BTreeMap<&'static str, MethodRouter<Sandbox>> = BTreeMap::new();
+        for &operation in Operation::ALL {
+            let filter = match operation.method() {
+                "GET" => MethodFilter::GET,
+                "POST" => MethodFilter::POST,
+                "PUT" => MethodFilter::PUT,
+                "PATCH" => MethodFilter::PATCH,
+                _ => MethodFilter::DELETE,
+            };
+            let handler = move |State(sandbox): State<Sandbox>,
+                                path: Result<Path<HashMap<String, String>>, PathRejection>,
+                                RawQuery(query): RawQuery,
+                                headers: HeaderMap,
+                                body: Result<Bytes, BytesRejection>| async move {
+                sandbox
+                    .serve_operation(operation, path, query, headers, body)
+                    .await
+            };
+            let entry = routes.remove(operation.path()).unwrap_or_default();
+            routes.insert(operation.path(), entry.on(filter, handler));
+        }
+        // Not part of the Tenant API: where a provider sends the user back after authorising an
+        // integration (the URL that `get_integration_connect_url` hands out leads here).
+        let mut router = Router::new().route(
+            integrations::OAUTH_CALLBACK_PATH,
+            axum::routing::get(integrations::oauth_callback),
+        );
+        for (path, method_router) in routes {
+            router = router.route(path, method_router.fallback(method_not_allowed));
+        }
+        router
+            .fallback(|| async {
+                ApiError::not_found("no such route in the TrainAR API; see spec/trainar.yaml")
+            })
+            .layer(DefaultBodyLimit::max(self.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    async fn serve_operation(
+        &self,
+        operation: Operation,
+        path: Result<Path<HashMap<String, String>>, PathRejection>,
+        query: Option<String>,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                let limit = self.config.max_body_bytes;
+                return ApiError::payload_too_large(format!(
+                    "the request body is over {limit} bytes"
+                ))
+                .into_response();
+            }
+            Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
+        };
+        let path = match path {
+            Ok(Path(path)) => path,
+            Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
+        };
+        let raw = RawRequest { path, query, body };
+        let result = self
+            .db
+            .transaction(move |tx| {
+                let principal = request::authenticate(tx, authorization.as_deref())?;
+                request::authorize(&principal, operation)?;
+                let input = request::validate(operation, &raw)?;
+                let ctx = Ctx {
+                    store: Store::new(tx, &principal.tenant_id),
+                    principal: &principal,
+                    operation,
+                };
+                handle(&ctx, &input)
+            })
+            .await;
+        match result {
+            Ok((status, body)) => (status, axum::Json(body)).into_response(),
+            Err(error) => error.into_response(),
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, with the background workers (webhook
+    /// delivery, knowledge processing) running alongside.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let workers = [
+            tokio::spawn(webhooks::deliver_forever(self.db.clone())),
+            tokio::spawn(knowledge::process_forever(self.db.clone())),
+        ];
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for worker in workers {
+            worker.abort();
+        }
+        result
+    }
+}
+
+/// Opens the sandbox and serves it on an ephemeral loopback port, in this process: `serve`'s
+/// embedded default. The gateway then reaches it over HTTP, exactly as it reaches production.
+/// Returns its base URL, what a first start created, and the serving task.
+pub async fn spawn_embedded(
+    config: Config,
+) -> Result<(String, Option<FirstStart>, tokio::task::JoinHandle<()>), String> {
+    let (sandbox, first) = Sandbox::open(config)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot start the embedded sandbox: {e}"))?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let task = tokio::spawn(async move {
+        if let Err(e) = sandbox.serve(listener, std::future::pending()).await {
+            tracing::error!(error = %e, "the embedded sandbox stopped");
+        }
+    });
+    Ok((url, first, task))
+}
+
+/// Adds a tenant with only its admin key (`sandbox tenant create`): returns (id, admin secret).
+pub fn create_tenant(config: &Config, name: &str) -> Result<(String, String), String> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 120 {
+        return Err("a tenant name is 1 to 120 characters".into());
+    }
+    let db = Db::open(&config.data_dir)?;
+    db.transaction_blocking(|tx| seed::new_tenant(tx, name, None, false))
+        .map_err(|e| e.message)
+}
+
+async fn method_not_allowed() -> Response {
+    let error = ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "bad_request",
+        message: "this path does not take that method".into(),
+        details: Vec::new(),
+        required_scopes: Vec::new(),
+    };
+    error.into_response()
+}
+
+/// Routes an operation to the module of its category.
+fn handle(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    match ctx.operation.category() {
+        "api_keys" => tenants::call(ctx, input),
+        "account" => account::call(ctx, input),
+        "billing" => billing::call(ctx, input),
+        "devices" => devices::call(ctx, input),
+        "integrations" => integrations::call(ctx, input),
+        "knowledge" => knowledge::call(ctx, input),
+        "reports" => reports::call(ctx, input),
+        "sessions" => sessions::call(ctx, input),
+        "skills" => skills::call(ctx, input),
+        "tasks" => tasks::call(ctx, input),
+        "users" => users::call(ctx, input),
+        "webhooks" => webhooks::call(ctx, input),
+        other => Err(ApiError::internal(format!(
+            "no module serves category {other}"
+        ))),
+    }
+}
+
+/// The error for an operation that reached a module that does not serve it (a routing bug).
+fn not_served(ctx: &Ctx) -> ApiError {
+    ApiError::internal(format!("{} reached the wrong module", ctx.operation.name()))
+}

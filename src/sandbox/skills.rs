@@ -1,0 +1,648 @@
+//! Skills: templated procedures (an `input_schema` for the arguments, steps whose instructions
+//! hold `{{argument}}` placeholders), their CRUD, and `execute_skill`, which validates the
+//! arguments, renders the steps, charges the minutes to the ledger and records a
+//! `skill_execution` (emitting `skill.executed`).
+//!
+//! Rules kept here:
+//! - A definition is valid when `input_schema` compiles as a JSON Schema for an object and every
+//!   placeholder names one of its top-level properties (422 otherwise); slugs are unique (409).
+//! - Rendering: a string argument is inserted as is, any other JSON value as its JSON text; an
+//!   argument left out takes its schema's `default`; a placeholder with neither stays visible as
+//!   `{{name}}`, so the gap shows in the rendered procedure instead of silently disappearing.
+//! - `estimated_minutes` is the steps' durations summed and rounded up to minutes (at least 1);
+//!   it is what an execution consumes. Dry runs consume nothing and emit nothing.
+//! - Lists are "most recently updated first": an update re-inserts the skill so that it takes the
+//!   newest position (its private side travels with it).
+
+use crate::generated::api::Operation;
+use crate::sandbox::db::{Filter, Store};
+use crate::sandbox::error::{ApiError, FieldError};
+use crate::sandbox::ledger::{self, Reference};
+use crate::sandbox::request::{Input, Reply, created, deleted, ok, page};
+use crate::sandbox::{Ctx, ids, not_served};
+use crate::validation::SchemaCheck;
+use serde_json::{Map, Value, json};
+
+const KIND: &str = "skill";
+const EXECUTION: &str = "skill_execution";
+/// The spec's bound on `input_schema` and `arguments`, serialized.
+const MAX_JSON_BYTES: usize = 64 * 1024;
+const DEFAULT_STEP_SECONDS: i64 = 60;
+
+pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    match ctx.operation {
+        Operation::ListSkills => {
+            let mut filters = Vec::new();
+            for field in ["status", "category"] {
+                if let Some(value) = input.get(field) {
+                    filters.push(Filter::field(field, value.clone()));
+                }
+            }
+            page(
+                ctx.store
+                    .list(KIND, &filters, input.limit(), input.cursor())?,
+            )
+        }
+        Operation::GetSkill => ok(ctx.store.require(KIND, input.required_str("skill_id")?)?),
+        Operation::CreateSkill => create_skill(&ctx.store, input),
+        Operation::UpdateSkill => update_skill(&ctx.store, input),
+        Operation::DeleteSkill => delete_skill(&ctx.store, input),
+        Operation::ExecuteSkill => execute_skill(ctx, input),
+        _ => Err(not_served(ctx)),
+    }
+}
+
+fn create_skill(store: &Store, input: &Input) -> Result<Reply, ApiError> {
+    let slug = input.required_str("slug")?;
+    ensure_slug_free(store, slug, None)?;
+    let schema = input
+        .get("input_schema")
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    let steps = normalize_steps(input.get("steps"));
+    check_definition(&schema, &steps)?;
+    let now = ids::now_string();
+    let skill = json!({
+        "id": ids::new_id("skl_"),
+        "slug": slug,
+        "name": input.required_str("name")?,
+        "description": input.str("description").unwrap_or(""),
+        "category": input.str("category").unwrap_or("general"),
+        "status": input.str("status").unwrap_or("draft"),
+        "version": 1,
+        "input_schema": schema,
+        "estimated_minutes": estimated_minutes(&steps),
+        "steps": steps,
+        "created_at": now,
+        "updated_at": now,
+    });
+    store.insert(KIND, &skill)?;
+    created(skill)
+}
+
+fn update_skill(store: &Store, input: &Input) -> Result<Reply, ApiError> {
+    let id = input.required_str("skill_id")?;
+    let mut skill = store.require(KIND, id)?;
+    if let Some(slug) = input.str("slug") {
+        ensure_slug_free(store, slug, Some(id))?;
+    }
+    for (field, value) in input.given(&["slug", "name", "description", "category", "status"]) {
+        skill[field] = value.clone();
+    }
+    if let Some(schema) = input.get("input_schema") {
+        skill["input_schema"] = schema.clone();
+    }
+    if input.get("steps").is_some() {
+        let steps = normalize_steps(input.get("steps"));
+        skill["estimated_minutes"] = json!(estimated_minutes(&steps));
+        skill["steps"] = json!(steps);
+    }
+    // A new schema must still declare every placeholder of the kept steps, and vice versa.
+    let steps: Vec<Value> = skill["steps"].as_array().cloned().unwrap_or_default();
+    check_definition(&skill["input_schema"], &steps)?;
+    skill["version"] = json!(skill["version"].as_i64().unwrap_or(1) + 1);
+    skill["updated_at"] = json!(ids::now_string());
+    let private = store.private(KIND, id)?;
+    store.delete(KIND, id)?;
+    store.insert_with_private(KIND, &skill, &private)?;
+    ok(skill)
+}
+
+fn delete_skill(store: &Store, input: &Input) -> Result<Reply, ApiError> {
+    let id = input.required_str("skill_id")?;
+    store.delete(KIND, id)?;
+    // The spec shows a session of a deleted skill with `skill_id: null`.
+    for mut session in store.all("session")? {
+        if session["skill_id"] == id {
+            session["skill_id"] = Value::Null;
+            store.update("session", &session)?;
+        }
+    }
+    deleted(id)
+}
+
+fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    let store = &ctx.store;
+    let skill = store.require(KIND, input.required_str("skill_id")?)?;
+    let slug = skill["slug"].as_str().unwrap_or("");
+    if skill["status"] != "published" {
+        return Err(ApiError::unprocessable(format!(
+            "skill {slug} is {}; only published skills can be executed (publish it with update_skill)",
+            skill["status"].as_str().unwrap_or("not published")
+        )));
+    }
+    let arguments = input.get("arguments").cloned().unwrap_or_else(|| json!({}));
+    if arguments.to_string().len() > MAX_JSON_BYTES {
+        return Err(ApiError::invalid_field(
+            "arguments",
+            "is over 64 KiB serialized",
+        ));
+    }
+    check_arguments(&skill, &arguments)?;
+    let task_id = input.str("task_id");
+    if let Some(task_id) = task_id
+        && store.get("task", task_id)?.is_none()
+    {
+        return Err(ApiError::unprocessable(format!(
+            "no task {task_id} in this tenant"
+        )));
+    }
+    let started_at = ids::now_string();
+    let id = ids::new_id("sxe_");
+    let steps = render_steps(&skill, &arguments);
+    let dry_run = input.bool("dry_run").unwrap_or(false);
+    let estimated = skill["estimated_minutes"].as_i64().unwrap_or(1).max(1);
+    let version = skill["version"].as_i64().unwrap_or(1);
+    let minutes = if dry_run {
+        0
+    } else {
+        let description = format!("Skill execution: {slug} v{version}");
+        let reference = Reference {
+            skill_execution_id: Some(&id),
+            ..Reference::default()
+        };
+        ledger::charge(store, "skill_execution", estimated, reference, &description)?;
+        estimated
+    };
+    let mode = if dry_run { ", dry run" } else { "" };
+    let summary = format!(
+        "Rendered {} steps of {slug} v{version} ({estimated} min{mode})",
+        steps.len()
+    );
+    let execution = json!({
+        "id": id,
+        "skill_id": skill["id"],
+        "skill_version": version,
+        "status": "succeeded",
+        "dry_run": dry_run,
+        "arguments": arguments,
+        "result": {"steps": steps, "summary": summary},
+        "error": null,
+        "minutes_consumed": minutes,
+        "task_id": task_id,
+        "executed_by_key_id": ctx.principal.key_id,
+        "started_at": started_at,
+        "finished_at": ids::now_string(),
+        "created_at": started_at,
+    });
+    store.insert(EXECUTION, &execution)?;
+    if !dry_run {
+        store.emit("skill.executed", &execution)?;
+    }
+    created(execution)
+}
+
+/// 422 naming every argument that fails the skill's `input_schema`.
+fn check_arguments(skill: &Value, arguments: &Value) -> Result<(), ApiError> {
+    let check = SchemaCheck::new(&skill["input_schema"]).map_err(|e| {
+        ApiError::unprocessable(format!("the skill's input_schema no longer compiles: {e}"))
+    })?;
+    let problems = check.problems(arguments);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let details: Vec<FieldError> = problems
+        .into_iter()
+        .map(|p| FieldError {
+            field: if p.field == "(request)" {
+                "arguments".into()
+            } else {
+                format!("arguments.{}", p.field)
+            },
+            message: p.message,
+        })
+        .collect();
+    let fields: Vec<&str> = details.iter().map(|d| d.field.as_str()).collect();
+    let mut error = ApiError::unprocessable(format!(
+        "the arguments do not match the skill's input_schema: check {}",
+        fields.join(", ")
+    ));
+    error.details = details;
+    Err(error)
+}
+
+/// 409 when another skill of the tenant already uses `slug`.
+fn ensure_slug_free(store: &Store, slug: &str, except: Option<&str>) -> Result<(), ApiError> {
+    let holders = store.list(KIND, &[Filter::field("slug", json!(slug))], 2, None)?;
+    match holders
+        .data
+        .iter()
+        .find(|s| except.is_none_or(|id| s["id"] != id))
+    {
+        Some(other) => Err(ApiError::conflict(format!(
+            "the slug {slug} is already used by skill {}",
+            other["id"].as_str().unwrap_or("")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Request steps (`SkillStepInput`) as stored steps, with the spec's defaults filled in.
+fn normalize_steps(steps: Option<&Value>) -> Vec<Value> {
+    steps
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|step| {
+            json!({
+                "title": step["title"],
+                "instruction": step["instruction"],
+                "duration_seconds": step["duration_seconds"].as_i64().unwrap_or(DEFAULT_STEP_SECONDS),
+                "kind": step["kind"].as_str().unwrap_or("instruction"),
+            })
+        })
+        .collect()
+}
+
+fn estimated_minutes(steps: &[Value]) -> i64 {
+    let seconds: i64 = steps
+        .iter()
+        .filter_map(|s| s["duration_seconds"].as_i64())
+        .sum();
+    ((seconds + 59) / 60).max(1)
+}
+
+/// 422 unless `schema` is a compilable JSON Schema for an object declaring every placeholder.
+fn check_definition(schema: &Value, steps: &[Value]) -> Result<(), ApiError> {
+    if schema.to_string().len() > MAX_JSON_BYTES {
+        return Err(ApiError::invalid_field(
+            "input_schema",
+            "is over 64 KiB serialized",
+        ));
+    }
+    let describes_object = match &schema["type"] {
+        Value::Null => true,
+        Value::String(kind) => kind == "object",
+        Value::Array(kinds) => kinds.iter().any(|k| k == "object"),
+        _ => false,
+    };
+    if !describes_object {
+        return Err(ApiError::unprocessable(
+            "input_schema must describe an object (`\"type\": \"object\"`): the arguments are an object",
+        ));
+    }
+    SchemaCheck::new(schema).map_err(|e| {
+        ApiError::unprocessable(format!("input_schema is not a valid JSON Schema: {e}"))
+    })?;
+    let declared = schema["properties"].as_object();
+    for (index, step) in steps.iter().enumerate() {
+        let instruction = step["instruction"].as_str().unwrap_or("");
+        for name in placeholders(instruction) {
+            if !declared.is_some_and(|properties| properties.contains_key(name)) {
+                return Err(ApiError::unprocessable(format!(
+                    "steps[{index}] uses the placeholder {{{{{name}}}}}, which input_schema.properties does not declare"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The placeholders of a template: each `{{ name }}` (spaces optional), in order.
+fn placeholders(template: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some((_, name, after)) = next_placeholder(rest) {
+        names.push(name);
+        rest = after;
+    }
+    names
+}
+
+/// Splits `text` at its first placeholder: (text before, name, text after).
+fn next_placeholder(text: &str) -> Option<(&str, &str, &str)> {
+    let mut from = 0;
+    loop {
+        let open = from + text[from..].find("{{")?;
+        let inner_start = open + 2;
+        let close = inner_start + text[inner_start..].find("}}")?;
+        let name = text[inner_start..close].trim();
+        if !name.is_empty() && !name.contains(['{', '}']) {
+            return Some((&text[..open], name, &text[close + 2..]));
+        }
+        from = open + 1;
+    }
+}
+
+fn render(template: &str, arguments: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some((before, name, after)) = next_placeholder(rest) {
+        out.push_str(before);
+        match arguments.get(name) {
+            Some(Value::String(text)) => out.push_str(text),
+            Some(other) => out.push_str(&other.to_string()),
+            None => out.push_str(&rest[before.len()..rest.len() - after.len()]),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn render_steps(skill: &Value, arguments: &Value) -> Vec<Value> {
+    let mut values = arguments.as_object().cloned().unwrap_or_default();
+    // An argument left out falls back to the `default` its schema declares, if any.
+    for (name, property) in skill["input_schema"]["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(default) = property.get("default")
+            && !values.contains_key(name)
+        {
+            values.insert(name.clone(), default.clone());
+        }
+    }
+    let arguments = &values;
+    skill["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, step)| {
+            let template = step["instruction"].as_str().unwrap_or("");
+            let rendered = render(template, arguments);
+            // An instruction made only of empty arguments would render to nothing.
+            let instruction = if rendered.is_empty() {
+                template.to_string()
+            } else {
+                rendered
+            };
+            json!({"index": index, "title": step["title"], "instruction": instruction})
+        })
+        .collect()
+}
+
+/// Demo procedures of a field-service tenant: four published, one still a draft.
+pub fn seed_demo(store: &Store) -> Result<(), ApiError> {
+    let now = ids::now();
+    for (index, demo) in demo_skills().into_iter().enumerate() {
+        let (slug, name, description, category, status, version, schema, steps) = demo;
+        let steps: Vec<Value> = steps
+            .iter()
+            .map(|(title, instruction, seconds, kind)| {
+                json!({"title": title, "instruction": instruction, "duration_seconds": seconds, "kind": kind})
+            })
+            .collect();
+        check_definition(&schema, &steps)?;
+        let created = now - chrono::Duration::days(160 - 25 * index as i64);
+        let updated = created + chrono::Duration::days(3 * (version - 1));
+        store.insert(
+            KIND,
+            &json!({
+                "id": ids::new_id("skl_"), "slug": slug, "name": name, "description": description,
+                "category": category, "status": status, "version": version, "input_schema": schema,
+                "estimated_minutes": estimated_minutes(&steps), "steps": steps,
+                "created_at": ids::timestamp(created), "updated_at": ids::timestamp(updated),
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+type DemoStep = (&'static str, &'static str, i64, &'static str);
+type DemoSkill = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    Value,
+    Vec<DemoStep>,
+);
+
+fn demo_skills() -> Vec<DemoSkill> {
+    vec![
+        (
+            "lockout-tagout",
+            "Lockout/tagout of a machine",
+            "Isolates every energy source of a machine before maintenance (OSHA 1910.147).",
+            "safety",
+            "published",
+            3,
+            json!({"type": "object", "properties": {
+                "equipment_id": {"type": "string", "minLength": 1, "description": "The machine's asset tag"},
+                "energy_sources": {"type": "string", "description": "e.g. electrical 480 V, pneumatic"},
+                "authorized_person": {"type": "string", "minLength": 1}
+            }, "required": ["equipment_id", "authorized_person"]}),
+            vec![
+                (
+                    "Notify affected staff",
+                    "Tell everyone working near {{equipment_id}} that it is being shut down for maintenance.",
+                    120,
+                    "instruction",
+                ),
+                (
+                    "Identify energy sources",
+                    "Confirm the energy sources of {{equipment_id}}: {{energy_sources}}.",
+                    180,
+                    "check",
+                ),
+                (
+                    "Shut down",
+                    "Stop {{equipment_id}} with its normal stopping procedure.",
+                    60,
+                    "instruction",
+                ),
+                (
+                    "Isolate and lock",
+                    "Isolate every source and apply {{authorized_person}}'s personal lock and tag to each isolation point.",
+                    300,
+                    "instruction",
+                ),
+                (
+                    "Verify zero energy",
+                    "Try to start {{equipment_id}}; it must not start. Bleed stored pressure to zero.",
+                    180,
+                    "check",
+                ),
+                (
+                    "Photograph the locks",
+                    "Take a photo of every applied lock and tag.",
+                    60,
+                    "capture",
+                ),
+            ],
+        ),
+        (
+            "torque-wrench-calibration",
+            "Torque wrench calibration check",
+            "Checks a click-type torque wrench against the bench tester and records the deviation.",
+            "maintenance",
+            "published",
+            2,
+            json!({"type": "object", "properties": {
+                "wrench_serial": {"type": "string", "minLength": 1},
+                "target_torque_nm": {"type": "number", "minimum": 5, "maximum": 1000},
+                "tolerance_percent": {"type": "number", "minimum": 1, "maximum": 10, "default": 4}
+            }, "required": ["wrench_serial", "target_torque_nm"]}),
+            vec![
+                (
+                    "Set up the tester",
+                    "Mount wrench {{wrench_serial}} on the bench tester and zero the tester.",
+                    240,
+                    "instruction",
+                ),
+                (
+                    "Set the target",
+                    "Set the wrench to {{target_torque_nm}} N·m.",
+                    60,
+                    "instruction",
+                ),
+                (
+                    "Pull three times",
+                    "Pull slowly until the click, three times, and note each reading.",
+                    300,
+                    "capture",
+                ),
+                (
+                    "Judge the deviation",
+                    "The mean must be within {{tolerance_percent}} % of {{target_torque_nm}} N·m; otherwise tag the wrench out of service.",
+                    120,
+                    "check",
+                ),
+            ],
+        ),
+        (
+            "pump-seal-replacement",
+            "Hydraulic pump seal replacement",
+            "Replaces the shaft seal of a hydraulic pump and checks it for leaks.",
+            "maintenance",
+            "published",
+            1,
+            json!({"type": "object", "properties": {
+                "pump_id": {"type": "string", "pattern": "^P-[0-9]{1,4}$"},
+                "seal_kit": {"type": "string", "description": "The seal kit's part number"}
+            }, "required": ["pump_id", "seal_kit"]}),
+            vec![
+                (
+                    "Lock out the pump",
+                    "Apply lockout/tagout to pump {{pump_id}} and relieve system pressure.",
+                    600,
+                    "check",
+                ),
+                (
+                    "Remove the old seal",
+                    "Remove the coupling guard and extract the old shaft seal of {{pump_id}}.",
+                    900,
+                    "instruction",
+                ),
+                (
+                    "Fit the new seal",
+                    "Lubricate and press in the new seal from kit {{seal_kit}}.",
+                    600,
+                    "instruction",
+                ),
+                (
+                    "Leak test",
+                    "Run {{pump_id}} for 10 minutes at working pressure and inspect the seal for leaks.",
+                    720,
+                    "check",
+                ),
+                (
+                    "Record the job",
+                    "Photograph the installed seal and the kit label.",
+                    60,
+                    "capture",
+                ),
+            ],
+        ),
+        (
+            "forklift-pre-shift-inspection",
+            "Forklift pre-shift inspection",
+            "The daily walk-around check before a forklift is used.",
+            "safety",
+            "published",
+            1,
+            json!({"type": "object", "properties": {
+                "forklift_id": {"type": "string", "minLength": 1},
+                "operator_name": {"type": "string", "minLength": 1}
+            }, "required": ["forklift_id"]}),
+            vec![
+                (
+                    "Walk around",
+                    "Walk around forklift {{forklift_id}}: tyres, forks, chains and mast.",
+                    180,
+                    "check",
+                ),
+                (
+                    "Fluids",
+                    "Check the hydraulic fluid and battery charge of {{forklift_id}}.",
+                    120,
+                    "check",
+                ),
+                (
+                    "Controls",
+                    "{{operator_name}}: test horn, lights, brakes and steering before driving.",
+                    120,
+                    "check",
+                ),
+            ],
+        ),
+        (
+            "conveyor-belt-tracking",
+            "Conveyor belt tracking adjustment",
+            "Re-centres a conveyor belt that runs off to one side.",
+            "maintenance",
+            "draft",
+            1,
+            json!({"type": "object", "properties": {
+                "conveyor_id": {"type": "string", "minLength": 1},
+                "drift_side": {"type": "string", "enum": ["left", "right"]}
+            }, "required": ["conveyor_id", "drift_side"]}),
+            vec![
+                (
+                    "Observe",
+                    "Run conveyor {{conveyor_id}} empty and watch where the belt drifts ({{drift_side}}).",
+                    300,
+                    "instruction",
+                ),
+                (
+                    "Adjust the idler",
+                    "Stop and lock out the conveyor, then adjust the snub idler on the {{drift_side}} side a quarter turn.",
+                    600,
+                    "instruction",
+                ),
+            ],
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_render_and_missing_ones_stay_visible() {
+        let args = json!({"a": "A", "n": 3});
+        let args = args.as_object().unwrap();
+        assert_eq!(
+            render("x {{a}} {{ n }} {{b}} {{}} {", args),
+            "x A 3 {{b}} {{}} {"
+        );
+        assert_eq!(placeholders("{{a}}{{ b }}{x}}"), ["a", "b"]);
+    }
+
+    #[test]
+    fn definitions_need_a_valid_object_schema_declaring_every_placeholder() {
+        let steps = vec![json!({"instruction": "Use {{tool}}"})];
+        let ok = json!({"type": "object", "properties": {"tool": {"type": "string"}}});
+        assert!(check_definition(&ok, &steps).is_ok());
+        assert!(check_definition(&json!({"type": "object"}), &steps).is_err());
+        assert!(check_definition(&json!({"type": "strng"}), &[]).is_err());
+        assert!(check_definition(&json!({"type": "string"}), &[]).is_err());
+    }
+
+    #[test]
+    fn estimated_minutes_round_up_and_are_at_least_one() {
+        let steps = |s: &[i64]| {
+            s.iter()
+                .map(|n| json!({"duration_seconds": n}))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(estimated_minutes(&steps(&[30])), 1);
+        assert_eq!(estimated_minutes(&steps(&[60, 61])), 3);
+    }
+}

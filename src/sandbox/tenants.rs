@@ -1,0 +1,169 @@
+//! Tenants and their API keys: creation, the `api_keys` operations and key introspection.
+//!
+//! A key's secret exists in clear only in the response that creates it; the database keeps its
+//! SHA-256 (`api_keys.secret_sha256`) and the API shows its 12-character `prefix`.
+
+use crate::generated::api::{Operation, Scope};
+use crate::sandbox::db::{Filter, Store};
+use crate::sandbox::error::ApiError;
+use crate::sandbox::request::{Input, Reply, created, ok, page};
+use crate::sandbox::{Ctx, ids, not_served};
+use crate::scopes::ScopeSet;
+use rusqlite::{Transaction, params};
+use serde_json::{Value, json};
+
+const KIND: &str = "api_key";
+
+pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    match ctx.operation {
+        Operation::ListApiKeys => {
+            let filters = if input.bool("include_revoked").unwrap_or(false) {
+                vec![]
+            } else {
+                vec![Filter::field("revoked_at", Value::Null)]
+            };
+            page(
+                ctx.store
+                    .list(KIND, &filters, input.limit(), input.cursor())?,
+            )
+        }
+        Operation::CreateApiKey => create_api_key(ctx, input),
+        Operation::RevokeApiKey => {
+            let mut key = ctx.store.require(KIND, input.required_str("key_id")?)?;
+            if !key["revoked_at"].is_null() {
+                return Err(ApiError::conflict("this API key is already revoked"));
+            }
+            key["revoked_at"] = json!(ids::now_string());
+            ctx.store.update(KIND, &key)?;
+            ok(key)
+        }
+        Operation::GetCurrentApiKey => {
+            let key = ctx.store.require(KIND, &ctx.principal.key_id)?;
+            let tenant_name: String = ctx.store.tx().query_row(
+                "SELECT name FROM tenants WHERE id = ?1",
+                params![ctx.store.tenant_id()],
+                |row| row.get(0),
+            )?;
+            ok(json!({
+                "id": key["id"], "tenant_id": ctx.store.tenant_id(), "tenant_name": tenant_name,
+                "name": key["name"], "scopes": key["scopes"], "prefix": key["prefix"],
+                "expires_at": key["expires_at"],
+            }))
+        }
+        _ => Err(not_served(ctx)),
+    }
+}
+
+fn create_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    let requested: Vec<&str> = input
+        .get("scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let beyond: Vec<&str> = requested
+        .iter()
+        .copied()
+        .filter(|name| Scope::parse(name).is_none_or(|scope| !ctx.principal.scopes.contains(scope)))
+        .collect();
+    if !beyond.is_empty() {
+        return Err(ApiError::insufficient_scope(
+            beyond.iter().map(|s| s.to_string()).collect(),
+            format!(
+                "a key cannot grant scopes it does not hold itself: {}",
+                beyond.join(", ")
+            ),
+        ));
+    }
+    if let Some(expires) = input.str("expires_at").and_then(ids::parse_timestamp)
+        && expires <= ids::now()
+    {
+        return Err(ApiError::invalid_field(
+            "expires_at",
+            "must be in the future",
+        ));
+    }
+    let (mut key, secret) = insert_key(
+        &ctx.store,
+        input.required_str("name")?,
+        &requested,
+        Some(&ctx.principal.key_id),
+        input.str("expires_at"),
+        None,
+    )?;
+    key["key"] = json!(secret);
+    created(key)
+}
+
+/// Stores a new key and returns its API representation and its secret (shown once).
+pub fn insert_key(
+    store: &Store,
+    name: &str,
+    scopes: &[&str],
+    created_by: Option<&str>,
+    expires_at: Option<&str>,
+    fixed_secret: Option<&str>,
+) -> Result<(Value, String), ApiError> {
+    let secret = fixed_secret
+        .map(String::from)
+        .unwrap_or_else(|| format!("tak_{}", ids::random_base62(40)));
+    let id = ids::new_id("key_");
+    let mut ordered: Vec<&str> = Scope::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .filter(|s| scopes.contains(s))
+        .collect();
+    ordered.dedup();
+    let key = json!({
+        "id": id, "name": name, "scopes": ordered, "prefix": &secret[..12],
+        "created_at": ids::now_string(), "created_by_key_id": created_by,
+        "last_used_at": null, "expires_at": expires_at, "revoked_at": null,
+    });
+    store.insert(KIND, &key)?;
+    store.tx().execute(
+        "INSERT INTO api_keys (id, tenant_id, secret_sha256) VALUES (?1, ?2, ?3)",
+        params![id, store.tenant_id(), ids::sha256_hex(secret.as_bytes())],
+    )?;
+    Ok((key, secret))
+}
+
+/// A new tenant with an admin key holding every scope. Returns (tenant id, admin secret).
+pub fn create_tenant(
+    tx: &Transaction,
+    name: &str,
+    admin_secret: Option<&str>,
+) -> Result<(String, String), ApiError> {
+    let tenant_id = ids::new_id("ten_");
+    tx.execute(
+        "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+        params![tenant_id, name, ids::now_string()],
+    )?;
+    let store = Store::new(tx, &tenant_id);
+    let all: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    let (_, secret) = insert_key(&store, "Admin key", &all, None, None, admin_secret)?;
+    debug_assert!(ScopeSet::from_names(all.iter().copied()) == ScopeSet::all());
+    Ok((tenant_id, secret))
+}
+
+/// Whether a secret already belongs to some key (so a fixed admin key is not inserted twice).
+pub fn secret_exists(tx: &Transaction, secret: &str) -> Result<bool, ApiError> {
+    let count: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM api_keys WHERE secret_sha256 = ?1",
+        params![ids::sha256_hex(secret.as_bytes())],
+        |row| row.get(0),
+    )?;
+    Ok(count > 0)
+}
+
+/// A fixed secret must look like one the API would mint: `tak_` and 40 letters or digits.
+pub fn check_secret_format(secret: &str) -> Result<(), ApiError> {
+    let rest = secret.strip_prefix("tak_").unwrap_or("");
+    if rest.len() == 40 && rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "an admin key must be `tak_` followed by 40 letters or digits",
+        ))
+    }
+}

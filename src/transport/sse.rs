@@ -1,0 +1,198 @@
+//! Legacy HTTP+SSE (2024-11-05): `GET /sse` opens a stream whose first event names the POST
+//! endpoint (`messages?sessionId=…`, relative so it survives path prefixes); `POST /messages`
+//! answers 202 and the reply travels on the stream. `POST /sse` is 405 (clients probe it).
+//!
+//! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
+
+use crate::mcp::jsonrpc::Incoming;
+use crate::mcp::session::{Session, SessionStore};
+use crate::server::{SharedGateway, http_error};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Messages a stream may have queued before its client counts as gone.
+const STREAM_QUEUE: usize = 64;
+
+pub fn routes() -> Router<SharedGateway> {
+    Router::new()
+        .route("/sse", get(open_stream).post(sse_post))
+        .route("/messages", post(post_message))
+}
+
+async fn sse_post() -> Response {
+    let mut response = http_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "GET /sse opens the stream; POST to its endpoint",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
+    response
+}
+
+async fn open_stream(
+    State(gateway): State<SharedGateway>,
+    Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let principal = match gateway.principal(&headers, raw_query.as_deref()).await {
+        Ok(principal) => principal,
+        Err(response) => return *response,
+    };
+    let selection = match gateway.selection_for(&query) {
+        Ok(selection) => selection,
+        Err(response) => return *response,
+    };
+    if let Err(response) = gateway.check_session_cap(&principal) {
+        return *response;
+    }
+    let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+    let session = Arc::new(Session::new(
+        &principal.fingerprint,
+        selection,
+        Some(sender),
+    ));
+    gateway.sessions.insert(session.clone());
+    let endpoint = match &gateway.options.public_url {
+        Some(base) => format!(
+            "{}/messages?sessionId={}",
+            base.trim_end_matches('/'),
+            session.id
+        ),
+        None => format!("messages?sessionId={}", session.id),
+    };
+    let stream = SessionStream {
+        endpoint: Some(endpoint),
+        receiver,
+        owner: Some((gateway.sessions.clone(), session.id.clone())),
+    };
+    let mut response = Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("ping"),
+        )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The SSE stream of one session: the endpoint event, then every queued message. When the
+/// client goes away the stream is dropped, and with it the session.
+struct SessionStream {
+    endpoint: Option<String>,
+    receiver: mpsc::Receiver<Value>,
+    owner: Option<(Arc<dyn SessionStore>, String)>,
+}
+
+impl futures_core::Stream for SessionStream {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(endpoint) = self.endpoint.take() {
+            return Poll::Ready(Some(Ok(Event::default().event("endpoint").data(endpoint))));
+        }
+        self.receiver.poll_recv(cx).map(|message| {
+            message.map(|message| Ok(Event::default().event("message").data(message.to_string())))
+        })
+    }
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        if let Some((sessions, id)) = self.owner.take()
+            && let Some(session) = sessions.remove(&id)
+        {
+            session.close();
+        }
+    }
+}
+
+async fn post_message(
+    State(gateway): State<SharedGateway>,
+    Query(query): Query<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let principal = match gateway.principal(&headers, raw_query.as_deref()).await {
+        Ok(principal) => principal,
+        Err(response) => return *response,
+    };
+    let Some(session_id) = query.get("sessionId") else {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            "missing_session",
+            "the sessionId query parameter is required",
+        );
+    };
+    let Some(session) = gateway.sessions.get(session_id, &principal.fingerprint) else {
+        return http_error(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "unknown or expired session; open /sse again",
+        );
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return http_error(rejection.status(), "invalid_body", &rejection.body_text());
+        }
+    };
+    if let Err(response) = gateway.check_rate(&principal) {
+        return *response;
+    }
+    let message = match serde_json::from_slice::<Value>(&body) {
+        Err(e) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "parse_error",
+                &format!("parse error: {e}"),
+            );
+        }
+        Ok(value) if value.is_array() => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "JSON-RPC batches are not supported",
+            );
+        }
+        Ok(value) => match Incoming::parse(value) {
+            Ok(message) => message,
+            Err(error) => {
+                // The spec's place for a JSON-RPC error is the stream.
+                session.send(error.to_json());
+                return StatusCode::ACCEPTED.into_response();
+            }
+        },
+    };
+    let worker = gateway.clone();
+    gateway.tasks.spawn(async move {
+        if let Some(reply) = worker.core.handle(&principal, &session, message).await
+            && !session.send(reply)
+        {
+            // The client stopped reading (or left): end the session rather than buffer for it.
+            worker.sessions.remove(&session.id);
+            session.close();
+        }
+    });
+    (StatusCode::ACCEPTED, "Accepted").into_response()
+}

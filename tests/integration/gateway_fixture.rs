@@ -1,0 +1,180 @@
+//! `TestGateway`: the real gateway on a loopback port in front of a real sandbox (or any
+//! upstream), plus a raw MCP-over-HTTP client for protocol-level assertions.
+
+use crate::sandbox_fixture::TestSandbox;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use trainar_mcp::server::{self, Gateway, GatewayConfig};
+
+pub struct TestGateway {
+    pub url: String,
+    pub sandbox: Option<TestSandbox>,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// What one raw HTTP exchange returned.
+pub struct Exchange {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestGateway {
+    /// A gateway in front of a fresh demo sandbox, with `configure` applied to the defaults.
+    pub async fn demo(configure: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+        let sandbox = TestSandbox::demo().await;
+        let url = sandbox.url.clone();
+        let mut gateway = TestGateway::in_front_of(&url, configure).await;
+        gateway.sandbox = Some(sandbox);
+        gateway
+    }
+
+    pub async fn in_front_of(
+        upstream: &str,
+        configure: impl FnOnce(&mut GatewayConfig),
+    ) -> TestGateway {
+        trainar_mcp::install_tls_provider();
+        let mut config = GatewayConfig::default();
+        configure(&mut config);
+        let gateway = Gateway::build(upstream, config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(server::serve(listener, gateway, async {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            url,
+            sandbox: None,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    pub fn sandbox(&self) -> &TestSandbox {
+        self.sandbox.as_ref().expect("a demo gateway has a sandbox")
+    }
+
+    pub fn admin(&self) -> String {
+        self.sandbox().admin.clone()
+    }
+
+    /// Triggers graceful shutdown and waits until the server has stopped.
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.served.take() {
+            Some(served) => served.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// POST /mcp with `message`, as `key`, in `session` (if any), with extra headers.
+    pub async fn post(
+        &self,
+        key: Option<&str>,
+        session: Option<&str>,
+        message: Value,
+        extra: &[(&str, &str)],
+    ) -> Exchange {
+        self.post_raw(key, session, message.to_string(), extra, "/mcp")
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        key: Option<&str>,
+        session: Option<&str>,
+        body: String,
+        extra: &[(&str, &str)],
+        path: &str,
+    ) -> Exchange {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Exchange {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// initialize + notifications/initialized; returns the session id.
+    pub async fn initialize(&self, key: &str, path: &str) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+        let reply = self
+            .post_raw(Some(key), None, init.to_string(), &[], path)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let session = reply
+            .headers
+            .get("mcp-session-id")
+            .expect("a session id")
+            .to_str()
+            .unwrap()
+            .to_string();
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert_eq!(
+            self.post(Some(key), Some(&session), initialized, &[])
+                .await
+                .status,
+            202
+        );
+        session
+    }
+
+    /// One request in `session`; returns the JSON-RPC reply.
+    pub async fn request(&self, key: &str, session: &str, method: &str, params: Value) -> Value {
+        let message = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
+        let reply = self.post(Some(key), Some(session), message, &[]).await;
+        assert_eq!(reply.status, 200, "{method}: {}", reply.body);
+        reply.body
+    }
+
+    pub async fn call_tool(&self, key: &str, session: &str, name: &str, arguments: Value) -> Value {
+        self.request(
+            key,
+            session,
+            "tools/call",
+            json!({"name": name, "arguments": arguments}),
+        )
+        .await["result"]
+            .clone()
+    }
+}
+
+/// The text content of a tools/call result.
+pub fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["text"].as_str())
+        .collect()
+}

@@ -1,0 +1,510 @@
+//! The sandbox's cross-cutting behaviour: authentication, the scope rule for every operation
+//! (driven from the generated table), key minting and revocation, tenant isolation, validation,
+//! pagination under concurrent inserts, and durability across restarts and `kill -9`.
+
+use crate::common::binary;
+use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, fresh_dir};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use trainar_mcp::generated::api::{Operation, Scope};
+use trainar_mcp::scopes::ScopeSet;
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_401_with_a_challenge() {
+    let sandbox = TestSandbox::empty().await;
+    let url = format!("{}/v1/tasks", sandbox.url);
+    let cases: [Option<&str>; 4] = [
+        None,
+        Some("Basic abc"),
+        Some("Bearer sk_live_1"),
+        Some("Bearer tak_unknown000000000000000000000000000000000"),
+    ];
+    for header in cases {
+        let mut request = sandbox.http().get(&url);
+        if let Some(header) = header {
+            request = request.header("authorization", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{header:?}");
+        assert!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn introspection_names_the_key_and_its_tenant() {
+    let sandbox = TestSandbox::empty().await;
+    let key = sandbox.key_with(&["read:tasks"]).await;
+    let me = sandbox
+        .expect(200, &key, "GET", "/v1/api-keys/current", None)
+        .await;
+    assert_eq!(me["scopes"], json!(["read:tasks"]));
+    assert_eq!(me["prefix"], key[..12]);
+    assert!(me["tenant_id"].as_str().unwrap().starts_with("ten_"));
+    assert_eq!(me["tenant_name"], "Acme Field Services");
+}
+
+/// A placeholder for each path parameter: well-formed enough to pass the scope check's stage.
+fn concrete_path(operation: Operation) -> String {
+    operation
+        .path()
+        .split('/')
+        .map(|segment| match segment {
+            "{integration_id}" => "servicenow".to_string(),
+            s if s.starts_with('{') => "abc_0123456789abcdef".to_string(),
+            s => s.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn every_operation_enforces_its_scopes_from_the_generated_table() {
+    let sandbox = TestSandbox::empty().await;
+    let mut keys_by_scopes = std::collections::HashMap::new();
+    for &operation in Operation::ALL {
+        let required: Vec<&str> = operation
+            .required_scopes()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        let body =
+            (operation.method() != "GET" && operation.method() != "DELETE").then(|| json!({}));
+        let path = concrete_path(operation);
+
+        // Holding exactly the required scopes: never 401/403.
+        let holder = match keys_by_scopes.get(&required) {
+            Some(key) => String::clone(key),
+            None if required.is_empty() => sandbox.key_with(&["read:tasks"]).await,
+            None => sandbox.key_with(&required).await,
+        };
+        keys_by_scopes.insert(required.clone(), holder.clone());
+        let (status, reply) = sandbox
+            .call(&holder, operation.method(), &path, body.clone())
+            .await;
+        assert!(
+            status != 401 && status != 403 && status < 500,
+            "{} with {required:?}: {status} {reply}",
+            operation.name()
+        );
+
+        if required.is_empty() {
+            continue;
+        }
+        // Every scope whose expansion does not reach a required scope: 403 naming them.
+        let lacking: Vec<&str> = Scope::ALL
+            .iter()
+            .filter(|scope| {
+                ScopeSet::from_names([scope.as_str()])
+                    .missing_for(operation)
+                    .len()
+                    == required.len()
+            })
+            .map(|scope| scope.as_str())
+            .collect();
+        let key = sandbox.key_with(&lacking).await;
+        let (status, reply) = sandbox.call(&key, operation.method(), &path, body).await;
+        assert_eq!(
+            status,
+            403,
+            "{} without {required:?}: {reply}",
+            operation.name()
+        );
+        assert_eq!(reply["error"]["code"], "insufficient_scope");
+        assert_eq!(
+            reply["error"]["required_scopes"],
+            json!(required),
+            "{}",
+            operation.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_cannot_mint_a_key_with_more_scopes_than_it_holds() {
+    let sandbox = TestSandbox::empty().await;
+    let minter = sandbox.key_with(&["manage:api_keys", "write:tasks"]).await;
+    let denied = json!({"name": "escalate", "scopes": ["read:tasks", "manage:users"]});
+    let reply = sandbox
+        .expect(403, &minter, "POST", "/v1/api-keys", Some(denied))
+        .await;
+    assert_eq!(reply["error"]["required_scopes"], json!(["manage:users"]));
+    // Implied scopes are held: write:tasks implies read:tasks.
+    let allowed = json!({"name": "reader", "scopes": ["read:tasks"]});
+    let created = sandbox
+        .expect(201, &minter, "POST", "/v1/api-keys", Some(allowed))
+        .await;
+    assert!(created["key"].as_str().unwrap().starts_with("tak_"));
+    let listed = sandbox
+        .expect(200, &minter, "GET", "/v1/api-keys", None)
+        .await;
+    assert!(
+        listed
+            .to_string()
+            .find(created["key"].as_str().unwrap())
+            .is_none(),
+        "secrets are never listed"
+    );
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_on_the_next_request() {
+    let sandbox = TestSandbox::empty().await;
+    let key = sandbox.key_with(&["read:tasks"]).await;
+    sandbox.expect(200, &key, "GET", "/v1/tasks", None).await;
+    let me = sandbox
+        .expect(200, &key, "GET", "/v1/api-keys/current", None)
+        .await;
+    let path = format!("/v1/api-keys/{}/revoke", me["id"].as_str().unwrap());
+    let revoked = sandbox
+        .expect(200, ADMIN_KEY, "POST", &path, Some(json!({})))
+        .await;
+    assert!(revoked["revoked_at"].is_string());
+    let reply = sandbox.expect(401, &key, "GET", "/v1/tasks", None).await;
+    assert_eq!(reply["error"]["code"], "unauthorized");
+    sandbox
+        .expect(409, ADMIN_KEY, "POST", &path, Some(json!({})))
+        .await;
+    let active = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys", None)
+        .await;
+    assert!(
+        active["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["id"] != me["id"])
+    );
+    let all = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/api-keys?include_revoked=true",
+            None,
+        )
+        .await;
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == me["id"])
+    );
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_data() {
+    let sandbox = TestSandbox::demo().await;
+    let other = sandbox.other_tenant("Globex");
+    let task = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "Acme only"})),
+        )
+        .await;
+    let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
+    sandbox.expect(404, &other, "GET", &path, None).await;
+    sandbox
+        .expect(404, &other, "PATCH", &path, Some(json!({"status": "done"})))
+        .await;
+    sandbox.expect(404, &other, "DELETE", &path, None).await;
+    let listed = sandbox
+        .expect(200, &other, "GET", "/v1/tasks?limit=100", None)
+        .await;
+    assert_eq!(
+        listed["data"],
+        json!([]),
+        "a new tenant has no tasks, and none of Acme's"
+    );
+    sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_specific_errors() {
+    let sandbox = TestSandbox::empty().await;
+    let details = |reply: &Value| -> BTreeSet<String> {
+        reply["error"]["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d["field"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let reply = sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "", "priority": 1, "status": "later"})),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "validation_failed");
+    assert_eq!(
+        details(&reply),
+        ["priority", "status", "title"].map(String::from).into()
+    );
+    let reply = sandbox
+        .expect(400, ADMIN_KEY, "POST", "/v1/tasks", Some(json!({})))
+        .await;
+    assert_eq!(details(&reply), ["title".to_string()].into());
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "cursor=garbage!",
+        "status=finished",
+        "color=red",
+    ] {
+        let reply = sandbox
+            .expect(400, ADMIN_KEY, "GET", &format!("/v1/tasks?{query}"), None)
+            .await;
+        let field = query.split('=').next().unwrap();
+        assert!(details(&reply).contains(field), "{query}: {reply}");
+    }
+    let reply = sandbox
+        .expect(400, ADMIN_KEY, "GET", "/v1/tasks/not-a-task", None)
+        .await;
+    assert!(details(&reply).contains("task_id"));
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "GET",
+            "/v1/tasks/tsk_0000000000000000",
+            None,
+        )
+        .await;
+
+    let raw = sandbox
+        .http()
+        .post(format!("{}/v1/tasks", sandbox.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    let body: Value = raw.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let huge = json!({"title": "big", "description": "x".repeat(3 * 1024 * 1024)});
+    let reply = sandbox
+        .expect(413, ADMIN_KEY, "POST", "/v1/tasks", Some(huge))
+        .await;
+    assert_eq!(reply["error"]["code"], "payload_too_large");
+
+    let reply = sandbox
+        .expect(404, ADMIN_KEY, "GET", "/v1/nothing-here", None)
+        .await;
+    assert_eq!(reply["error"]["code"], "not_found");
+    sandbox
+        .expect(405, ADMIN_KEY, "PUT", "/v1/tasks", None)
+        .await;
+}
+
+#[tokio::test]
+async fn pages_stay_stable_while_rows_are_inserted() {
+    let sandbox = TestSandbox::empty().await;
+    let mut existing = BTreeSet::new();
+    for n in 0..30 {
+        let task = sandbox
+            .expect(
+                201,
+                ADMIN_KEY,
+                "POST",
+                "/v1/tasks",
+                Some(json!({"title": format!("t{n}")})),
+            )
+            .await;
+        existing.insert(task["id"].as_str().unwrap().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut inserted = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/tasks?limit=7&cursor={c}"),
+            None => "/v1/tasks?limit=7".to_string(),
+        };
+        // Writers race the reader: three inserts between pages.
+        let writes = (0..3).map(|n| {
+            sandbox.call(
+                ADMIN_KEY,
+                "POST",
+                "/v1/tasks",
+                Some(json!({"title": format!("new{n}")})),
+            )
+        });
+        let (page, written) = tokio::join!(sandbox.get(ADMIN_KEY, &path), futures_join(writes));
+        inserted += written;
+        assert_eq!(page.0, 200, "{}", page.1);
+        seen.extend(
+            page.1["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        match page.1["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no task appears twice");
+    assert!(
+        existing.is_subset(&unique),
+        "every task that existed before paging appears"
+    );
+    assert!(inserted > 0);
+}
+
+async fn futures_join(
+    calls: impl Iterator<Item = impl std::future::Future<Output = (u16, Value)>>,
+) -> usize {
+    let mut done = 0;
+    for call in calls {
+        assert_eq!(call.await.0, 201);
+        done += 1;
+    }
+    done
+}
+
+#[tokio::test]
+async fn concurrent_writers_lose_nothing_and_data_survives_a_restart() {
+    let sandbox = TestSandbox::empty().await;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (url, key) = (sandbox.url.clone(), ADMIN_KEY.to_string());
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0..10 {
+                let response = http
+                    .post(format!("{url}/v1/tasks"))
+                    .bearer_auth(&key)
+                    .json(&json!({"title": format!("w{w}-{n}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let count = |page: &Value| page["data"].as_array().unwrap().len();
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/tasks?limit=100", None)
+        .await;
+    assert_eq!(count(&listed), 80);
+    let sandbox = sandbox.restart().await;
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/tasks?limit=100", None)
+        .await;
+    assert_eq!(count(&listed), 80);
+}
+
+/// Starts `trainar-mcp sandbox` as a process on an ephemeral port; returns it and its URL.
+fn spawn_sandbox_process(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = binary()
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "none",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("TRAINAR_SANDBOX_ADMIN_KEY", ADMIN_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the sandbox prints its URL").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split("/v1").next().unwrap().to_string();
+        }
+    };
+    (child, url)
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_write() {
+    trainar_mcp::install_tls_provider();
+    let data_dir = fresh_dir("kill9");
+    let (mut child, url) = spawn_sandbox_process(&data_dir);
+    let http = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let response = http
+            .post(format!("{url}/v1/tasks"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"title": format!("k{n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let task: Value = response.json().await.unwrap();
+        acknowledged.push(task["id"].as_str().unwrap().to_string());
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+
+    let (mut child, url) = spawn_sandbox_process(&data_dir);
+    for id in &acknowledged {
+        let response = http
+            .get(format!("{url}/v1/tasks/{id}"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{id} was acknowledged, then lost");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn tenant_create_prints_a_working_admin_key_once() {
+    let data_dir = fresh_dir("tenant");
+    let output = binary()
+        .args(["sandbox", "--seed", "none", "--data-dir"])
+        .arg(&data_dir)
+        .args(["tenant", "create", "Initech"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("Initech") && text.contains("tak_"), "{text}");
+    let output = binary()
+        .args(["sandbox", "--data-dir"])
+        .arg(&data_dir)
+        .args(["tenant", "create", " "])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}

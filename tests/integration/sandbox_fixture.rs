@@ -1,0 +1,148 @@
+//! `TestSandbox`: a real sandbox on a loopback port with its own data dir, and a small client.
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use trainar_mcp::sandbox::{Config, Sandbox};
+
+/// The admin key every test sandbox is created with.
+pub const ADMIN_KEY: &str = "tak_TestAdmin0000000000000000000000000000000";
+
+pub struct TestSandbox {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub admin: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A fresh, unique directory under the system temp dir.
+pub fn fresh_dir(label: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("trainar-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl TestSandbox {
+    /// A sandbox seeded with the demo tenant.
+    pub async fn demo() -> TestSandbox {
+        TestSandbox::open(fresh_dir("sandbox"), true).await
+    }
+
+    /// A sandbox with only the tenant and its admin key.
+    pub async fn empty() -> TestSandbox {
+        TestSandbox::open(fresh_dir("sandbox"), false).await
+    }
+
+    pub async fn open(data_dir: PathBuf, demo: bool) -> TestSandbox {
+        trainar_mcp::install_tls_provider();
+        let mut config = Config::new(&data_dir);
+        config.demo_seed = demo;
+        config.admin_key = Some(ADMIN_KEY.to_string());
+        config.max_body_bytes = 2 * 1024 * 1024;
+        let (sandbox, _) = Sandbox::open(config).expect("the sandbox opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            sandbox
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestSandbox {
+            url,
+            data_dir,
+            admin: ADMIN_KEY.to_string(),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Stops this sandbox and opens a new one on the same data dir.
+    pub async fn restart(mut self) -> TestSandbox {
+        self.stop().await;
+        TestSandbox::open(self.data_dir.clone(), false).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+    }
+
+    /// `METHOD path` (with its query) as `key`; returns the status and the JSON body (Null if none).
+    pub async fn call(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the sandbox answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        self.call(key, "GET", path, None).await
+    }
+
+    /// Like `call`, but panics unless the status is `expected`, printing the body.
+    pub async fn expect(
+        &self,
+        expected: u16,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, body) = self.call(key, method, path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        body
+    }
+
+    /// A new key of the admin's tenant holding exactly `scopes`.
+    pub async fn key_with(&self, scopes: &[&str]) -> String {
+        let body = json!({"name": "test key", "scopes": scopes});
+        let created = self
+            .expect(201, &self.admin, "POST", "/v1/api-keys", Some(body))
+            .await;
+        created["key"].as_str().unwrap().to_string()
+    }
+
+    /// A second tenant of the same sandbox, returning its admin key.
+    pub fn other_tenant(&self, name: &str) -> String {
+        let config = Config::new(&self.data_dir);
+        trainar_mcp::sandbox::create_tenant(&config, name)
+            .unwrap()
+            .1
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}

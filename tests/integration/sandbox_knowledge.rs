@@ -1,0 +1,1055 @@
+//! The sandbox's knowledge category over HTTP: items and files (strict base64, content
+//! addressing, the per-item limits), processing by the background worker (text → `ready` and
+//! searchable, PDF → `failed` with a reason), full-text search (snippets, scores, tenant and
+//! status isolation, hostile queries) and collections (unique names, item counts, forced delete).
+
+use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+fn file(name: &str, content_type: &str, bytes: &[u8]) -> Value {
+    json!({"filename": name, "content_type": content_type, "content_base64": b64(bytes)})
+}
+
+fn id(value: &Value) -> String {
+    value["id"].as_str().expect("an id").to_string()
+}
+
+fn fields(reply: &Value) -> Vec<String> {
+    reply["error"]["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| d["field"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+async fn upload(sandbox: &TestSandbox, key: &str, body: Value) -> Value {
+    sandbox
+        .expect(201, key, "POST", "/v1/knowledge", Some(body))
+        .await
+}
+
+async fn process(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value {
+    let path = format!("/v1/knowledge/{knowledge_id}/process");
+    sandbox
+        .expect(202, key, "POST", &path, Some(json!({})))
+        .await
+}
+
+/// Polls `get_knowledge` until the item leaves `processing` (at most ~5 s).
+async fn settled(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value {
+    let path = format!("/v1/knowledge/{knowledge_id}");
+    for _ in 0..50 {
+        let item = sandbox.expect(200, key, "GET", &path, None).await;
+        if item["status"] != "processing" {
+            return item;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{knowledge_id} is still processing after 5 s");
+}
+
+async fn search(sandbox: &TestSandbox, key: &str, query: &str) -> Value {
+    let path = format!("/v1/search/knowledge?query={}", urlencode(query));
+    sandbox.expect(200, key, "GET", &path, None).await
+}
+
+fn urlencode(text: &str) -> String {
+    serde_urlencoded::to_string([("q", text)]).unwrap()[2..].to_string()
+}
+
+fn hit_ids(results: &Value) -> Vec<String> {
+    results["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["knowledge_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const SOP: &str = "# Gearbox G-7 overhaul\n\nDrain the quixotronic lubricant before opening the casing.\n\nReplace the bearings and torque the cover bolts to 40 Nm.";
+
+#[tokio::test]
+async fn upload_process_and_search_round_trip() {
+    let sandbox = TestSandbox::empty().await;
+    let collection = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge-collections",
+            Some(json!({"name": "Gearboxes"})),
+        )
+        .await;
+    let body = json!({
+        "title": "Gearbox overhaul", "description": "Yearly overhaul", "collection_id": collection["id"],
+        "tags": ["gearbox"], "files": [file("g7.md", "text/markdown", SOP.as_bytes())],
+    });
+    let item = upload(&sandbox, ADMIN_KEY, body).await;
+    let kn = id(&item);
+    assert!(kn.starts_with("kn_"));
+    assert_eq!(item["status"], "pending");
+    assert_eq!(item["status_detail"], Value::Null);
+    assert_eq!(item["processed_at"], Value::Null);
+    assert_eq!(item["files"][0]["sha256"], sha256_hex(SOP.as_bytes()));
+    assert_eq!(item["files"][0]["size"], SOP.len());
+    assert_eq!(item["total_size"], SOP.len());
+    assert!(item["files"][0]["id"].as_str().unwrap().starts_with("kf_"));
+    assert_eq!(item["files"][0]["knowledge_id"], kn.as_str());
+    let fetched = sandbox
+        .expect(200, ADMIN_KEY, "GET", &format!("/v1/knowledge/{kn}"), None)
+        .await;
+    assert_eq!(fetched, item);
+    let counted = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/knowledge-collections/{}", id(&collection)),
+            None,
+        )
+        .await;
+    assert_eq!(counted["item_count"], 1);
+
+    assert_eq!(
+        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        Vec::<String>::new(),
+        "pending items are not searchable"
+    );
+    let started = process(&sandbox, ADMIN_KEY, &kn).await;
+    assert_eq!(started["status"], "processing");
+    // Whether the worker has finished yet or not, a second start is refused.
+    let path = format!("/v1/knowledge/{kn}/process");
+    sandbox
+        .expect(409, ADMIN_KEY, "POST", &path, Some(json!({})))
+        .await;
+
+    let ready = settled(&sandbox, ADMIN_KEY, &kn).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["files"][0]["status"], "ready");
+    assert_eq!(ready["word_count"], SOP.split_whitespace().count());
+    assert!(ready["chunk_count"].as_u64().unwrap() >= 1);
+    assert!(ready["processed_at"].is_string());
+
+    let results = search(&sandbox, ADMIN_KEY, "how do I drain quixotronic lubricant?").await;
+    assert_eq!(results["query"], "how do I drain quixotronic lubricant?");
+    let hit = &results["data"][0];
+    assert_eq!(hit["knowledge_id"], kn.as_str());
+    assert_eq!(hit["file_id"], item["files"][0]["id"]);
+    assert_eq!(hit["title"], "Gearbox overhaul");
+    assert_eq!(hit["collection_id"], collection["id"]);
+    assert!(
+        hit["snippet"].as_str().unwrap().contains("quixotronic"),
+        "{hit}"
+    );
+    let score = hit["score"].as_f64().unwrap();
+    assert!(score > 0.0 && score <= 1.0, "{score}");
+
+    // A title match is the item's own row: no file.
+    let results = search(&sandbox, ADMIN_KEY, "overhaul").await;
+    assert!(
+        results["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["file_id"].is_null() && h["snippet"].as_str().unwrap().contains("overhaul"))
+    );
+    // Restricted to a collection: only its items.
+    let scoped = format!(
+        "/v1/search/knowledge?query=quixotronic&collection_id={}",
+        id(&collection)
+    );
+    assert_eq!(
+        hit_ids(&sandbox.expect(200, ADMIN_KEY, "GET", &scoped, None).await),
+        vec![kn.clone()]
+    );
+    let elsewhere = "/v1/search/knowledge?query=quixotronic&collection_id=col_0000000000000000";
+    assert_eq!(
+        sandbox.expect(200, ADMIN_KEY, "GET", elsewhere, None).await["data"],
+        json!([])
+    );
+
+    // Ready: reprocessing needs force.
+    sandbox
+        .expect(409, ADMIN_KEY, "POST", &path, Some(json!({})))
+        .await;
+    let again = sandbox
+        .expect(202, ADMIN_KEY, "POST", &path, Some(json!({"force": true})))
+        .await;
+    assert_eq!(again["status"], "processing");
+    assert_eq!(settled(&sandbox, ADMIN_KEY, &kn).await["status"], "ready");
+    assert_eq!(
+        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        vec![kn.clone()],
+        "reindexing replaces, never duplicates"
+    );
+}
+
+#[tokio::test]
+async fn process_failures_are_404_409_and_422() {
+    let sandbox = TestSandbox::empty().await;
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge/kn_0000000000000000/process",
+            Some(json!({})),
+        )
+        .await;
+    let empty = upload(&sandbox, ADMIN_KEY, json!({"title": "No files yet"})).await;
+    assert_eq!(empty["files"], json!([]));
+    assert_eq!(empty["collection_id"], Value::Null);
+    assert_eq!(empty["tags"], json!([]));
+    assert_eq!(empty["description"], "");
+    let reply = sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "POST",
+            &format!("/v1/knowledge/{}/process", id(&empty)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+}
+
+#[tokio::test]
+async fn uploads_are_decoded_strictly_and_content_addressed() {
+    let sandbox = TestSandbox::empty().await;
+    let good = file("a.txt", "text/plain", b"alpha");
+    let mut bad = file("c.txt", "text/plain", b"");
+    bad["content_base64"] = json!("abc"); // valid characters, impossible length
+    let body = json!({"title": "Broken", "files": [good.clone(), good.clone(), bad.clone()]});
+    let reply = sandbox
+        .expect(400, ADMIN_KEY, "POST", "/v1/knowledge", Some(body))
+        .await;
+    assert_eq!(reply["error"]["code"], "validation_failed");
+    assert_eq!(fields(&reply), ["files[2].content_base64"]);
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge", None)
+        .await;
+    assert_eq!(
+        listed["data"],
+        json!([]),
+        "a rejected upload stores nothing"
+    );
+
+    let unknown = json!({"title": "Lost", "collection_id": "col_0000000000000000"});
+    sandbox
+        .expect(422, ADMIN_KEY, "POST", "/v1/knowledge", Some(unknown))
+        .await;
+
+    let item = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Binary", "files": [good]}),
+    )
+    .await;
+    let kn = id(&item);
+    let one = format!("/v1/knowledge/{kn}/files");
+    let mut single = bad.clone();
+    single["description"] = json!("note");
+    let reply = sandbox
+        .expect(400, ADMIN_KEY, "POST", &one, Some(single))
+        .await;
+    assert_eq!(fields(&reply), ["content_base64"]);
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge/kn_0000000000000000/files",
+            Some(file("x.txt", "text/plain", b"x")),
+        )
+        .await;
+
+    // Every byte value survives the round trip; the digest is of the exact bytes sent.
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let mut body = file("all-bytes.bin", "application/octet-stream", &bytes);
+    body["description"] = json!("every byte");
+    let added = sandbox
+        .expect(201, ADMIN_KEY, "POST", &one, Some(body))
+        .await;
+    assert_eq!(added["sha256"], sha256_hex(&bytes));
+    assert_eq!(added["size"], 3000);
+    assert_eq!(added["description"], "every byte");
+    assert_eq!(added["status"], "pending");
+
+    // The same bytes in another item (or tenant) share the blob but are separate file records.
+    let other = sandbox.other_tenant("Globex");
+    let copy = upload(
+        &sandbox,
+        &other,
+        json!({"title": "Copy", "files": [file("same.bin", "application/octet-stream", &bytes)]}),
+    )
+    .await;
+    assert_eq!(copy["files"][0]["sha256"], added["sha256"]);
+    assert_ne!(copy["files"][0]["id"], added["id"]);
+}
+
+#[tokio::test]
+async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
+    let sandbox = TestSandbox::empty().await;
+    let item = upload(&sandbox, ADMIN_KEY, json!({"title": "Many files"})).await;
+    let bulk = format!("/v1/knowledge/{}/files/bulk", id(&item));
+    let files: Vec<Value> = (0..3)
+        .map(|n| {
+            file(
+                &format!("f{n}.txt"),
+                "text/plain",
+                format!("file {n}").as_bytes(),
+            )
+        })
+        .collect();
+    let added = sandbox
+        .expect(201, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
+        .await;
+    let data = added["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    for (n, f) in data.iter().enumerate() {
+        assert_eq!(f["filename"], format!("f{n}.txt"), "in the order sent");
+        assert_eq!(f["sha256"], sha256_hex(format!("file {n}").as_bytes()));
+    }
+
+    let mut broken: Vec<Value> = (0..2)
+        .map(|n| file(&format!("g{n}.txt"), "text/plain", b"g"))
+        .collect();
+    broken[1]["content_base64"] = json!("Zg=");
+    let reply = sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "POST",
+            &bulk,
+            Some(json!({"files": broken})),
+        )
+        .await;
+    assert_eq!(fields(&reply), ["files[1].content_base64"]);
+    let now = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/knowledge/{}", id(&item)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        now["files"].as_array().unwrap().len(),
+        3,
+        "none of a rejected batch is added"
+    );
+    assert_eq!(now["total_size"], 18);
+
+    for batch in 0..4 {
+        let files: Vec<Value> = (0..20)
+            .map(|n| file(&format!("b{batch}-{n}.txt"), "text/plain", b"x"))
+            .collect();
+        sandbox
+            .expect(201, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
+            .await;
+    }
+    let files: Vec<Value> = (0..18)
+        .map(|n| file(&format!("last-{n}.txt"), "text/plain", b"x"))
+        .collect();
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+    let files: Vec<Value> = (0..17)
+        .map(|n| file(&format!("last-{n}.txt"), "text/plain", b"x"))
+        .collect();
+    sandbox
+        .expect(201, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
+        .await;
+    let one = format!("/v1/knowledge/{}/files", id(&item));
+    sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "POST",
+            &one,
+            Some(file("101.txt", "text/plain", b"x")),
+        )
+        .await;
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge/kn_0000000000000000/files/bulk",
+            Some(json!({"files": [file("a.txt", "text/plain", b"a")]})),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_uploads() {
+    let sandbox = TestSandbox::empty().await;
+    let item = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Living doc", "files": [file("v1.txt", "text/plain", b"first version")]}),
+    )
+    .await;
+    let kn = id(&item);
+    process(&sandbox, ADMIN_KEY, &kn).await;
+    assert_eq!(settled(&sandbox, ADMIN_KEY, &kn).await["status"], "ready");
+    let files = format!("/v1/knowledge/{kn}/files");
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            &files,
+            Some(file("v2.txt", "text/plain", b"second version")),
+        )
+        .await;
+    let item = sandbox
+        .expect(200, ADMIN_KEY, "GET", &format!("/v1/knowledge/{kn}"), None)
+        .await;
+    assert_eq!(item["status"], "pending");
+    assert_eq!(item["files"][0]["status"], "ready");
+    assert_eq!(item["files"][1]["status"], "pending");
+
+    // The worker polls every ~100 ms: an upload sent right after starting nearly always meets
+    // the item still processing.
+    let mut refused = false;
+    for attempt in 0..20 {
+        process(&sandbox, ADMIN_KEY, &kn).await;
+        let (status, reply) = sandbox
+            .call(
+                ADMIN_KEY,
+                "POST",
+                &files,
+                Some(file(&format!("r{attempt}.txt"), "text/plain", b"r")),
+            )
+            .await;
+        assert!(status == 409 || status == 201, "{status} {reply}");
+        settled(&sandbox, ADMIN_KEY, &kn).await;
+        if status == 409 {
+            assert_eq!(reply["error"]["code"], "conflict");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "an upload during processing was never refused");
+}
+
+#[tokio::test]
+async fn a_pdf_fails_processing_with_a_reason_and_is_never_searchable() {
+    let sandbox = TestSandbox::empty().await;
+    let body = json!({"title": "Mixed manual", "files": [
+        file("notes.txt", "text/plain", b"the zanzibarite valve notes"),
+        file("scan.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n"),
+    ]});
+    let item = upload(&sandbox, ADMIN_KEY, body).await;
+    let kn = id(&item);
+    process(&sandbox, ADMIN_KEY, &kn).await;
+    let failed = settled(&sandbox, ADMIN_KEY, &kn).await;
+    assert_eq!(failed["status"], "failed");
+    let detail = failed["status_detail"].as_str().unwrap();
+    assert!(
+        detail.contains("scan.pdf") && detail.contains("application/pdf"),
+        "{detail}"
+    );
+    assert_eq!(failed["files"][0]["status"], "ready");
+    assert_eq!(failed["files"][1]["status"], "failed");
+    assert!(failed["processed_at"].is_string());
+    assert_eq!(
+        search(&sandbox, ADMIN_KEY, "zanzibarite").await["data"],
+        json!([])
+    );
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge?status=failed", None)
+        .await;
+    assert_eq!(hit_ids_of_items(&listed), vec![kn.clone()]);
+
+    // Invalid UTF-8 in a text file fails too; a failed item may be processed again.
+    let bad = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Latin-1", "files": [file("l1.txt", "text/plain", b"caf\xe9")]}),
+    )
+    .await;
+    process(&sandbox, ADMIN_KEY, &id(&bad)).await;
+    let failed = settled(&sandbox, ADMIN_KEY, &id(&bad)).await;
+    assert!(
+        failed["status_detail"].as_str().unwrap().contains("UTF-8"),
+        "{failed}"
+    );
+    process(&sandbox, ADMIN_KEY, &id(&bad)).await;
+}
+
+fn hit_ids_of_items(page: &Value) -> Vec<String> {
+    page["data"].as_array().unwrap().iter().map(id).collect()
+}
+
+#[tokio::test]
+async fn search_sees_only_ready_items_of_the_callers_tenant() {
+    let sandbox = TestSandbox::empty().await;
+    let other = sandbox.other_tenant("Globex");
+    let mine = upload(&sandbox, ADMIN_KEY, json!({"title": "Acme secret", "files": [file("s.txt", "text/plain", b"the plutonic widget")]})).await;
+    process(&sandbox, ADMIN_KEY, &id(&mine)).await;
+    settled(&sandbox, ADMIN_KEY, &id(&mine)).await;
+    let theirs = upload(&sandbox, &other, json!({"title": "Globex notes", "files": [file("g.txt", "text/plain", b"another plutonic widget")]})).await;
+    process(&sandbox, &other, &id(&theirs)).await;
+    settled(&sandbox, &other, &id(&theirs)).await;
+    upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Draft", "files": [file("d.txt", "text/plain", b"plutonic draft")]}),
+    )
+    .await;
+
+    assert_eq!(
+        hit_ids(&search(&sandbox, ADMIN_KEY, "plutonic").await),
+        vec![id(&mine)]
+    );
+    assert_eq!(
+        hit_ids(&search(&sandbox, &other, "plutonic").await),
+        vec![id(&theirs)]
+    );
+    sandbox
+        .expect(
+            404,
+            &other,
+            "GET",
+            &format!("/v1/knowledge/{}", id(&mine)),
+            None,
+        )
+        .await;
+    sandbox
+        .expect(
+            404,
+            &other,
+            "DELETE",
+            &format!("/v1/knowledge/{}", id(&mine)),
+            None,
+        )
+        .await;
+    let reader = sandbox.key_with(&["read:knowledge"]).await;
+    assert_eq!(
+        hit_ids(&search(&sandbox, &reader, "widget").await),
+        vec![id(&mine)]
+    );
+}
+
+#[tokio::test]
+async fn odd_search_queries_never_fail_the_server() {
+    let sandbox = TestSandbox::demo().await;
+    let long = "pump ".repeat(100);
+    let queries = [
+        "\"",
+        "AND",
+        "OR",
+        "NOT",
+        "*",
+        "pump*",
+        "NEAR(a b)",
+        "title:pump",
+        "a:b",
+        "-",
+        "^",
+        "(",
+        "')",
+        "\"unterminated",
+        "{col}",
+        "lock OR",
+        "AND AND",
+        "ünïcödé 検索",
+        "\u{0301}",
+        "😀",
+        "x\u{0}y",
+        "' OR 1=1 --",
+        long.as_str(),
+    ];
+    for query in queries {
+        let path = format!("/v1/search/knowledge?query={}", urlencode(query));
+        let (status, reply) = sandbox.call(ADMIN_KEY, "GET", &path, None).await;
+        assert!(
+            status == 200 || status == 400,
+            "{query:?}: {status} {reply}"
+        );
+        if status == 200 {
+            assert_eq!(reply["query"], query);
+        }
+    }
+    let results = search(&sandbox, ADMIN_KEY, "lockout").await;
+    assert!(!results["data"].as_array().unwrap().is_empty());
+    let limited = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/search/knowledge?query=the%20pump%20safety&limit=2",
+            None,
+        )
+        .await;
+    assert!(limited["data"].as_array().unwrap().len() <= 2);
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "GET",
+            "/v1/search/knowledge?query=pump&limit=51",
+            None,
+        )
+        .await;
+    sandbox
+        .expect(400, ADMIN_KEY, "GET", "/v1/search/knowledge", None)
+        .await;
+}
+
+#[tokio::test]
+async fn the_demo_knowledge_base_is_processed_and_searchable() {
+    let sandbox = TestSandbox::demo().await;
+    let collections = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge-collections", None)
+        .await;
+    let collections = collections["data"].as_array().unwrap();
+    assert!(collections.len() >= 2);
+    let names: Vec<&str> = collections
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| n.to_lowercase());
+    assert_eq!(names, sorted, "sorted by name");
+    let items = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge?limit=100", None)
+        .await;
+    let items = items["data"].as_array().unwrap();
+    assert!(items.len() >= 5);
+    let total: u64 = collections
+        .iter()
+        .map(|c| c["item_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total as usize,
+        items
+            .iter()
+            .filter(|i| i["collection_id"].is_string())
+            .count()
+    );
+    assert!(
+        items
+            .iter()
+            .filter(|i| i["status"] == "ready")
+            .all(|i| i["word_count"].as_u64().unwrap() > 50)
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| i["status"] == "failed" && i["status_detail"].is_string())
+    );
+
+    let results = search(&sandbox, ADMIN_KEY, "who removes the lock after lockout?").await;
+    let best = &results["data"][0];
+    assert!(
+        best["title"].as_str().unwrap().contains("Lockout"),
+        "{results}"
+    );
+    assert!(best["file_id"].as_str().unwrap().starts_with("kf_"));
+    let scores: Vec<f64> = results["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "best first: {scores:?}"
+    );
+}
+
+#[tokio::test]
+async fn listing_filters_by_collection_status_and_title() {
+    let sandbox = TestSandbox::empty().await;
+    let col = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge-collections",
+            Some(json!({"name": "Pumps"})),
+        )
+        .await;
+    let in_col = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Pump Seal Guide", "collection_id": col["id"]}),
+    )
+    .await;
+    let loose = upload(&sandbox, ADMIN_KEY, json!({"title": "Valve guide"})).await;
+    let newest = upload(&sandbox, ADMIN_KEY, json!({"title": "ÉCLAIRAGE notes"})).await;
+    let list = |query: &'static str| sandbox.expect(200, ADMIN_KEY, "GET", query, None);
+    assert_eq!(
+        hit_ids_of_items(&list("/v1/knowledge").await),
+        vec![id(&newest), id(&loose), id(&in_col)]
+    );
+    let by_col = format!("/v1/knowledge?collection_id={}", id(&col));
+    assert_eq!(
+        hit_ids_of_items(&sandbox.expect(200, ADMIN_KEY, "GET", &by_col, None).await),
+        vec![id(&in_col)]
+    );
+    assert_eq!(
+        hit_ids_of_items(&list("/v1/knowledge?q=GUIDE").await),
+        vec![id(&loose), id(&in_col)]
+    );
+    assert_eq!(
+        hit_ids_of_items(&list("/v1/knowledge?q=%C3%A9clairage").await),
+        vec![id(&newest)]
+    );
+    assert_eq!(list("/v1/knowledge?status=ready").await["data"], json!([]));
+
+    let first = list("/v1/knowledge?limit=2").await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/knowledge?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(hit_ids_of_items(&second), vec![id(&in_col)]);
+    assert_eq!(second["next_cursor"], Value::Null);
+    sandbox
+        .expect(400, ADMIN_KEY, "GET", "/v1/knowledge?status=done", None)
+        .await;
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "GET",
+            "/v1/knowledge/kn_0000000000000000",
+            None,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn file_metadata_updates_keep_the_content() {
+    let sandbox = TestSandbox::empty().await;
+    let item = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Doc", "files": [file("old.txt", "text/plain", b"body")]}),
+    )
+    .await;
+    let other = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Other", "files": [file("o.txt", "text/plain", b"o")]}),
+    )
+    .await;
+    let file_id = item["files"][0]["id"].as_str().unwrap();
+    let path = format!("/v1/knowledge/{}/files/{file_id}", id(&item));
+    let updated = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"filename": "new.txt", "description": "renamed"})),
+        )
+        .await;
+    assert_eq!(updated["filename"], "new.txt");
+    assert_eq!(updated["description"], "renamed");
+    assert_eq!(updated["sha256"], item["files"][0]["sha256"]);
+    assert_eq!(updated["status"], "pending");
+    let fetched = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/knowledge/{}", id(&item)),
+            None,
+        )
+        .await;
+    assert_eq!(fetched["files"][0], updated);
+    let cleared = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"description": ""})),
+        )
+        .await;
+    assert_eq!(
+        (
+            cleared["filename"].as_str(),
+            cleared["description"].as_str()
+        ),
+        (Some("new.txt"), Some(""))
+    );
+
+    let foreign = format!("/v1/knowledge/{}/files/{file_id}", id(&other));
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PATCH",
+            &foreign,
+            Some(json!({"filename": "x.txt"})),
+        )
+        .await;
+    let missing = format!("/v1/knowledge/{}/files/kf_0000000000000000", id(&item));
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PATCH",
+            &missing,
+            Some(json!({"filename": "x.txt"})),
+        )
+        .await;
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"filename": "a/b.txt"})),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn deleting_an_item_removes_it_from_search_and_its_collection() {
+    let sandbox = TestSandbox::empty().await;
+    let col = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge-collections",
+            Some(json!({"name": "Temp"})),
+        )
+        .await;
+    let col_path = format!("/v1/knowledge-collections/{}", id(&col));
+    let item = upload(&sandbox, ADMIN_KEY, json!({"title": "Ephemeral", "collection_id": col["id"], "files": [file("e.txt", "text/plain", b"the vanishing gizmo")]})).await;
+    let kn = id(&item);
+    process(&sandbox, ADMIN_KEY, &kn).await;
+    settled(&sandbox, ADMIN_KEY, &kn).await;
+    assert_eq!(
+        hit_ids(&search(&sandbox, ADMIN_KEY, "gizmo").await),
+        vec![kn.clone()]
+    );
+    assert_eq!(
+        sandbox.expect(200, ADMIN_KEY, "GET", &col_path, None).await["item_count"],
+        1
+    );
+
+    let path = format!("/v1/knowledge/{kn}");
+    assert_eq!(
+        sandbox.expect(200, ADMIN_KEY, "DELETE", &path, None).await,
+        json!({"id": kn, "deleted": true})
+    );
+    sandbox.expect(404, ADMIN_KEY, "GET", &path, None).await;
+    sandbox.expect(404, ADMIN_KEY, "DELETE", &path, None).await;
+    assert_eq!(
+        search(&sandbox, ADMIN_KEY, "gizmo").await["data"],
+        json!([])
+    );
+    assert_eq!(
+        sandbox.expect(200, ADMIN_KEY, "GET", &col_path, None).await["item_count"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn collections_have_unique_names_and_page_by_name() {
+    let sandbox = TestSandbox::empty().await;
+    let post =
+        |body: Value| sandbox.call(ADMIN_KEY, "POST", "/v1/knowledge-collections", Some(body));
+    let (status, pumps) = post(json!({"name": "Pumps", "description": "All pumps"})).await;
+    assert_eq!(status, 201);
+    assert!(id(&pumps).starts_with("col_"));
+    assert_eq!(
+        (pumps["item_count"].as_u64(), pumps["description"].as_str()),
+        (Some(0), Some("All pumps"))
+    );
+    let (status, reply) = post(json!({"name": "pUMPS"})).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
+    let (_, alpha) = post(json!({"name": "alpha"})).await;
+    let (_, zulu) = post(json!({"name": "Zulu"})).await;
+    assert_eq!(post(json!({"name": ""})).await.0, 400);
+
+    let path = format!("/v1/knowledge-collections/{}", id(&pumps));
+    assert_eq!(
+        sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await,
+        pumps
+    );
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "GET",
+            "/v1/knowledge-collections/col_0000000000000000",
+            None,
+        )
+        .await;
+
+    let mut seen = Vec::new();
+    let mut next = "/v1/knowledge-collections?limit=1".to_string();
+    loop {
+        let page = sandbox.expect(200, ADMIN_KEY, "GET", &next, None).await;
+        seen.extend(hit_ids_of_items(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => next = format!("/v1/knowledge-collections?limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![id(&alpha), id(&pumps), id(&zulu)]);
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "GET",
+            "/v1/knowledge-collections?cursor=bm9wZQ",
+            None,
+        )
+        .await;
+
+    let renamed = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"name": "Pumps & valves"})),
+        )
+        .await;
+    assert_eq!(
+        (renamed["name"].as_str(), renamed["description"].as_str()),
+        (Some("Pumps & valves"), Some("All pumps"))
+    );
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"name": "PUMPS & VALVES"})),
+        )
+        .await;
+    let reply = sandbox
+        .expect(
+            409,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"name": "ZULU"})),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "conflict");
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PATCH",
+            "/v1/knowledge-collections/col_0000000000000000",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    let reader = sandbox.key_with(&["read:knowledge"]).await;
+    sandbox
+        .expect(403, &reader, "PATCH", &path, Some(json!({"name": "x"})))
+        .await;
+}
+
+#[tokio::test]
+async fn a_collection_with_items_is_deleted_only_with_force() {
+    let sandbox = TestSandbox::empty().await;
+    let col = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge-collections",
+            Some(json!({"name": "Busy"})),
+        )
+        .await;
+    let path = format!("/v1/knowledge-collections/{}", id(&col));
+    let item = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Member", "collection_id": col["id"]}),
+    )
+    .await;
+    let reply = sandbox.expect(409, ADMIN_KEY, "DELETE", &path, None).await;
+    assert_eq!(reply["error"]["code"], "conflict");
+    sandbox
+        .expect(
+            409,
+            ADMIN_KEY,
+            "DELETE",
+            &format!("{path}?force=false"),
+            None,
+        )
+        .await;
+    let gone = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "DELETE",
+            &format!("{path}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(gone, json!({"id": id(&col), "deleted": true}));
+    sandbox.expect(404, ADMIN_KEY, "GET", &path, None).await;
+    sandbox.expect(404, ADMIN_KEY, "DELETE", &path, None).await;
+    let kept = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/knowledge/{}", id(&item)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        kept["collection_id"],
+        Value::Null,
+        "items are moved out, never deleted"
+    );
+
+    let empty = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/knowledge-collections",
+            Some(json!({"name": "Empty"})),
+        )
+        .await;
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "DELETE",
+            &format!("/v1/knowledge-collections/{}", id(&empty)),
+            None,
+        )
+        .await;
+}

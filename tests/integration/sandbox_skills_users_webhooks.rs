@@ -1,0 +1,1267 @@
+//! The sandbox's skills, users, webhooks and account categories over real HTTP: every operation's
+//! success and failure, the last-active-admin rule, skill execution (rendering, argument
+//! validation naming the field, minute charging, dry runs), and signed webhook delivery to a
+//! loopback receiver, including retries of a failing one.
+
+use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const NO_SUCH_USER: &str = "usr_0000000000000000";
+const NO_SUCH_SKILL: &str = "skl_0000000000000000";
+const NO_SUCH_WEBHOOK: &str = "whk_0000000000000000";
+
+fn items(page: &Value) -> &Vec<Value> {
+    page["data"].as_array().expect("a page has data")
+}
+
+fn id(object: &Value) -> String {
+    object["id"]
+        .as_str()
+        .expect("an object has an id")
+        .to_string()
+}
+
+// ---------------------------------------------------------------- account
+
+#[tokio::test]
+async fn the_account_derives_its_counts_and_updates_only_given_fields() {
+    let sandbox = TestSandbox::demo().await;
+    let account = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/account", None)
+        .await;
+    assert!(account["id"].as_str().unwrap().starts_with("ten_"));
+    assert_eq!(account["slug"], "acme-field-services");
+    assert_eq!(account["name"], "Acme Field Services");
+    let users = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/users?limit=100", None)
+        .await;
+    let not_deactivated = items(&users)
+        .iter()
+        .filter(|u| u["status"] != "deactivated")
+        .count();
+    assert_eq!(account["user_count"], json!(not_deactivated));
+    for field in ["plan_id", "status", "seats", "included_minutes"] {
+        assert!(
+            account["plan"].get(field).is_some(),
+            "plan.{field}: {account}"
+        );
+    }
+
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "new.hire@example.com"})),
+        )
+        .await;
+    let account = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/account", None)
+        .await;
+    assert_eq!(
+        account["user_count"],
+        json!(not_deactivated + 1),
+        "counts are derived at read time"
+    );
+
+    let change =
+        json!({"name": "Acme Field Services GmbH", "timezone": "Europe/Berlin", "locale": "de-DE"});
+    let updated = sandbox
+        .expect(200, ADMIN_KEY, "PATCH", "/v1/account", Some(change))
+        .await;
+    assert_eq!(updated["timezone"], "Europe/Berlin");
+    assert_eq!(updated["locale"], "de-DE");
+    assert_eq!(
+        updated["slug"], "acme-field-services",
+        "the slug cannot change"
+    );
+    assert_eq!(
+        updated["contact_email"], account["contact_email"],
+        "omitted fields keep their values"
+    );
+    let me = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
+        .await;
+    assert_eq!(me["tenant_name"], "Acme Field Services GmbH");
+
+    sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "PATCH",
+            "/v1/account",
+            Some(json!({"timezone": "Mars/Olympus_Mons"})),
+        )
+        .await;
+    sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "PATCH",
+            "/v1/account",
+            Some(json!({"locale": "xx-YY"})),
+        )
+        .await;
+    sandbox
+        .expect(400, ADMIN_KEY, "PATCH", "/v1/account", Some(json!({})))
+        .await;
+    let reader = sandbox.key_with(&["read:account"]).await;
+    sandbox
+        .expect(
+            403,
+            &reader,
+            "PATCH",
+            "/v1/account",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn account_settings_are_the_tenants_defaults() {
+    let sandbox = TestSandbox::empty().await;
+    let settings = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/account/settings", None)
+        .await;
+    assert_eq!(settings["default_user_role"], "trainee");
+    assert_eq!(settings["webhook_signing_algorithm"], "hmac_sha256");
+    assert_eq!(settings["sso"]["enabled"], false);
+    assert!(
+        settings.get("id").is_none(),
+        "settings have no id: {settings}"
+    );
+    let other = sandbox.other_tenant("Globex");
+    let account = sandbox
+        .expect(200, &other, "GET", "/v1/account", None)
+        .await;
+    assert_eq!(account["slug"], "globex");
+    assert_eq!(account["plan"]["plan_id"], Value::Null);
+    let tasks_only = sandbox.key_with(&["read:tasks"]).await;
+    sandbox
+        .expect(403, &tasks_only, "GET", "/v1/account/settings", None)
+        .await;
+}
+
+// ---------------------------------------------------------------- users
+
+#[tokio::test]
+async fn users_are_listed_filtered_searched_and_fetched() {
+    let sandbox = TestSandbox::demo().await;
+    let all = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/users?limit=100", None)
+        .await;
+    let roles: std::collections::BTreeSet<&str> = items(&all)
+        .iter()
+        .map(|u| u["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["admin", "manager", "trainee", "trainer"].into());
+    let admins = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/users?role=admin", None)
+        .await;
+    assert!(!items(&admins).is_empty() && items(&admins).iter().all(|u| u["role"] == "admin"));
+    let invited = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/users?status=invited", None)
+        .await;
+    assert!(
+        items(&invited)
+            .iter()
+            .all(|u| u["status"] == "invited" && u["activated_at"].is_null())
+    );
+    assert_eq!(items(&invited).len(), 1);
+
+    let first = &items(&all)[0];
+    let needle = first["email"]
+        .as_str()
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_uppercase();
+    let found = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/users?q={needle}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        items(&found).len(),
+        1,
+        "q is a case-insensitive substring of the email: {found}"
+    );
+    assert_eq!(items(&found)[0]["id"], first["id"]);
+    let none = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/users?q=nobody-by-this-name",
+            None,
+        )
+        .await;
+    assert_eq!(none["data"], json!([]));
+
+    let mut seen = Vec::new();
+    let mut path = "/v1/users?limit=3".to_string();
+    loop {
+        let page = sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await;
+        seen.extend(items(&page).iter().map(id));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/users?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, items(&all).iter().map(id).collect::<Vec<_>>());
+
+    let user = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/users/{}", id(first)),
+            None,
+        )
+        .await;
+    assert_eq!(user["email"], first["email"]);
+    assert!(
+        user["sessions_count"].as_i64().unwrap() >= 0
+            && user["minutes_used"].as_i64().unwrap() >= 0
+    );
+    let missing = sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "GET",
+            &format!("/v1/users/{NO_SUCH_USER}"),
+            None,
+        )
+        .await;
+    assert_eq!(missing["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn invitations_default_the_role_and_refuse_duplicate_emails() {
+    let sandbox = TestSandbox::empty().await;
+    let invited = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "ana.silva@example.com", "name": "Ana Silva"})),
+        )
+        .await;
+    assert!(invited["id"].as_str().unwrap().starts_with("usr_"));
+    assert_eq!(invited["status"], "invited");
+    assert_eq!(invited["role"], "trainee");
+    assert!(invited["invited_at"].is_string() && invited["activated_at"].is_null());
+    let duplicate = json!({"email": "Ana.Silva@Example.com", "role": "admin"});
+    let reply = sandbox
+        .expect(409, ADMIN_KEY, "POST", "/v1/users", Some(duplicate))
+        .await;
+    assert_eq!(reply["error"]["code"], "conflict");
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "not an email"})),
+        )
+        .await;
+    let trainer = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "t@example.com", "role": "trainer"})),
+        )
+        .await;
+    assert_eq!(trainer["role"], "trainer");
+    assert_eq!(trainer["name"], "");
+}
+
+/// The demo tenant's active admins, oldest first.
+async fn active_admins(sandbox: &TestSandbox) -> Vec<String> {
+    let page = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/users?role=admin&status=active&limit=100",
+            None,
+        )
+        .await;
+    items(&page).iter().rev().map(id).collect()
+}
+
+#[tokio::test]
+async fn the_last_active_admin_can_be_neither_demoted_nor_deactivated() {
+    let sandbox = TestSandbox::demo().await;
+    let admins = active_admins(&sandbox).await;
+    assert!(admins.len() >= 2, "the demo has several admins");
+    let (last, others) = admins.split_last().unwrap();
+    for other in others {
+        let demoted = sandbox
+            .expect(
+                200,
+                ADMIN_KEY,
+                "PUT",
+                &format!("/v1/users/{other}/role"),
+                Some(json!({"role": "manager"})),
+            )
+            .await;
+        assert_eq!(demoted["role"], "manager");
+    }
+    let role = format!("/v1/users/{last}/role");
+    let reply = sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "PUT",
+            &role,
+            Some(json!({"role": "trainee"})),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+    let deactivate = format!("/v1/users/{last}/deactivate");
+    sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "POST",
+            &deactivate,
+            Some(json!({"reason": "leaving"})),
+        )
+        .await;
+    // Keeping the role is not a demotion.
+    sandbox
+        .expect(200, ADMIN_KEY, "PUT", &role, Some(json!({"role": "admin"})))
+        .await;
+
+    // Once someone else is an active admin, the former last one can step down.
+    let promoted = &others[0];
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PUT",
+            &format!("/v1/users/{promoted}/role"),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    let stepped_down = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PUT",
+            &role,
+            Some(json!({"role": "trainer"})),
+        )
+        .await;
+    assert_eq!(stepped_down["role"], "trainer");
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PUT",
+            &format!("/v1/users/{NO_SUCH_USER}/role"),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    sandbox
+        .expect(400, ADMIN_KEY, "PUT", &role, Some(json!({"role": "owner"})))
+        .await;
+}
+
+#[tokio::test]
+async fn deactivation_and_reactivation_follow_the_lifecycle() {
+    let sandbox = TestSandbox::demo().await;
+    let trainees = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/users?role=trainee&status=active",
+            None,
+        )
+        .await;
+    let trainee = id(&items(&trainees)[0]);
+    let path = |action: &str, user: &str| format!("/v1/users/{user}/{action}");
+
+    let gone = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "POST",
+            &path("deactivate", &trainee),
+            Some(json!({"reason": "left the company"})),
+        )
+        .await;
+    assert_eq!(gone["status"], "deactivated");
+    assert!(gone["deactivated_at"].is_string());
+    let again = sandbox
+        .expect(
+            409,
+            ADMIN_KEY,
+            "POST",
+            &path("deactivate", &trainee),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(again["error"]["code"], "conflict");
+    let back = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "POST",
+            &path("reactivate", &trainee),
+            Some(json!({"note": "rehired"})),
+        )
+        .await;
+    assert_eq!(back["status"], "active");
+    assert!(back["deactivated_at"].is_null());
+    sandbox
+        .expect(
+            409,
+            ADMIN_KEY,
+            "POST",
+            &path("reactivate", &trainee),
+            Some(json!({})),
+        )
+        .await;
+
+    // Someone who never accepted the invitation goes back to `invited`, with a fresh invitation.
+    let invited = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "late@example.com"})),
+        )
+        .await;
+    let invited_id = id(&invited);
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "POST",
+            &path("deactivate", &invited_id),
+            Some(json!({})),
+        )
+        .await;
+    let reinvited = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "POST",
+            &path("reactivate", &invited_id),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(reinvited["status"], "invited");
+    assert!(reinvited["invited_at"].as_str().unwrap() >= invited["invited_at"].as_str().unwrap());
+
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "POST",
+            &path("deactivate", NO_SUCH_USER),
+            Some(json!({})),
+        )
+        .await;
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "POST",
+            &path("reactivate", NO_SUCH_USER),
+            Some(json!({})),
+        )
+        .await;
+    let other = sandbox.other_tenant("Globex");
+    sandbox
+        .expect(
+            404,
+            &other,
+            "POST",
+            &path("deactivate", &trainee),
+            Some(json!({})),
+        )
+        .await;
+}
+
+// ---------------------------------------------------------------- skills
+
+fn pump_skill(slug: &str, status: &str) -> Value {
+    json!({
+        "slug": slug,
+        "name": "Pump seal check",
+        "category": "maintenance",
+        "status": status,
+        "input_schema": {
+            "type": "object",
+            "properties": {"pump_id": {"type": "string", "minLength": 1}, "pressure_bar": {"type": "number"}},
+            "required": ["pump_id"]
+        },
+        "steps": [
+            {"title": "Isolate", "instruction": "Isolate pump {{pump_id}}.", "duration_seconds": 90, "kind": "check"},
+            {"title": "Pressurise", "instruction": "Bring {{ pump_id }} to {{pressure_bar}} bar."}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn skills_are_created_validated_updated_listed_and_deleted() {
+    let sandbox = TestSandbox::empty().await;
+    let skill = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/skills",
+            Some(pump_skill("pump-seal-check", "draft")),
+        )
+        .await;
+    assert!(skill["id"].as_str().unwrap().starts_with("skl_"));
+    assert_eq!(skill["version"], 1);
+    assert_eq!(skill["status"], "draft");
+    assert_eq!(
+        skill["estimated_minutes"], 3,
+        "90 s + the default 60 s, rounded up"
+    );
+    assert_eq!(skill["steps"][1]["kind"], "instruction");
+    assert_eq!(skill["steps"][1]["duration_seconds"], 60);
+    let skill_path = format!("/v1/skills/{}", id(&skill));
+    assert_eq!(
+        sandbox
+            .expect(200, ADMIN_KEY, "GET", &skill_path, None)
+            .await,
+        skill
+    );
+
+    let reply = sandbox
+        .expect(
+            409,
+            ADMIN_KEY,
+            "POST",
+            "/v1/skills",
+            Some(pump_skill("pump-seal-check", "draft")),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], "conflict");
+    let mut invalid = pump_skill("broken-schema", "draft");
+    invalid["input_schema"] =
+        json!({"type": "object", "properties": {"pump_id": {"type": "strng"}}});
+    sandbox
+        .expect(422, ADMIN_KEY, "POST", "/v1/skills", Some(invalid))
+        .await;
+    let mut undeclared = pump_skill("undeclared", "draft");
+    undeclared["steps"][0]["instruction"] = json!("Ask {{supervisor}}.");
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", "/v1/skills", Some(undeclared))
+        .await;
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("supervisor")
+    );
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "POST",
+            "/v1/skills",
+            Some(json!({"slug": "x", "name": "n", "steps": []})),
+        )
+        .await;
+
+    let other = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/skills",
+            Some(pump_skill("other-skill", "published")),
+        )
+        .await;
+    let renamed = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &skill_path,
+            Some(json!({"name": "Pump seal inspection"})),
+        )
+        .await;
+    assert_eq!(renamed["version"], 2);
+    assert_eq!(renamed["slug"], "pump-seal-check");
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/skills", None)
+        .await;
+    assert_eq!(
+        items(&listed)[0]["id"],
+        skill["id"],
+        "most recently updated first"
+    );
+    let published = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/skills?status=published", None)
+        .await;
+    assert_eq!(
+        items(&published).iter().map(id).collect::<Vec<_>>(),
+        [id(&other)]
+    );
+    let maintenance = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/skills?category=maintenance&limit=1",
+            None,
+        )
+        .await;
+    assert!(maintenance["next_cursor"].is_string());
+
+    sandbox
+        .expect(
+            409,
+            ADMIN_KEY,
+            "PATCH",
+            &skill_path,
+            Some(json!({"slug": "other-skill"})),
+        )
+        .await;
+    let bad_steps = json!({"steps": [{"title": "t", "instruction": "Use {{wrench}}"}]});
+    sandbox
+        .expect(422, ADMIN_KEY, "PATCH", &skill_path, Some(bad_steps))
+        .await;
+    // The schema may not drop a property that a kept step still uses.
+    let narrowing = json!({"input_schema": {"type": "object", "properties": {"pressure_bar": {"type": "number"}}}});
+    sandbox
+        .expect(422, ADMIN_KEY, "PATCH", &skill_path, Some(narrowing))
+        .await;
+    let unchanged = sandbox
+        .expect(200, ADMIN_KEY, "GET", &skill_path, None)
+        .await;
+    assert_eq!(unchanged["version"], 2, "a refused update changes nothing");
+    let missing = format!("/v1/skills/{NO_SUCH_SKILL}");
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PATCH",
+            &missing,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    sandbox.expect(404, ADMIN_KEY, "GET", &missing, None).await;
+
+    let deleted = sandbox
+        .expect(200, ADMIN_KEY, "DELETE", &skill_path, None)
+        .await;
+    assert_eq!(deleted, json!({"id": id(&skill), "deleted": true}));
+    sandbox
+        .expect(404, ADMIN_KEY, "GET", &skill_path, None)
+        .await;
+    sandbox
+        .expect(404, ADMIN_KEY, "DELETE", &skill_path, None)
+        .await;
+}
+
+/// The demo's published lockout/tagout skill.
+async fn lockout_skill(sandbox: &TestSandbox) -> Value {
+    let page = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/skills?status=published&limit=100",
+            None,
+        )
+        .await;
+    items(&page)
+        .iter()
+        .find(|s| s["slug"] == "lockout-tagout")
+        .cloned()
+        .expect("the demo has a lockout/tagout skill")
+}
+
+#[tokio::test]
+async fn executing_a_skill_renders_its_steps_and_charges_its_minutes() {
+    let sandbox = TestSandbox::demo().await;
+    let skill = lockout_skill(&sandbox).await;
+    let executions = format!("/v1/skills/{}/executions", id(&skill));
+    let arguments = json!({"equipment_id": "PRESS-7", "energy_sources": "electrical 480 V", "authorized_person": "Maria Keller"});
+    let execution = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            &executions,
+            Some(json!({"arguments": arguments})),
+        )
+        .await;
+    assert!(execution["id"].as_str().unwrap().starts_with("sxe_"));
+    assert_eq!(execution["status"], "succeeded");
+    assert_eq!(execution["skill_version"], skill["version"]);
+    assert_eq!(execution["dry_run"], false);
+    assert_eq!(execution["minutes_consumed"], skill["estimated_minutes"]);
+    assert!(
+        execution["executed_by_key_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("key_")
+    );
+    let steps = execution["result"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), skill["steps"].as_array().unwrap().len());
+    assert!(
+        steps[0]["instruction"]
+            .as_str()
+            .unwrap()
+            .contains("PRESS-7")
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|s| !s["instruction"].as_str().unwrap().contains("{{")),
+        "{steps:?}"
+    );
+    assert!(
+        execution["result"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("lockout-tagout")
+    );
+
+    let ledger = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/billing/minute-transactions?kind=skill_execution",
+            None,
+        )
+        .await;
+    let entry = items(&ledger)
+        .iter()
+        .find(|t| t["skill_execution_id"] == execution["id"])
+        .expect("the charge is in the ledger");
+    assert_eq!(entry["kind"], "skill_execution");
+    assert_eq!(
+        entry["minutes"],
+        json!(-skill["estimated_minutes"].as_i64().unwrap())
+    );
+
+    // A dry run renders but consumes nothing; an absent optional argument stays visible.
+    let dry = json!({"arguments": {"equipment_id": "PRESS-8", "authorized_person": "D. Okafor"}, "dry_run": true});
+    let dry = sandbox
+        .expect(201, ADMIN_KEY, "POST", &executions, Some(dry))
+        .await;
+    assert_eq!(dry["minutes_consumed"], 0);
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        dry["result"]["steps"]
+            .to_string()
+            .contains("{{energy_sources}}")
+    );
+    let after = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/billing/minute-transactions?kind=skill_execution",
+            None,
+        )
+        .await;
+    assert_eq!(
+        items(&after).len(),
+        items(&ledger).len(),
+        "a dry run is not charged"
+    );
+}
+
+#[tokio::test]
+async fn execution_is_refused_for_bad_arguments_drafts_unknown_tasks_and_an_empty_balance() {
+    let sandbox = TestSandbox::demo().await;
+    let skill = lockout_skill(&sandbox).await;
+    let executions = format!("/v1/skills/{}/executions", id(&skill));
+    let missing = json!({"arguments": {"equipment_id": "PRESS-7"}});
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", &executions, Some(missing))
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+    let fields: Vec<&str> = reply["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["arguments.authorized_person"], "{reply}");
+    let wrong_type = json!({"arguments": {"equipment_id": 7, "authorized_person": "M"}});
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", &executions, Some(wrong_type))
+        .await;
+    assert!(
+        reply["error"]["details"]
+            .to_string()
+            .contains("arguments.equipment_id"),
+        "{reply}"
+    );
+    let good = json!({"equipment_id": "PRESS-7", "authorized_person": "M"});
+    let unknown_task = json!({"arguments": good, "task_id": "tsk_0000000000000000"});
+    sandbox
+        .expect(422, ADMIN_KEY, "POST", &executions, Some(unknown_task))
+        .await;
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "POST",
+            &executions,
+            Some(json!({"args": {}})),
+        )
+        .await;
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "POST",
+            &format!("/v1/skills/{NO_SUCH_SKILL}/executions"),
+            Some(json!({"arguments": {}})),
+        )
+        .await;
+
+    let drafts = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/skills?status=draft", None)
+        .await;
+    let draft = &items(&drafts)[0];
+    let reply = sandbox
+        .expect(
+            422,
+            ADMIN_KEY,
+            "POST",
+            &format!("/v1/skills/{}/executions", id(draft)),
+            Some(json!({"arguments": {}, "dry_run": true})),
+        )
+        .await;
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("published")
+    );
+
+    // A tenant without minutes cannot pay for an execution.
+    let empty = TestSandbox::empty().await;
+    let skill = empty
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/skills",
+            Some(pump_skill("pump", "published")),
+        )
+        .await;
+    let executions = format!("/v1/skills/{}/executions", id(&skill));
+    let run = json!({"arguments": {"pump_id": "P-1"}});
+    let reply = empty
+        .expect(409, ADMIN_KEY, "POST", &executions, Some(run))
+        .await;
+    assert_eq!(reply["error"]["code"], "conflict");
+    let dry = json!({"arguments": {"pump_id": "P-1"}, "dry_run": true});
+    empty
+        .expect(201, ADMIN_KEY, "POST", &executions, Some(dry))
+        .await;
+}
+
+// ---------------------------------------------------------------- webhooks
+
+#[tokio::test]
+async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() {
+    let sandbox = TestSandbox::empty().await;
+    let body = json!({"url": "https://hooks.example.com/trainar", "events": ["task.created", "user.invited"], "description": "CRM"});
+    let webhook = sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
+        .await;
+    let secret = webhook["secret"].as_str().unwrap().to_string();
+    assert!(
+        secret.starts_with("whsec_")
+            && secret.len() == 38
+            && secret[6..].bytes().all(|b| b.is_ascii_alphanumeric())
+    );
+    assert_eq!(webhook["secret_prefix"], secret[..10]);
+    assert_eq!(webhook["enabled"], true);
+    assert_eq!(webhook["delivery_stats"]["consecutive_failures"], 0);
+    let paused =
+        json!({"url": "http://localhost:9/hook", "events": ["skill.executed"], "enabled": false});
+    let paused = sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(paused))
+        .await;
+
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/webhooks", None)
+        .await;
+    assert_eq!(items(&listed).len(), 2);
+    assert!(
+        !listed.to_string().contains(&secret),
+        "the secret is never listed"
+    );
+    assert!(items(&listed).iter().all(|w| w.get("secret").is_none()));
+    let by_event = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/webhooks?event=user.invited",
+            None,
+        )
+        .await;
+    assert_eq!(
+        items(&by_event).iter().map(id).collect::<Vec<_>>(),
+        [id(&webhook)]
+    );
+    let disabled = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/webhooks?enabled=false", None)
+        .await;
+    assert_eq!(
+        items(&disabled).iter().map(id).collect::<Vec<_>>(),
+        [id(&paused)]
+    );
+    let none = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/webhooks?event=device.paired",
+            None,
+        )
+        .await;
+    assert_eq!(none["data"], json!([]));
+
+    let path = format!("/v1/webhooks/{}", id(&webhook));
+    let updated = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"events": ["task.deleted"], "enabled": false})),
+        )
+        .await;
+    assert_eq!(updated["events"], json!(["task.deleted"]));
+    assert_eq!(updated["enabled"], false);
+    assert_eq!(
+        updated["secret_prefix"], webhook["secret_prefix"],
+        "the secret never changes"
+    );
+    assert!(updated.get("secret").is_none());
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PATCH",
+            &format!("/v1/webhooks/{NO_SUCH_WEBHOOK}"),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"url": "http://example.com/hook"})),
+        )
+        .await;
+
+    for url in [
+        "http://example.com/hook",
+        "ftp://example.com",
+        "http://localhost.evil.com/x",
+    ] {
+        let reply = sandbox
+            .expect(
+                400,
+                ADMIN_KEY,
+                "POST",
+                "/v1/webhooks",
+                Some(json!({"url": url, "events": ["task.created"]})),
+            )
+            .await;
+        assert!(
+            reply["error"]["details"].to_string().contains("url"),
+            "{url}: {reply}"
+        );
+    }
+    sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": "https://a.example.com", "events": []})),
+        )
+        .await;
+
+    let deleted = sandbox.expect(200, ADMIN_KEY, "DELETE", &path, None).await;
+    assert_eq!(deleted["deleted"], true);
+    sandbox.expect(404, ADMIN_KEY, "DELETE", &path, None).await;
+    sandbox
+        .expect(
+            404,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_tenant_has_at_most_twenty_webhook_endpoints() {
+    let sandbox = TestSandbox::empty().await;
+    for n in 0..20 {
+        let body = json!({"url": format!("https://hooks.example.com/{n}"), "events": ["task.created"], "enabled": false});
+        sandbox
+            .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
+            .await;
+    }
+    let body = json!({"url": "https://hooks.example.com/21", "events": ["task.created"]});
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+}
+
+/// What a loopback receiver saw: each request's headers and raw body.
+type Hits = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// An HTTP receiver on 127.0.0.1 that answers every POST with `status`; returns its URL.
+async fn receiver(status: u16) -> (String, Hits) {
+    let hits: Hits = Arc::default();
+    let seen = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((headers, body));
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, hits)
+}
+
+/// Waits up to `seconds` for the receiver to have seen at least `count` requests.
+async fn wait_for(hits: &Hits, count: usize, seconds: u64) -> Vec<(HeaderMap, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let seen = hits.lock().unwrap().clone();
+        if seen.len() >= count || tokio::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hmac_hex(secret: &str, message: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn events_are_delivered_signed_to_subscribed_endpoints() {
+    let sandbox = TestSandbox::empty().await;
+    let before = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "before the webhook"})),
+        )
+        .await;
+    let (url, hits) = receiver(200).await;
+    let webhook = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": url, "events": ["task.created"]})),
+        )
+        .await;
+    let secret = webhook["secret"].as_str().unwrap();
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &format!("/v1/tasks/{}", id(&before)),
+            Some(json!({"status": "done"})),
+        )
+        .await;
+    let task = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "Inspect pump P-12"})),
+        )
+        .await;
+
+    let seen = wait_for(&hits, 1, 5).await;
+    assert_eq!(
+        seen.len(),
+        1,
+        "exactly the one task.created after the webhook's creation"
+    );
+    let (headers, body) = &seen[0];
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(header("content-type"), "application/json");
+    assert_eq!(header("trainar-event"), "task.created");
+    assert!(!header("trainar-delivery").is_empty());
+    let signature = header("trainar-signature");
+    let (t, v1) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .expect("t=…,v1=…");
+    assert_eq!(
+        v1,
+        hmac_hex(secret, &format!("{t}.{body}")),
+        "the signature verifies with the secret"
+    );
+    let age = chrono::Utc::now().timestamp() - t.parse::<i64>().unwrap();
+    assert!((0..300).contains(&age));
+    let event: Value = serde_json::from_str(body).unwrap();
+    assert!(event["id"].as_str().unwrap().starts_with("evt_"));
+    assert_eq!(event["type"], "task.created");
+    assert!(event["created_at"].is_string());
+    assert_eq!(event["data"]["id"], task["id"]);
+    assert_eq!(event["data"]["title"], "Inspect pump P-12");
+
+    let stats = async || {
+        let listed = sandbox
+            .expect(200, ADMIN_KEY, "GET", "/v1/webhooks", None)
+            .await;
+        items(&listed)[0]["delivery_stats"].clone()
+    };
+    let mut delivery_stats = stats().await;
+    for _ in 0..20 {
+        if delivery_stats["last_status_code"] == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivery_stats = stats().await;
+    }
+    assert_eq!(delivery_stats["last_status_code"], 200);
+    assert_eq!(delivery_stats["consecutive_failures"], 0);
+    assert!(delivery_stats["last_delivery_at"].is_string());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        hits.lock().unwrap().len(),
+        1,
+        "a delivered event is not sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_with_backoff() {
+    let sandbox = TestSandbox::empty().await;
+    let (url, hits) = receiver(500).await;
+    let body = json!({"url": url, "events": ["user.invited"]});
+    let webhook = sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
+        .await;
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "retry@example.com"})),
+        )
+        .await;
+
+    let seen = wait_for(&hits, 2, 5).await;
+    assert!(
+        seen.len() >= 2,
+        "retried at least once within 5 s: {} attempt(s)",
+        seen.len()
+    );
+    let deliveries: std::collections::BTreeSet<String> = seen
+        .iter()
+        .map(|(h, _)| {
+            h.get("trainar-delivery")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(deliveries.len(), 1, "the attempts are of one delivery");
+    assert_eq!(seen[0].1, seen[1].1, "a retry resends the same event");
+    let event: Value = serde_json::from_str(&seen[0].1).unwrap();
+    assert_eq!(event["data"]["email"], "retry@example.com");
+
+    let listed = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/webhooks", None)
+        .await;
+    let stats = &items(&listed)[0]["delivery_stats"];
+    assert_eq!(stats["last_status_code"], 500);
+    assert!(
+        stats["consecutive_failures"].as_i64().unwrap() >= 1,
+        "{stats}"
+    );
+
+    // Re-enabling resets the failure count.
+    let path = format!("/v1/webhooks/{}", id(&webhook));
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    let resumed = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(resumed["delivery_stats"]["consecutive_failures"], 0);
+}

@@ -1,0 +1,104 @@
+"""Drives trainar-mcp with the official Python MCP client (mcp 2.x) over every transport.
+
+usage: python mcp_clients.py BASE_URL ADMIN_KEY READ_TASKS_KEY
+Exits non-zero on the first failed check; prints one line per passed check.
+"""
+import sys
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+BASE, ADMIN, READER = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit(f"FAILED: {what}")
+    print(f"ok  {what}")
+
+
+def transports(key, query=""):
+    headers = {"Authorization": f"Bearer {key}"}
+    yield "sse", "legacy", lambda: sse_client(f"{BASE}/sse{query}", headers=headers)
+    for mode in ("legacy", "auto"):
+        yield "streamable", mode, lambda: streamable_http_client(
+            f"{BASE}/mcp{query}", http_client=httpx2.AsyncClient(headers=headers, timeout=30)
+        )
+
+
+async def all_tools(client):
+    tools, cursor = [], None
+    while True:
+        page = await client.list_tools(cursor=cursor, cache_mode="refresh") if cursor else await client.list_tools()
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+
+
+def text(result):
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+async def admin_session(name, mode, connect):
+    async with Client(connect(), mode=mode) as client:
+        tag = f"[{name}/{mode}]"
+        check(client.protocol_version in ("2025-11-25", "2025-06-18", "2024-11-05"), f"{tag} negotiated {client.protocol_version}")
+        tools = await all_tools(client)
+        names = {t.name for t in tools}
+        check(len(tools) == 67, f"{tag} tools/list pages through all 67 tools ({len(tools)})")
+        check("create_task" in names and "search_knowledge" in names, f"{tag} tools span categories")
+
+        created = await client.call_tool("create_task", {"title": f"from python {name} {mode}"})
+        check(not created.is_error and created.structured_content["title"].startswith("from python"), f"{tag} create_task")
+        task_id = created.structured_content["id"]
+        got = await client.call_tool("get_task", {"task_id": task_id})
+        check(got.structured_content["id"] == task_id and task_id in text(got), f"{tag} get_task mirrors JSON as text")
+        listed = await client.call_tool("list_tasks", {"limit": 2})
+        check(len(listed.structured_content["data"]) <= 2 and "next_cursor" in listed.structured_content, f"{tag} list_tasks pages")
+        me = await client.call_tool("list_api_keys", {})
+        check(not me.is_error and me.structured_content["data"], f"{tag} list_api_keys (api_keys category)")
+
+        bad = await client.call_tool("create_task", {"title": 5, "colour": "red"})
+        check(bad.is_error and "title" in text(bad) and "colour" in text(bad), f"{tag} invalid arguments → isError naming every field")
+        missing = await client.call_tool("get_task", {"task_id": "tsk_0000000000000000"})
+        check(missing.is_error and "404" in text(missing) and "not_found" in text(missing), f"{tag} upstream 404 → isError with status and code")
+        try:
+            await client.call_tool("no_such_tool", {})
+            check(False, f"{tag} unknown tool is a JSON-RPC error")
+        except MCPError as error:
+            check(error.error.code == -32602, f"{tag} unknown tool → -32602")
+        await client.send_ping()
+        check(True, f"{tag} ping")
+
+
+async def reader_session(name, mode, connect):
+    async with Client(connect(), mode=mode) as client:
+        tag = f"[{name}/{mode} read:tasks]"
+        names = sorted(t.name for t in await all_tools(client))
+        check(names == ["get_task", "list_tasks"], f"{tag} lists only what the key may call: {names}")
+        denied = await client.call_tool("create_task", {"title": "nope"})
+        check(denied.is_error and "write:tasks" in text(denied) and "read:tasks" in text(denied), f"{tag} denial names missing and held scopes")
+
+
+async def selected_session(name, mode, connect):
+    async with Client(connect(), mode=mode) as client:
+        names = sorted(t.name for t in await all_tools(client))
+        check(names == ["get_task", "list_tasks"], f"[{name}/{mode} ?toolsets=tasks&read_only=true] {names}")
+
+
+async def main():
+    for name, mode, connect in transports(ADMIN):
+        await admin_session(name, mode, connect)
+    for name, mode, connect in transports(READER):
+        await reader_session(name, mode, connect)
+    for name, mode, connect in transports(ADMIN, "?toolsets=tasks&read_only=true"):
+        await selected_session(name, mode, connect)
+    print("python mcp client: all checks passed")
+
+
+anyio.run(main)
