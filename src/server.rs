@@ -235,6 +235,19 @@ pub fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// 405 with the `Allow` header a client needs to correct itself.
+pub fn method_not_allowed(allow: &'static str, message: &str) -> Response {
+    let mut response = http_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 /// A JSON-RPC error as an HTTP response (for transport-level faults with a JSON-RPC body).
 pub fn rpc_error(status: StatusCode, id: &Value, code: ErrorCode, message: &str) -> Response {
     (status, axum::Json(failure(id, code, message))).into_response()

@@ -6,7 +6,7 @@
 
 use crate::mcp::jsonrpc::Incoming;
 use crate::mcp::session::{Session, SessionStore};
-use crate::server::{SharedGateway, http_error};
+use crate::server::{SharedGateway, http_error, method_not_allowed};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -34,15 +34,7 @@ pub fn routes() -> Router<SharedGateway> {
 }
 
 async fn sse_post() -> Response {
-    let mut response = http_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "GET /sse opens the stream; POST to its endpoint",
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET"));
-    response
+    method_not_allowed("GET", "GET /sse opens the stream; POST to its endpoint")
 }
 
 async fn open_stream(

@@ -5,12 +5,12 @@
 use crate::mcp::core::SUPPORTED_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, RpcError};
 use crate::mcp::session::Session;
-use crate::server::{SharedGateway, http_error, rpc_error};
+use crate::server::{SharedGateway, http_error, method_not_allowed, rpc_error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
@@ -28,15 +28,10 @@ pub fn routes() -> Router<SharedGateway> {
 }
 
 async fn get_mcp() -> Response {
-    let mut response = http_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    method_not_allowed(
+        "POST, DELETE",
         "this server offers no server-initiated stream; POST messages to /mcp",
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-    response
+    )
 }
 
 async fn post_mcp(
