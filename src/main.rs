@@ -11,6 +11,7 @@ use trainar_mcp::mcp::core::CoreOptions;
 use trainar_mcp::mcp::selection::Selection;
 use trainar_mcp::sandbox;
 use trainar_mcp::server::{self, Gateway, GatewayConfig, ServerOptions};
+use trainar_mcp::transport;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,9 @@ enum Command {
     /// Run the MCP server (SSE on /sse, Streamable HTTP on /mcp). Without --upstream it starts
     /// the embedded sandbox on a loopback port and serves that.
     Serve(Box<ServeArgs>),
+    /// Speak MCP on stdin/stdout, for clients that launch a command. The key comes from
+    /// TRAINAR_API_KEY (without --upstream, the embedded sandbox's admin key may be used).
+    Stdio(Box<StdioArgs>),
     /// Run the embedded sandbox: a stateful TrainAR REST API over SQLite, on its own.
     Sandbox(SandboxArgs),
 }
@@ -40,16 +44,38 @@ struct ServeArgs {
     /// Where to listen.
     #[arg(long, env = "TRAINAR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The URL clients reach this server at, if it differs from the listen address (behind a
+    /// proxy); used in printed configuration and the SSE endpoint event.
+    #[arg(long, env = "TRAINAR_PUBLIC_URL")]
+    public_url: Option<String>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "TRAINAR_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Browser origins allowed besides localhost (comma-separated, exact scheme://host[:port]).
+    #[arg(long, env = "TRAINAR_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Concurrent sessions one key may hold.
+    #[arg(long, env = "TRAINAR_SESSIONS_PER_KEY", default_value_t = 16)]
+    sessions_per_key: usize,
+    /// Requests per minute one key may make.
+    #[arg(long, env = "TRAINAR_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    rate_limit_per_minute: u32,
+    /// Seconds without activity after which a session ends.
+    #[arg(long, env = "TRAINAR_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    idle_timeout_secs: u64,
+}
+
+/// What `serve` and `stdio` share: the upstream, tool selection, and per-call limits.
+#[derive(Args)]
+struct GatewayArgs {
     /// The TrainAR API to serve (e.g. https://api.trainar.ai). Without it: the embedded sandbox.
     #[arg(long, env = "TRAINAR_UPSTREAM")]
     upstream: Option<String>,
     /// The embedded sandbox's data directory (ignored with --upstream).
     #[arg(long, env = "TRAINAR_DATA_DIR", default_value = "./trainar-data")]
     data_dir: PathBuf,
-    /// The URL clients reach this server at, if it differs from the listen address (behind a
-    /// proxy); used in printed configuration and the SSE endpoint event.
-    #[arg(long, env = "TRAINAR_PUBLIC_URL")]
-    public_url: Option<String>,
     /// Offer only these categories (comma-separated, e.g. tasks,knowledge).
     #[arg(long, env = "TRAINAR_TOOLSETS")]
     toolsets: Option<String>,
@@ -72,24 +98,61 @@ struct ServeArgs {
     /// Results longer than this many bytes of text are truncated with a notice.
     #[arg(long, env = "TRAINAR_MAX_RESULT_BYTES", default_value_t = 100_000)]
     max_result_bytes: usize,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "TRAINAR_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
-    max_body_bytes: usize,
-    /// Browser origins allowed besides localhost (comma-separated, exact scheme://host[:port]).
-    #[arg(long, env = "TRAINAR_ALLOWED_ORIGINS", value_delimiter = ',')]
-    allowed_origins: Vec<String>,
-    /// Concurrent sessions one key may hold.
-    #[arg(long, env = "TRAINAR_SESSIONS_PER_KEY", default_value_t = 16)]
-    sessions_per_key: usize,
-    /// Requests per minute one key may make.
-    #[arg(long, env = "TRAINAR_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
-    rate_limit_per_minute: u32,
-    /// Seconds without activity after which a session ends.
-    #[arg(long, env = "TRAINAR_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
-    idle_timeout_secs: u64,
     /// tools/list page size.
     #[arg(long, env = "TRAINAR_TOOLS_PAGE_SIZE", default_value_t = 100)]
     tools_page_size: usize,
+}
+
+#[derive(Args)]
+struct StdioArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+/// The upstream a gateway talks to: the given URL, or an embedded sandbox started for it.
+struct ResolvedUpstream {
+    url: String,
+    first_start: Option<sandbox::FirstStart>,
+    embedded: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl GatewayArgs {
+    async fn upstream(&self) -> Result<ResolvedUpstream, String> {
+        match &self.upstream {
+            Some(url) => Ok(ResolvedUpstream {
+                url: url.clone(),
+                first_start: None,
+                embedded: None,
+            }),
+            None => {
+                let (url, first_start, task) =
+                    sandbox::spawn_embedded(embedded_config(&self.data_dir)).await?;
+                Ok(ResolvedUpstream {
+                    url,
+                    first_start,
+                    embedded: Some(task),
+                })
+            }
+        }
+    }
+
+    fn config(&self, server: ServerOptions) -> Result<GatewayConfig, String> {
+        Ok(GatewayConfig {
+            core: CoreOptions {
+                list_all_tools: self.list_all_tools,
+                selection: Selection::parse(
+                    self.toolsets.as_deref(),
+                    self.tools.as_deref(),
+                    self.read_only,
+                )?,
+                max_result_bytes: self.max_result_bytes.max(1024),
+                page_size: self.tools_page_size.max(1),
+            },
+            server,
+            call_timeout: Duration::from_secs(self.call_timeout_secs.max(1)),
+            auth_cache_ttl: Duration::from_secs(self.auth_cache_secs),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -177,6 +240,7 @@ fn main() -> ExitCode {
         }
         Command::Tools(ToolsCommand::Diff(args)) => tools_diff(&args),
         Command::Serve(args) => run_serve(*args),
+        Command::Stdio(args) => run_stdio(*args),
         Command::Sandbox(args) => run_sandbox(args),
     }
 }
@@ -240,12 +304,20 @@ fn run_sandbox(args: SandboxArgs) -> ExitCode {
 
 fn run_serve(args: ServeArgs) -> ExitCode {
     init_logging();
-    let selection = match Selection::parse(
-        args.toolsets.as_deref(),
-        args.tools.as_deref(),
-        args.read_only,
-    ) {
-        Ok(selection) => selection,
+    let server_options = ServerOptions {
+        allowed_origins: args
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_string())
+            .collect(),
+        sessions_per_key: args.sessions_per_key.max(1),
+        requests_per_minute: args.rate_limit_per_minute.max(1),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+        max_body_bytes: args.max_body_bytes,
+        public_url: args.public_url.clone(),
+    };
+    let config = match args.gateway.config(server_options) {
+        Ok(config) => config,
         Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -253,40 +325,11 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
-        let mut first_start = None;
-        let (upstream_url, sandbox_task) = match &args.upstream {
-            Some(url) => (url.clone(), None),
-            None => match sandbox::spawn_embedded(embedded_config(&args.data_dir)).await {
-                Ok((url, first, task)) => {
-                    first_start = first;
-                    (url, Some(task))
-                }
-                Err(e) => return fail(&e),
-            },
+        let upstream = match args.gateway.upstream().await {
+            Ok(upstream) => upstream,
+            Err(e) => return fail(&e),
         };
-        let config = GatewayConfig {
-            core: CoreOptions {
-                list_all_tools: args.list_all_tools,
-                selection,
-                max_result_bytes: args.max_result_bytes.max(1024),
-                page_size: args.tools_page_size.max(1),
-            },
-            server: ServerOptions {
-                allowed_origins: args
-                    .allowed_origins
-                    .iter()
-                    .map(|o| o.trim_end_matches('/').to_string())
-                    .collect(),
-                sessions_per_key: args.sessions_per_key.max(1),
-                requests_per_minute: args.rate_limit_per_minute.max(1),
-                idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
-                max_body_bytes: args.max_body_bytes,
-                public_url: args.public_url.clone(),
-            },
-            call_timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
-            auth_cache_ttl: Duration::from_secs(args.auth_cache_secs),
-        };
-        let gateway = match Gateway::build(&upstream_url, config) {
+        let gateway = match Gateway::build(&upstream.url, config) {
             Ok(gateway) => gateway,
             Err(e) => return fail(&e),
         };
@@ -304,17 +347,76 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             .unwrap_or_else(|| format!("http://{local}"));
         print_banner(
             &base,
-            &upstream_url,
-            args.upstream.is_none(),
-            first_start.as_ref(),
+            &upstream.url,
+            upstream.embedded.is_some(),
+            upstream.first_start.as_ref(),
         );
         let result = server::serve(listener, gateway, shutdown_signal()).await;
-        if let Some(task) = sandbox_task {
+        if let Some(task) = upstream.embedded {
             task.abort();
         }
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("the server stopped: {e}")),
+        }
+    })
+}
+
+/// The environment variable that carries the key for `stdio` (never a flag: flags show in `ps`).
+const API_KEY_ENV: &str = "TRAINAR_API_KEY";
+
+fn run_stdio(args: StdioArgs) -> ExitCode {
+    init_logging();
+    let config = match args.gateway.config(ServerOptions::default()) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let upstream = match args.gateway.upstream().await {
+            Ok(upstream) => upstream,
+            Err(e) => return fail(&e),
+        };
+        let embedded_key = upstream
+            .first_start
+            .as_ref()
+            .map(|first| first.admin_key.clone())
+            .or_else(|| {
+                upstream
+                    .embedded
+                    .as_ref()
+                    .and_then(|_| std::env::var(ADMIN_KEY_ENV).ok())
+            });
+        let Some(key) = std::env::var(API_KEY_ENV)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .or(embedded_key)
+        else {
+            return fail(&format!(
+                "set {API_KEY_ENV}=tak_… (the key the MCP client acts as)"
+            ));
+        };
+        if let Some(first) = &upstream.first_start {
+            eprintln!(
+                "created demo tenant {}; its admin key (shown once): {}",
+                first.tenant_name, first.admin_key
+            );
+        }
+        let gateway = match Gateway::build(&upstream.url, config) {
+            Ok(gateway) => gateway,
+            Err(e) => return fail(&e),
+        };
+        let result =
+            transport::stdio::serve(gateway, &key, tokio::io::stdin(), tokio::io::stdout()).await;
+        if let Some(task) = upstream.embedded {
+            task.abort();
+        }
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("stdio: {e}")),
         }
     })
 }

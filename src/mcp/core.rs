@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 /// Protocol versions of the handshake eras, newest first.
 pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 pub const LATEST_VERSION: &str = SUPPORTED_VERSIONS[0];
+/// The only version with JSON-RPC batches (added in it, removed in 2025-06-18).
+const BATCH_VERSION: &str = "2025-03-26";
 
 /// How the core behaves; set once by `serve`.
 #[derive(Clone, Debug)]
@@ -71,6 +73,50 @@ impl Core {
 
     pub fn options(&self) -> &CoreOptions {
         &self.options
+    }
+
+    /// Handles one JSON value from a client: a message, or (only when 2025-03-26 was negotiated,
+    /// the one version that has them) a batch. Returns the reply or the array of replies.
+    pub async fn handle_json(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        value: Value,
+    ) -> Option<Value> {
+        let Value::Array(items) = value else {
+            return match Incoming::parse(value) {
+                Ok(message) => self.handle(principal, session, message).await,
+                Err(error) => Some(error.to_json()),
+            };
+        };
+        let refuse = |message: &str| {
+            Some(RpcError::new(Value::Null, ErrorCode::InvalidRequest, message).to_json())
+        };
+        if session.protocol_version() != BATCH_VERSION {
+            return refuse(
+                "JSON-RPC batches are accepted only when protocol version 2025-03-26 is negotiated",
+            );
+        }
+        if items.is_empty() {
+            return refuse("an empty batch");
+        }
+        let mut replies = Vec::new();
+        for item in items {
+            let reply = match Incoming::parse(item) {
+                Ok(Incoming::Request(request)) if request.method == "initialize" => Some(
+                    RpcError::new(
+                        request.id,
+                        ErrorCode::InvalidRequest,
+                        "initialize cannot be part of a batch",
+                    )
+                    .to_json(),
+                ),
+                Ok(message) => self.handle(principal, session, message).await,
+                Err(error) => Some(error.to_json()),
+            };
+            replies.extend(reply);
+        }
+        (!replies.is_empty()).then_some(Value::Array(replies))
     }
 
     /// Handles one message of `session`. Returns the reply for a request; None for anything else

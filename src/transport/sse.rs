@@ -4,7 +4,6 @@
 //!
 //! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
 
-use crate::mcp::jsonrpc::Incoming;
 use crate::mcp::session::{Session, SessionStore};
 use crate::server::{SharedGateway, http_error, method_not_allowed};
 use axum::Router;
@@ -152,7 +151,8 @@ async fn post_message(
     if let Err(response) = gateway.check_rate(&principal) {
         return *response;
     }
-    let message = match serde_json::from_slice::<Value>(&body) {
+    let value = match serde_json::from_slice::<Value>(&body) {
+        Ok(value) => value,
         Err(e) => {
             return http_error(
                 StatusCode::BAD_REQUEST,
@@ -160,25 +160,11 @@ async fn post_message(
                 &format!("parse error: {e}"),
             );
         }
-        Ok(value) if value.is_array() => {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "JSON-RPC batches are not supported",
-            );
-        }
-        Ok(value) => match Incoming::parse(value) {
-            Ok(message) => message,
-            Err(error) => {
-                // The spec's place for a JSON-RPC error is the stream.
-                session.send(error.to_json());
-                return StatusCode::ACCEPTED.into_response();
-            }
-        },
     };
     let worker = gateway.clone();
     gateway.tasks.spawn(async move {
-        if let Some(reply) = worker.core.handle(&principal, &session, message).await
+        // Replies, and JSON-RPC errors about the message, travel on the stream.
+        if let Some(reply) = worker.core.handle_json(&principal, &session, value).await
             && !session.send(reply)
         {
             // The client stopped reading (or left): end the session rather than buffer for it.

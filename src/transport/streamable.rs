@@ -86,12 +86,20 @@ async fn post_mcp(
         }
     };
     if value.is_array() {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            ErrorCode::InvalidRequest,
-            "JSON-RPC batches are not supported",
-        );
+        // A batch: only within an existing session (initialize cannot be batched).
+        let Some(session) = headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|id| gateway.sessions.get(id, &principal.fingerprint))
+        else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                ErrorCode::InvalidRequest,
+                "a batch needs a session",
+            );
+        };
+        return reply_response(gateway.core.handle_json(&principal, &session, value).await);
     }
     let message = match Incoming::parse(value) {
         Ok(message) => message,

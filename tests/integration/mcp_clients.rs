@@ -1,5 +1,6 @@
-//! Real MCP clients against a real `serve`: the official Python SDK (mcp 2.x) over SSE and
-//! Streamable HTTP (legacy and auto modes), and the binary started exactly as README says.
+//! Real MCP clients against the real thing: the official Python SDK (mcp 2.x) over stdio, SSE and
+//! Streamable HTTP (legacy and auto modes); `stdio` driven line by line; and `serve` started
+//! exactly as README says.
 
 use crate::common::{binary, repo_root};
 use crate::gateway_fixture::TestGateway;
@@ -31,6 +32,8 @@ async fn the_python_sdk_works_over_every_transport() {
     let output = tokio::process::Command::new(python())
         .arg(&script)
         .args([&gateway.url, &gateway.admin(), &reader])
+        .arg(env!("CARGO_BIN_EXE_trainar-mcp"))
+        .arg(fresh_dir("stdio-python"))
         .output()
         .await
         .unwrap();
@@ -109,4 +112,61 @@ async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Writes `lines` to `trainar-mcp stdio` (embedded sandbox, fresh data dir) and returns the
+/// replies, one JSON value per line.
+fn stdio_exchange(lines: &[Value]) -> Vec<Value> {
+    use std::io::Write;
+    let admin = crate::sandbox_fixture::ADMIN_KEY;
+    let mut child = binary()
+        .args(["stdio", "--data-dir"])
+        .arg(fresh_dir("stdio"))
+        .env("TRAINAR_SANDBOX_ADMIN_KEY", admin)
+        .env("TRAINAR_API_KEY", admin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    writeln!(stdin, "this is not JSON").unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout carries only JSON"))
+        .collect()
+}
+
+#[test]
+fn stdio_answers_in_order_and_batches_only_under_2025_03_26() {
+    let rpc = |id: i64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let batch = json!([rpc(2, "ping", json!({})), rpc(3, "tools/call", json!({"name": "list_tasks", "arguments": {"limit": 1}})),
+        {"jsonrpc": "2.0", "method": "notifications/initialized"}]);
+    let replies = stdio_exchange(&[
+        rpc(1, "initialize", json!({"protocolVersion": "2025-03-26"})),
+        batch.clone(),
+    ]);
+    assert_eq!(replies[0]["result"]["protocolVersion"], "2025-03-26");
+    let answers = replies[1]
+        .as_array()
+        .expect("a batch is answered with an array");
+    assert_eq!(answers.len(), 2, "the notification gets no answer");
+    assert_eq!(answers[1]["result"]["isError"], false);
+    assert_eq!(replies[2]["error"]["code"], -32700);
+
+    let replies = stdio_exchange(&[
+        rpc(1, "initialize", json!({"protocolVersion": "2025-06-18"})),
+        batch,
+    ]);
+    assert_eq!(
+        replies[1]["error"]["code"], -32600,
+        "2025-06-18 removed batches"
+    );
 }

@@ -708,3 +708,31 @@ async fn health_and_readiness() {
         "an unreachable API is not the caller's fault"
     );
 }
+
+#[tokio::test]
+async fn batches_are_answered_only_in_a_2025_03_26_session() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let admin = gateway.admin();
+    let batch = json!([rpc(1, "ping", json!({})), rpc(2, "tools/list", json!({}))]);
+    for (version, batched) in [("2025-03-26", true), ("2025-06-18", false)] {
+        let init = gateway
+            .post(
+                Some(&admin),
+                None,
+                rpc(0, "initialize", json!({"protocolVersion": version})),
+                &[],
+            )
+            .await;
+        let session = init.headers["mcp-session-id"].to_str().unwrap().to_string();
+        let reply = gateway
+            .post(Some(&admin), Some(&session), batch.clone(), &[])
+            .await;
+        if batched {
+            let replies = reply.body.as_array().expect("an array of replies");
+            assert_eq!(replies.len(), 2);
+            assert_eq!(replies[1]["result"]["tools"].as_array().unwrap().len(), 67);
+        } else {
+            assert_eq!(reply.body["error"]["code"], -32600, "{version}");
+        }
+    }
+}

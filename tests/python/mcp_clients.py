@@ -1,18 +1,21 @@
 """Drives trainar-mcp with the official Python MCP client (mcp 2.x) over every transport.
 
-usage: python mcp_clients.py BASE_URL ADMIN_KEY READ_TASKS_KEY
+usage: python mcp_clients.py BASE_URL ADMIN_KEY READ_TASKS_KEY TRAINAR_MCP_BINARY STDIO_DATA_DIR
 Exits non-zero on the first failed check; prints one line per passed check.
 """
+import os
 import sys
 
 import anyio
 import httpx2
 from mcp import Client
+from mcp import StdioServerParameters
 from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-BASE, ADMIN, READER = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, ADMIN, READER, BINARY, STDIO_DATA = sys.argv[1:6]
 
 
 def check(condition, what):
@@ -47,7 +50,7 @@ def text(result):
 async def admin_session(name, mode, connect):
     async with Client(connect(), mode=mode) as client:
         tag = f"[{name}/{mode}]"
-        check(client.protocol_version in ("2025-11-25", "2025-06-18", "2024-11-05"), f"{tag} negotiated {client.protocol_version}")
+        check(client.protocol_version in ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"), f"{tag} negotiated {client.protocol_version}")
         tools = await all_tools(client)
         names = {t.name for t in tools}
         check(len(tools) == 67, f"{tag} tools/list pages through all 67 tools ({len(tools)})")
@@ -91,7 +94,15 @@ async def selected_session(name, mode, connect):
         check(names == ["get_task", "list_tasks"], f"[{name}/{mode} ?toolsets=tasks&read_only=true] {names}")
 
 
+def stdio_transport():
+    """`trainar-mcp stdio` over its own embedded sandbox, acting as that sandbox's admin key."""
+    env = dict(os.environ, TRAINAR_SANDBOX_ADMIN_KEY=ADMIN, TRAINAR_API_KEY=ADMIN, TRAINAR_TOOLS_PAGE_SIZE="20")
+    params = StdioServerParameters(command=BINARY, args=["stdio", "--data-dir", STDIO_DATA], env=env)
+    return stdio_client(params)
+
+
 async def main():
+    await admin_session("stdio", "legacy", stdio_transport)
     for name, mode, connect in transports(ADMIN):
         await admin_session(name, mode, connect)
     for name, mode, connect in transports(READER):

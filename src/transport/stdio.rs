@@ -1,0 +1,128 @@
+//! stdio: newline-delimited JSON-RPC on stdin/stdout, for clients that launch a command.
+//!
+//! One session for the life of the process, owned by the key in `TRAINAR_API_KEY`; the key is
+//! re-checked through the authenticator's cache for every message, so a revoked key stops
+//! working here as it does over HTTP. Tool calls run concurrently, everything else in order;
+//! replies are written one per line, in completion order.
+//! Invariant: stdout carries protocol messages only; logs go to stderr.
+
+use crate::mcp::jsonrpc::{ErrorCode, RpcError};
+use crate::mcp::session::Session;
+use crate::server::SharedGateway;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+/// Lines longer than this are refused rather than buffered without bound.
+const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves `input` → `output` until `input` ends; then waits for in-flight calls to answer.
+pub async fn serve<R, W>(
+    gateway: SharedGateway,
+    api_key: &str,
+    input: R,
+    mut output: W,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let authorization = format!("Bearer {api_key}");
+    let principal = gateway
+        .auth
+        .authenticate(Some(&authorization))
+        .await
+        .map_err(|failure| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                failure.message().to_string(),
+            )
+        })?;
+    let session = Arc::new(Session::new(
+        &principal.fingerprint,
+        gateway.core.options().selection.clone(),
+        None,
+    ));
+    let (replies, mut outbox) = mpsc::channel::<Value>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = outbox.recv().await {
+            let mut line = reply.to_string();
+            line.push('\n');
+            output.write_all(line.as_bytes()).await?;
+            output.flush().await?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
+
+    let tasks = TaskTracker::new();
+    let mut lines = BufReader::new(input);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > MAX_LINE_BYTES {
+            let error = RpcError::new(Value::Null, ErrorCode::InvalidRequest, "message too large");
+            let _ = replies.send(error.to_json()).await;
+            continue;
+        }
+        let value = match serde_json::from_str::<Value>(&line) {
+            Ok(value) => value,
+            Err(e) => {
+                let error = RpcError::new(
+                    Value::Null,
+                    ErrorCode::ParseError,
+                    format!("parse error: {e}"),
+                );
+                let _ = replies.send(error.to_json()).await;
+                continue;
+            }
+        };
+        // Tool calls run concurrently (a cancellation must be able to overtake them); everything
+        // else is quick and order-sensitive (initialize before what follows), so it runs inline.
+        let concurrent = value.get("method").and_then(Value::as_str) == Some("tools/call");
+        let work = answer(
+            gateway.clone(),
+            session.clone(),
+            replies.clone(),
+            authorization.clone(),
+            value,
+        );
+        if concurrent {
+            tasks.spawn(work);
+        } else {
+            work.await;
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+    drop(replies);
+    writer.await.map_err(std::io::Error::other)?
+}
+
+/// Handles one value as the key behind `authorization` and queues the reply, if any.
+async fn answer(
+    gateway: SharedGateway,
+    session: Arc<Session>,
+    replies: mpsc::Sender<Value>,
+    authorization: String,
+    value: Value,
+) {
+    let reply = match gateway.auth.authenticate(Some(&authorization)).await {
+        Ok(principal) => gateway.core.handle_json(&principal, &session, value).await,
+        Err(failure) => {
+            let id = value.get("id").cloned().unwrap_or(Value::Null);
+            let message = format!("the API key is no longer accepted: {}", failure.message());
+            Some(RpcError::new(id, ErrorCode::InvalidRequest, message).to_json())
+        }
+    };
+    if let Some(reply) = reply {
+        let _ = replies.send(reply).await;
+    }
+}
