@@ -10,7 +10,7 @@ use crate::generated::api::Operation;
 use crate::sandbox::db::Store;
 use crate::sandbox::error::ApiError;
 use crate::sandbox::request::{Input, Reply, ok};
-use crate::sandbox::{Ctx, ids, not_served};
+use crate::sandbox::{Ctx, billing, ids, not_served};
 use rusqlite::params;
 use serde_json::{Value, json};
 
@@ -161,9 +161,10 @@ fn update_account(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     ok(account)
 }
 
-/// The newest subscription's plan, status and seats; zeros and nulls without one.
+/// The current subscription's plan, status and seats (rolled forward exactly as
+/// `get_subscription` sees it); zeros and nulls without one.
 fn plan_summary(store: &Store) -> Result<Value, ApiError> {
-    let summary = match store.all("subscription")?.last() {
+    let summary = match billing::current(store)? {
         Some(subscription) => json!({
             "plan_id": subscription["plan"]["id"],
             "status": subscription["status"],

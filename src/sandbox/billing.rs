@@ -227,8 +227,10 @@ fn update(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     ok(subscription)
 }
 
-/// Applies a plan or interval change at once; an upgrade credits the extra minutes the new
-/// plan grants over the rest of the current period (a downgrade takes back nothing).
+/// Applies a plan or interval change at once. An upgrade credits the extra minutes the new plan
+/// grants over the rest of the current period, above the highest daily rate already credited in
+/// this period (kept on the private side): a downgrade takes back nothing, so without that mark
+/// switching back and forth would credit the same upgrade again and again.
 fn change_plan(
     store: &Store,
     subscription: &mut Value,
@@ -253,9 +255,21 @@ fn change_plan(
         ));
     }
     let new = plan(plan_id, interval)?;
+    let id = subscription["id"].as_str().unwrap_or("");
+    let mut private = store.private(KIND, id)?;
+    let period_start = &subscription["current_period_start"];
+    // The mark is of one period: a renewal grants the plan's own minutes again.
+    let credited = match private["credited_daily_minutes"].as_f64() {
+        Some(rate) if private["credited_period_start"] == *period_start => rate,
+        _ => daily_minutes(&old),
+    };
+    let rate = daily_minutes(&new);
     let end = timestamp_of(subscription, "current_period_end")?;
     let remaining_days = (end - now).num_seconds().max(0) as f64 / 86_400.0;
-    let extra = ((daily_minutes(&new) - daily_minutes(&old)) * remaining_days).round() as i64;
+    let extra = ((rate - credited) * remaining_days).round() as i64;
+    private["credited_daily_minutes"] = json!(rate.max(credited));
+    private["credited_period_start"] = period_start.clone();
+    store.set_private(KIND, id, &private)?;
     if extra > 0 {
         let description = format!(
             "Prorated minutes for the change to {} ({}ly) for the rest of the period",
@@ -395,19 +409,22 @@ fn grant(store: &Store, plan: &Value, at: &str) -> Result<Value, ApiError> {
     )
 }
 
-/// Expires whatever is left of the balance at a period's end.
+/// Expires whatever is left of the balance at a period's end (in entries of at most the spec's
+/// bound on one entry).
 fn expire_unused(store: &Store, at: &str) -> Result<(), ApiError> {
-    let left = ledger::balance(store)?;
-    if left > 0 {
-        let description = format!("{left} unused minutes expired at the end of the period");
+    let mut left = ledger::balance(store)?;
+    while left > 0 {
+        let minutes = left.min(ledger::MAX_ENTRY_MINUTES);
+        let description = format!("{minutes} unused minutes expired at the end of the period");
         ledger::record(
             store,
             "expiry",
-            -left,
+            -minutes,
             Reference::default(),
             &description,
             at,
         )?;
+        left -= minutes;
     }
     Ok(())
 }
@@ -629,14 +646,11 @@ fn transactions(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     ok(json!({"data": data, "next_cursor": next_cursor.flatten()}))
 }
 
-/// `from`/`to` as instants (the schema has checked the format; any offset is accepted).
+/// `from`/`to` as instants (any offset is accepted; the UTC year must have four digits).
 fn window_bound(input: &Input, field: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     input
         .str(field)
-        .map(|text| {
-            ids::parse_timestamp(text)
-                .ok_or_else(|| ApiError::invalid_field(field, "is not an RFC 3339 date-time"))
-        })
+        .map(|text| ids::parse_client_timestamp(field, text))
         .transpose()
 }
 

@@ -1,6 +1,7 @@
 //! Fresh ids, secrets and timestamps, in the formats the spec's patterns demand.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use crate::sandbox::error::ApiError;
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -45,6 +46,21 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// A timestamp a client sent in `field`, as an instant. Refused (400 naming the field) unless it
+/// is RFC 3339 and its UTC year is 1 to 9999: the sandbox compares and answers timestamps in UTC
+/// with four-digit years, so e.g. `9999-12-31T23:00:00-05:00` (year 10000 in UTC) cannot be kept.
+pub fn parse_client_timestamp(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let at = parse_timestamp(text)
+        .ok_or_else(|| ApiError::invalid_field(field, "is not an RFC 3339 date-time"))?;
+    if !(1..=9999).contains(&at.year()) {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC",
+        ));
+    }
+    Ok(at)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

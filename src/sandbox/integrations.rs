@@ -518,15 +518,14 @@ fn complete_flow(
     }
     let store = Store::new(tx, &claims.tenant);
     let provider = Provider::find(integration_id).map_err(|_| invalid("unknown integration"))?;
-    let mut private = store
-        .private(KIND, provider.id)
-        .map_err(|_| invalid("no such connection flow"))?;
-    let secret = private["secret"]
-        .as_str()
-        .ok_or_else(|| invalid("no such connection flow"))?;
+    // One answer whether the claimed tenant has no flow here or the signature is wrong: a
+    // forged state must not learn which tenants have a flow with which provider.
+    let unverified = || invalid("its signature does not verify");
+    let mut private = store.private(KIND, provider.id).map_err(|_| unverified())?;
+    let secret = private["secret"].as_str().ok_or_else(unverified)?;
     mac(secret, payload)?
         .verify_slice(&signature)
-        .map_err(|_| invalid("its signature does not verify"))?;
+        .map_err(|_| unverified())?;
     if claims.expires <= ids::now().timestamp() {
         return Err(invalid(
             "it has expired; start a new flow with get_integration_connect_url",

@@ -3,7 +3,8 @@
 //! - Files arrive base64-encoded; their bytes are stored once, content-addressed, in `blobs`
 //!   (shared between items and tenants: a file record only names its sha256), and the item (kind
 //!   `knowledge`) embeds its file records, as the API shows them.
-//! - `process_knowledge` only marks an item `processing`; `process_forever` (a background worker)
+//! - `process_knowledge` only marks an item `processing`; `process_forever` (a background worker,
+//!   one item at a time, holding the database only to read the files and to write the result)
 //!   extracts the text of every file, splits it into chunks and indexes them in the FTS5 table
 //!   `knowledge_fts`, one row per chunk plus one row for the item's title and description (the
 //!   row whose `file_id` is NULL). The item then becomes `ready`, or `failed` when a file cannot
@@ -21,6 +22,7 @@ use crate::sandbox::{Ctx, ids, not_served};
 use base64::Engine;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
 const KIND: &str = "knowledge";
 const COLLECTION: &str = "collection";
@@ -400,110 +402,264 @@ fn mark_processing(item: &mut Value) {
     }
 }
 
+/// How many waiting items one poll takes on; each is processed on its own.
+const BATCH: i64 = 8;
+/// After this many failures in a row of the sandbox itself (not of an item's files), an item is
+/// marked `failed`, so that it stops taking the worker's time.
+const MAX_ATTEMPTS: u32 = 3;
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The items waiting for the worker, oldest first, across tenants. Literal kind and status, so
+/// that SQLite answers it from the partial index `objects_processing` (migration 4), which holds
+/// exactly these rows: the poll costs nothing however many objects there are.
+const DUE_SQL: &str = "SELECT tenant_id, id FROM objects
+     WHERE kind = 'knowledge' AND json_extract(body, '$.status') = 'processing'
+     ORDER BY seq LIMIT ?1";
+
 /// The background worker: every ~100 ms, processes the items of every tenant that are
-/// `processing`. Runs until its task is aborted.
+/// `processing`, one at a time (see `process_one`). Runs until its task is aborted.
 pub async fn process_forever(db: Db) {
+    // Failures in a row per (tenant, item); forgotten once it succeeds or leaves the queue.
+    let mut failures: HashMap<(String, String), u32> = HashMap::new();
     loop {
-        if let Err(error) = db.transaction(process_due).await {
-            tracing::warn!(error = %error.message, "knowledge processing failed; retrying");
+        let due = db
+            .transaction(|tx| {
+                let mut statement = tx.prepare_cached(DUE_SQL)?;
+                let rows = statement.query_map([BATCH], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<(String, String)>, _>>()?)
+            })
+            .await;
+        let due = due.unwrap_or_else(|error| {
+            tracing::warn!(error = %error.message, "cannot list the knowledge items to process");
+            Vec::new()
+        });
+        failures.retain(|key, _| due.contains(key));
+        for key in due {
+            let Err(error) = process_one(&db, &key.0, &key.1).await else {
+                failures.remove(&key);
+                continue;
+            };
+            let attempts = failures.entry(key.clone()).or_default();
+            *attempts += 1;
+            tracing::warn!(knowledge_id = %key.1, attempts = *attempts, error = %error.message,
+                "processing a knowledge item failed");
+            if *attempts >= MAX_ATTEMPTS {
+                let (tenant_id, knowledge_id) = key.clone();
+                let given_up = db
+                    .transaction(move |tx| give_up(&Store::new(tx, &tenant_id), &knowledge_id))
+                    .await;
+                match given_up {
+                    Ok(()) => {
+                        failures.remove(&key);
+                    }
+                    Err(error) => tracing::warn!(knowledge_id = %key.1, error = %error.message,
+                        "cannot mark a knowledge item failed"),
+                }
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
-/// One batch, in one transaction: the item's status, counts, index rows and event change
-/// together or not at all.
-fn process_due(tx: &Transaction) -> Result<(), ApiError> {
-    let due: Vec<(String, String)> = {
-        let mut statement = tx.prepare_cached(
-            "SELECT tenant_id, id FROM objects WHERE kind = ?1
-               AND json_extract(body, '$.status') = 'processing' ORDER BY seq LIMIT 8",
-        )?;
-        let rows = statement.query_map(params![KIND], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
+/// Processes one item, holding the database only to read and to write: the files' bytes are
+/// read one file per transaction; their text is extracted and chunked with no lock held; the
+/// index, the item and its event are written in one last transaction, which first checks that
+/// the item is still `processing` with the same files (if it was deleted meanwhile, the work is
+/// dropped). While an item is `processing` nothing else changes its files.
+async fn process_one(db: &Db, tenant_id: &str, knowledge_id: &str) -> Result<(), ApiError> {
+    let (tenant, id) = (tenant_id.to_string(), knowledge_id.to_string());
+    let files = db
+        .transaction(move |tx| {
+            let item = Store::new(tx, &tenant).get(KIND, &id)?;
+            Ok(item
+                .filter(|item| item["status"] == "processing")
+                .map(|item| file_refs(&item)))
+        })
+        .await?;
+    let Some(files) = files else {
+        return Ok(());
     };
-    for (tenant_id, knowledge_id) in due {
-        let store = Store::new(tx, &tenant_id);
-        let (event, item) = process_item(&store, &knowledge_id)?;
-        store.emit(event, &item)?;
+    let mut outcomes = Vec::with_capacity(files.len());
+    for file in &files {
+        let file = file.clone();
+        let content = db.transaction(move |tx| read_content(tx, &file)).await?;
+        let outcome = match content {
+            Ok(bytes) => tokio::task::spawn_blocking(move || extract(bytes))
+                .await
+                .map_err(ApiError::internal)?,
+            Err(reason) => Err(reason),
+        };
+        outcomes.push(outcome);
     }
-    Ok(())
+    let (tenant, id) = (tenant_id.to_string(), knowledge_id.to_string());
+    db.transaction(move |tx| {
+        let store = Store::new(tx, &tenant);
+        if let Some((event, item)) = finish(&store, &id, &files, outcomes)? {
+            store.emit(event, &item)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
-/// Extracts and indexes one item; returns the event to report and the item as it now is.
-fn process_item(store: &Store, knowledge_id: &str) -> Result<(&'static str, Value), ApiError> {
-    let mut item = store.require(KIND, knowledge_id)?;
-    let mut texts = Vec::new();
+/// Extracts and indexes one item within the caller's transaction (the demo seed's way); returns
+/// the event to report and the item as it now is, or None if the item is not `processing`.
+fn process_item(
+    store: &Store,
+    knowledge_id: &str,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
+    let files = file_refs(&store.require(KIND, knowledge_id)?);
+    let outcomes = files
+        .iter()
+        .map(|file| Ok(read_content(store.tx(), file)?.and_then(extract)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    finish(store, knowledge_id, &files, outcomes)
+}
+
+/// What processing reads of one file (its name and description may change meanwhile).
+#[derive(Clone, PartialEq)]
+struct FileRef {
+    id: String,
+    content_type: String,
+    sha256: String,
+}
+
+fn file_refs(item: &Value) -> Vec<FileRef> {
+    let text = |file: &Value, field: &str| file[field].as_str().unwrap_or("").to_string();
+    item["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|file| FileRef {
+            id: text(file, "id"),
+            content_type: text(file, "content_type"),
+            sha256: text(file, "sha256"),
+        })
+        .collect()
+}
+
+/// What became of one file: its text's words and chunks, or why it cannot be read.
+type Outcome = Result<Extracted, String>;
+
+struct Extracted {
+    words: usize,
+    chunks: Vec<String>,
+}
+
+/// The file's bytes, or why they cannot be read (the outer error is the sandbox's own failure).
+fn read_content(tx: &Transaction, file: &FileRef) -> Result<Result<Vec<u8>, String>, ApiError> {
+    if !is_text_type(&file.content_type) {
+        return Ok(Err(format!(
+            "{} files cannot be read by the sandbox; only text (text/*, application/json) is extracted",
+            file.content_type
+        )));
+    }
+    let bytes: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT content FROM blobs WHERE sha256 = ?1",
+            params![file.sha256],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(bytes.ok_or_else(|| "its content is missing".to_string()))
+}
+
+/// The text of a file's bytes, counted and chunked for the index: no database involved.
+fn extract(bytes: Vec<u8>) -> Outcome {
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "it is not valid UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let text = text.trim_start_matches('\u{feff}');
+    Ok(Extracted {
+        words: text.split_whitespace().count(),
+        chunks: split_into_chunks(text),
+    })
+}
+
+fn is_text_type(content_type: &str) -> bool {
+    content_type.starts_with("text/") || content_type == "application/json"
+}
+
+/// Writes what processing made of the item's `files` (`outcomes` in the same order): its index,
+/// file statuses, status and counts. Returns the event to report and the item as it now is, or
+/// None (writing nothing) unless the item is still `processing` with exactly those files.
+fn finish(
+    store: &Store,
+    knowledge_id: &str,
+    files: &[FileRef],
+    outcomes: Vec<Outcome>,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
+    let Some(mut item) = store.get(KIND, knowledge_id)? else {
+        return Ok(None);
+    };
+    if item["status"] != "processing" || file_refs(&item) != files {
+        return Ok(None);
+    }
+    let mut extracted = Vec::new();
     let mut failures = Vec::new();
-    for file in item["files"].as_array_mut().into_iter().flatten() {
-        match extract_text(store.tx(), file)? {
+    let records = item["files"].as_array_mut().into_iter().flatten();
+    for ((record, file), outcome) in records.zip(files).zip(outcomes) {
+        match outcome {
             Ok(text) => {
-                file["status"] = json!("ready");
-                texts.push((file["id"].as_str().unwrap_or("").to_string(), text));
+                record["status"] = json!("ready");
+                extracted.push((file.id.as_str(), text));
             }
             Err(reason) => {
-                file["status"] = json!("failed");
-                failures.push(format!(
-                    "{}: {reason}",
-                    file["filename"].as_str().unwrap_or("")
-                ));
+                record["status"] = json!("failed");
+                let filename = record["filename"].as_str().unwrap_or("");
+                failures.push(format!("{filename}: {reason}"));
             }
         }
     }
     clear_index(store, knowledge_id)?;
     let event = if failures.is_empty() {
-        let (words, chunks) = index_item(store, &item, &texts)?;
+        let (words, chunks) = index_item(store, &item, &extracted)?;
         item["status"] = json!("ready");
         item["status_detail"] = Value::Null;
         item["word_count"] = json!(words);
         item["chunk_count"] = json!(chunks);
         "knowledge.ready"
     } else {
-        // A failed item is not searchable, so none of its text counts as indexed.
-        item["status"] = json!("failed");
-        item["status_detail"] = json!(truncate(
-            &format!("cannot read {}", failures.join("; ")),
-            MAX_DETAIL_CHARS
-        ));
-        item["word_count"] = json!(0);
-        item["chunk_count"] = json!(0);
+        mark_failed(&mut item, &format!("cannot read {}", failures.join("; ")));
         "knowledge.failed"
     };
     item["processed_at"] = json!(ids::now_string());
     store.update(KIND, &item)?;
-    Ok((event, item))
+    Ok(Some((event, item)))
 }
 
-/// The file's text, or why it cannot be read (the outer error is the sandbox's own failure).
-fn extract_text(tx: &Transaction, file: &Value) -> Result<Result<String, String>, ApiError> {
-    let content_type = file["content_type"].as_str().unwrap_or("");
-    if !is_text_type(content_type) {
-        return Ok(Err(format!(
-            "{content_type} files cannot be read by the sandbox; only text (text/*, application/json) is extracted"
-        )));
-    }
-    let bytes: Option<Vec<u8>> = tx
-        .query_row(
-            "SELECT content FROM blobs WHERE sha256 = ?1",
-            params![file["sha256"].as_str().unwrap_or("")],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let Some(bytes) = bytes else {
-        return Ok(Err("its content is missing".to_string()));
+/// A failed item is not searchable, so none of its text counts as indexed.
+fn mark_failed(item: &mut Value, detail: &str) {
+    item["status"] = json!("failed");
+    item["status_detail"] = json!(truncate(detail, MAX_DETAIL_CHARS));
+    item["word_count"] = json!(0);
+    item["chunk_count"] = json!(0);
+}
+
+/// Ends the processing of an item the worker keeps failing on (if it is still `processing`):
+/// `failed`, every file with it, and `knowledge.failed` reported.
+fn give_up(store: &Store, knowledge_id: &str) -> Result<(), ApiError> {
+    let Some(mut item) = store.get(KIND, knowledge_id)? else {
+        return Ok(());
     };
-    Ok(String::from_utf8(bytes)
-        .map(|text| text.trim_start_matches('\u{feff}').to_string())
-        .map_err(|e| {
-            format!(
-                "it is not valid UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            )
-        }))
-}
-
-fn is_text_type(content_type: &str) -> bool {
-    content_type.starts_with("text/") || content_type == "application/json"
+    if item["status"] != "processing" {
+        return Ok(());
+    }
+    for file in item["files"].as_array_mut().into_iter().flatten() {
+        file["status"] = json!("failed");
+    }
+    clear_index(store, knowledge_id)?;
+    mark_failed(
+        &mut item,
+        &format!(
+            "the sandbox failed to process this item {MAX_ATTEMPTS} times in a row (see its log); process it again to retry"
+        ),
+    );
+    item["processed_at"] = json!(ids::now_string());
+    store.update(KIND, &item)?;
+    store.emit("knowledge.failed", &item)
 }
 
 /// Indexes the title and description (file_id NULL) and every chunk of every file; returns
@@ -511,7 +667,7 @@ fn is_text_type(content_type: &str) -> bool {
 fn index_item(
     store: &Store,
     item: &Value,
-    texts: &[(String, String)],
+    texts: &[(&str, Extracted)],
 ) -> Result<(usize, usize), ApiError> {
     let mut insert = store.tx().prepare_cached(
         "INSERT INTO knowledge_fts (tenant_id, knowledge_id, file_id, title, body) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -528,8 +684,8 @@ fn index_item(
     ])?;
     let (mut words, mut chunks) = (0, 0);
     for (file_id, text) in texts {
-        words += text.split_whitespace().count();
-        for chunk in split_into_chunks(text) {
+        words += text.words;
+        for chunk in &text.chunks {
             insert.execute(params![store.tenant_id(), knowledge_id, file_id, "", chunk])?;
             chunks += 1;
         }
@@ -1103,6 +1259,23 @@ trailer << /Root 1 0 R >>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workers_poll_reads_only_the_waiting_items() {
+        let db = Db::open_in_memory().unwrap();
+        db.transaction_blocking(|tx| {
+            let mut explain = tx.prepare(&format!("EXPLAIN QUERY PLAN {DUE_SQL}"))?;
+            let plan = explain
+                .query_map([BATCH], |row| row.get::<_, String>(3))?
+                .collect::<Result<Vec<_>, _>>()?;
+            assert!(
+                plan.iter().any(|step| step.contains("objects_processing")),
+                "{plan:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
 
     #[test]
     fn queries_become_quoted_terms_without_fts_syntax() {

@@ -28,7 +28,11 @@ pub struct Reference<'a> {
     pub user_id: Option<&'a str>,
 }
 
-/// Appends an entry of `minutes` (positive credits, negative debits) and returns it.
+/// The spec's bounds on one entry's `minutes` (MinuteTransaction.minutes).
+pub const MAX_ENTRY_MINUTES: i64 = 1_000_000;
+
+/// Appends an entry of `minutes` (positive credits, negative debits), clamped to the spec's
+/// bounds, and returns it.
 pub fn record(
     store: &Store,
     kind: &str,
@@ -37,6 +41,7 @@ pub fn record(
     description: &str,
     at: &str,
 ) -> Result<Value, ApiError> {
+    let minutes = minutes.clamp(-MAX_ENTRY_MINUTES, MAX_ENTRY_MINUTES);
     let balance_after = balance(store)? + minutes;
     let entry = json!({
         "id": ids::new_id("mtx_"),

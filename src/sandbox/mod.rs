@@ -50,7 +50,7 @@ use std::future::Future;
 use std::path::PathBuf;
 
 /// How a sandbox runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     /// The largest request body accepted; larger is 413.
@@ -60,6 +60,20 @@ pub struct Config {
     /// Fixes the first tenant's admin key secret (`TRAINAR_SANDBOX_ADMIN_KEY`), for scripts/tests.
     pub admin_key: Option<String>,
 }
+
+/// Shown in logs and panics, so the admin key is only said to be set.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("demo_seed", &self.demo_seed)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+const REDACTED: &str = "<redacted>";
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
@@ -88,11 +102,22 @@ pub struct Sandbox {
 }
 
 /// What the first start created: printed once by the CLI.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FirstStart {
     pub tenant_id: String,
     pub tenant_name: String,
     pub admin_key: String,
+}
+
+/// The key is printed once, on purpose, by the CLI; never by `{:?}`.
+impl std::fmt::Debug for FirstStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstStart")
+            .field("tenant_id", &self.tenant_id)
+            .field("tenant_name", &self.tenant_name)
+            .field("admin_key", &REDACTED)
+            .finish()
+    }
 }
 
 impl Sandbox {
@@ -243,8 +268,9 @@ pub async fn spawn_embedded(
 /// Adds a tenant with only its admin key (`sandbox tenant create`): returns (id, admin secret).
 pub fn create_tenant(config: &Config, name: &str) -> Result<(String, String), String> {
     let name = name.trim();
-    if name.is_empty() || name.len() > 120 {
-        return Err("a tenant name is 1 to 120 characters".into());
+    // Key introspection serves the name as `tenant_name`, at most 100 characters.
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err("a tenant name is 1 to 100 characters".into());
     }
     let db = Db::open(&config.data_dir)?;
     db.transaction_blocking(|tx| seed::new_tenant(tx, name, None, false))

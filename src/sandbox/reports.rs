@@ -13,7 +13,7 @@ use crate::generated::api::Operation;
 use crate::sandbox::db::{Store, decode_cursor, encode_cursor};
 use crate::sandbox::error::ApiError;
 use crate::sandbox::request::{Input, Reply, ok};
-use crate::sandbox::{Ctx, ids, ledger, not_served};
+use crate::sandbox::{Ctx, billing, ids, ledger, not_served};
 use chrono::{DateTime, Datelike, Duration, NaiveTime, Utc};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,18 +41,19 @@ pub(super) struct Period {
 impl Period {
     pub fn from_input(input: &Input) -> Result<Period, ApiError> {
         let to = match input.str("to") {
-            Some(text) => parse_instant("to", text)?,
+            Some(text) => ids::parse_client_timestamp("to", text)?,
             None => ids::now(),
         };
         let from = match input.str("from") {
-            Some(text) => parse_instant("from", text)?,
+            Some(text) => ids::parse_client_timestamp("from", text)?,
             None => to - Duration::days(30),
         };
         if from >= to {
             return Err(ApiError::invalid_field("from", "must be before `to`"));
         }
         // Year 0000 and earlier are valid for chrono but not as answers: validators of RFC 3339
-        // (the spec's `date-time`) reject them.
+        // (the spec's `date-time`) reject them. A given `from` was checked when parsed; the
+        // default, 30 days before an early `to`, is checked here.
         if from.year() < 1 {
             return Err(ApiError::invalid_field(
                 "from",
@@ -74,11 +75,6 @@ impl Period {
     pub fn json(&self) -> Value {
         json!({"from": ids::timestamp(self.from), "to": ids::timestamp(self.to)})
     }
-}
-
-fn parse_instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
-    ids::parse_timestamp(text)
-        .ok_or_else(|| ApiError::invalid_field(field, "is not an RFC 3339 date-time"))
 }
 
 /// The timestamp stored in `object[field]`, if any.
@@ -339,19 +335,16 @@ fn ledger_in<'a>(entries: &'a [Value], period: &'a Period) -> impl Iterator<Item
     entries.iter().filter(|e| period.holds(e, "created_at"))
 }
 
-/// The current subscription: the newest one that is not canceled.
+/// The current subscription unless it is canceled, rolled forward to the present as
+/// `get_subscription` sees it. Call it before reading the ledger: rolling forward records the
+/// renewals' grants and expiries.
 fn current_subscription(store: &Store) -> Result<Option<Value>, ApiError> {
-    Ok(store
-        .all("subscription")?
-        .into_iter()
-        .rev()
-        .find(|s| s["status"] != "canceled"))
+    Ok(billing::current(store)?.filter(|s| s["status"] != "canceled"))
 }
 
 /// The minute pool of the current billing period, and its remaining minutes (None without a
-/// subscription).
-fn minute_pool(store: &Store, entries: &[Value]) -> Result<(Value, Option<i64>), ApiError> {
-    let subscription = current_subscription(store)?;
+/// live subscription).
+fn minute_pool(subscription: Option<Value>, entries: &[Value]) -> (Value, Option<i64>) {
     let billing_period = subscription.as_ref().and_then(|s| {
         Some(Period {
             from: time(s, "current_period_start")?,
@@ -363,7 +356,7 @@ fn minute_pool(store: &Store, entries: &[Value]) -> Result<(Value, Option<i64>),
             "included_minutes": 0, "purchased_minutes": 0, "used_minutes": 0,
             "remaining_minutes": 0, "billing_period_start": null, "billing_period_end": null,
         });
-        return Ok((empty, None));
+        return (empty, None);
     };
     let included = subscription["plan"]["included_minutes"]
         .as_i64()
@@ -381,7 +374,7 @@ fn minute_pool(store: &Store, entries: &[Value]) -> Result<(Value, Option<i64>),
         "billing_period_start": ids::timestamp(billing_period.from),
         "billing_period_end": ids::timestamp(billing_period.to),
     });
-    Ok((pool, Some(remaining)))
+    (pool, Some(remaining))
 }
 
 fn overview(store: &Store, period: &Period) -> Result<Reply, ApiError> {
@@ -389,6 +382,7 @@ fn overview(store: &Store, period: &Period) -> Result<Reply, ApiError> {
     for session in sessions_in(store, period)? {
         tally.add(&session);
     }
+    let subscription = current_subscription(store)?;
     let entries = store.all(ledger::KIND)?;
     let tasks = store.all("task")?;
     let tasks_open = tasks
@@ -405,7 +399,7 @@ fn overview(store: &Store, period: &Period) -> Result<Reply, ApiError> {
         .iter()
         .filter(|d| matches!(d["status"].as_str(), Some("paired") | Some("offline")))
         .count();
-    let (_, minutes_remaining) = minute_pool(store, &entries)?;
+    let (_, minutes_remaining) = minute_pool(subscription, &entries);
     ok(json!({
         "period": period.json(),
         "active_users": tally.active_users(),
@@ -565,8 +559,9 @@ fn minutes_report(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     let period = Period::from_input(input)?;
     let granularity = Granularity::from_input(input);
     let buckets = Buckets::new(&period, granularity)?;
+    let subscription = current_subscription(store)?;
     let entries = store.all(ledger::KIND)?;
-    let (pool, _) = minute_pool(store, &entries)?;
+    let (pool, _) = minute_pool(subscription, &entries);
     let mut sums: Vec<BTreeMap<&str, i64>> = vec![BTreeMap::new(); buckets.len()];
     for entry in ledger_in(&entries, &period) {
         let bucket = time(entry, "created_at").and_then(|at| buckets.index(at));

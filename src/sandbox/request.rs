@@ -238,7 +238,30 @@ pub fn validate(operation: Operation, raw: &RawRequest) -> Result<Input, ApiErro
         problems.dedup();
         return Err(ApiError::validation(problems));
     }
+    for value in args.values_mut() {
+        whole_numbers_as_integers(value);
+    }
     Ok(Input { args })
+}
+
+/// JSON Schema counts `600.0` as an integer, so validation lets it through where the spec says
+/// `integer`; the handlers read integers with `as_i64`, which sees only integer literals. Every
+/// whole number that fits an i64 becomes one (recursively), once, here.
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float >= i64::MIN as f64
+                && float < i64::MAX as f64
+            {
+                *value = Value::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
 }
 
 /// A path or query string, typed as the schema says, so the schema can judge it.

@@ -22,12 +22,17 @@ use crate::sandbox::request::{Input, Reply, created, deleted, ok, page};
 use crate::sandbox::{Ctx, ids, not_served};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 const KIND: &str = "skill";
 const EXECUTION: &str = "skill_execution";
 /// The spec's bound on `input_schema` and `arguments`, serialized.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 const DEFAULT_STEP_SECONDS: i64 = 60;
+/// The most one rendered instruction, and all of an execution's together, may take.
+const MAX_RENDERED_STEP_BYTES: usize = 64 * 1024;
+const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     match ctx.operation {
@@ -149,7 +154,7 @@ fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     }
     let started_at = ids::now_string();
     let id = ids::new_id("sxe_");
-    let steps = render_steps(&skill, &arguments);
+    let steps = render_steps(&skill, &arguments)?;
     let dry_run = input.bool("dry_run").unwrap_or(false);
     let estimated = skill["estimated_minutes"].as_i64().unwrap_or(1).max(1);
     let version = skill["version"].as_i64().unwrap_or(1);
@@ -324,23 +329,60 @@ fn next_placeholder(text: &str) -> Option<(&str, &str, &str)> {
     }
 }
 
-fn render(template: &str, arguments: &Map<String, Value>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some((before, name, after)) = next_placeholder(rest) {
-        out.push_str(before);
-        match arguments.get(name) {
-            Some(Value::String(text)) => out.push_str(text),
-            Some(other) => out.push_str(&other.to_string()),
-            None => out.push_str(&rest[before.len()..rest.len() - after.len()]),
+/// What each argument's placeholders are replaced with: a string as is, any other value as its
+/// JSON text.
+fn replacement_texts(arguments: &Map<String, Value>) -> HashMap<&str, Cow<'_, str>> {
+    arguments
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                Value::String(text) => Cow::Borrowed(text.as_str()),
+                other => Cow::Owned(other.to_string()),
+            };
+            (name.as_str(), text)
+        })
+        .collect()
+}
+
+/// The pieces `template` renders to, in order; a placeholder without an argument stays as it is.
+fn render_pieces<'a>(
+    template: &'a str,
+    texts: &'a HashMap<&str, Cow<'_, str>>,
+) -> impl Iterator<Item = &'a str> {
+    let mut rest = Some(template);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match next_placeholder(text) {
+            Some((before, name, after)) => {
+                rest = Some(after);
+                let placeholder = &text[before.len()..text.len() - after.len()];
+                let value = texts.get(name).map_or(placeholder, |t| t.as_ref());
+                Some([before, value])
+            }
+            None => {
+                rest = None;
+                Some([text, ""])
+            }
         }
-        rest = after;
-    }
-    out.push_str(rest);
+    })
+    .flatten()
+}
+
+/// The rendered length in bytes, computed without rendering.
+fn rendered_len(template: &str, texts: &HashMap<&str, Cow<'_, str>>) -> usize {
+    render_pieces(template, texts).map(str::len).sum()
+}
+
+fn render(template: &str, texts: &HashMap<&str, Cow<'_, str>>) -> String {
+    let mut out = String::with_capacity(rendered_len(template, texts));
+    render_pieces(template, texts).for_each(|piece| out.push_str(piece));
     out
 }
 
-fn render_steps(skill: &Value, arguments: &Value) -> Vec<Value> {
+/// The steps rendered with the arguments; 422, before anything is built, when a rendered
+/// instruction would exceed `MAX_RENDERED_STEP_BYTES` or all of them `MAX_RENDERED_BYTES` (a
+/// 4000-character instruction of `{{a}}` repeats a 64 KiB argument 800 times).
+fn render_steps(skill: &Value, arguments: &Value) -> Result<Vec<Value>, ApiError> {
     let mut values = arguments.as_object().cloned().unwrap_or_default();
     // An argument left out falls back to the `default` its schema declares, if any.
     for (name, property) in skill["input_schema"]["properties"]
@@ -354,15 +396,29 @@ fn render_steps(skill: &Value, arguments: &Value) -> Vec<Value> {
             values.insert(name.clone(), default.clone());
         }
     }
-    let arguments = &values;
-    skill["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let texts = replacement_texts(&values);
+    let steps = skill["steps"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut total = 0;
+    for (index, step) in steps.iter().enumerate() {
+        let size = rendered_len(instruction_of(step), &texts);
+        if size > MAX_RENDERED_STEP_BYTES {
+            return Err(ApiError::unprocessable(format!(
+                "with these arguments steps[{index}] would render to {size} bytes; a rendered instruction is at most {MAX_RENDERED_STEP_BYTES} bytes (64 KiB): shorten the arguments it repeats"
+            )));
+        }
+        total += size;
+        if total > MAX_RENDERED_BYTES {
+            return Err(ApiError::unprocessable(format!(
+                "with these arguments the steps would render to more than {MAX_RENDERED_BYTES} bytes (1 MiB) together: shorten the arguments they repeat"
+            )));
+        }
+    }
+    let rendered = steps
+        .iter()
         .enumerate()
         .map(|(index, step)| {
-            let template = step["instruction"].as_str().unwrap_or("");
-            let rendered = render(template, arguments);
+            let template = instruction_of(step);
+            let rendered = render(template, &texts);
             // An instruction made only of empty arguments would render to nothing.
             let instruction = if rendered.is_empty() {
                 template.to_string()
@@ -371,7 +427,12 @@ fn render_steps(skill: &Value, arguments: &Value) -> Vec<Value> {
             };
             json!({"index": index, "title": step["title"], "instruction": instruction})
         })
-        .collect()
+        .collect();
+    Ok(rendered)
+}
+
+fn instruction_of(step: &Value) -> &str {
+    step["instruction"].as_str().unwrap_or("")
 }
 
 /// Demo procedures of a field-service tenant: four published, one still a draft.
@@ -617,11 +678,12 @@ mod tests {
     #[test]
     fn placeholders_render_and_missing_ones_stay_visible() {
         let args = json!({"a": "A", "n": 3});
-        let args = args.as_object().unwrap();
-        assert_eq!(
-            render("x {{a}} {{ n }} {{b}} {{}} {", args),
-            "x A 3 {{b}} {{}} {"
-        );
+        let texts = replacement_texts(args.as_object().unwrap());
+        let template = "x {{a}} {{ n }} {{b}} {{}} {";
+        assert_eq!(render(template, &texts), "x A 3 {{b}} {{}} {");
+        assert_eq!(rendered_len(template, &texts), "x A 3 {{b}} {{}} {".len());
+        assert_eq!(render("{{a}}{{a}}", &texts), "AA");
+        assert_eq!(render("", &texts), "");
         assert_eq!(placeholders("{{a}}{{ b }}{x}}"), ["a", "b"]);
     }
 

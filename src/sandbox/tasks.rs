@@ -29,6 +29,7 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         }
         Operation::GetTask => ok(ctx.store.require(KIND, input.required_str("task_id")?)?),
         Operation::CreateTask => {
+            check_due_at(input)?;
             if let Some(assignee) = input.str("assignee_id") {
                 require_user(&ctx.store, assignee)?;
             }
@@ -49,6 +50,7 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
             created(task)
         }
         Operation::UpdateTask => {
+            check_due_at(input)?;
             let mut task = ctx.store.require(KIND, input.required_str("task_id")?)?;
             if let Some(assignee) = input.str("assignee_id") {
                 require_user(&ctx.store, assignee)?;
@@ -72,6 +74,14 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         }
         _ => Err(not_served(ctx)),
     }
+}
+
+/// `due_at` is kept as sent, so it must be a date-time whose UTC year has four digits.
+fn check_due_at(input: &Input) -> Result<(), ApiError> {
+    if let Some(text) = input.str("due_at") {
+        ids::parse_client_timestamp("due_at", text)?;
+    }
+    Ok(())
 }
 
 /// An assignee must be a user of this tenant who is not deactivated.

@@ -28,15 +28,7 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
             )
         }
         Operation::CreateApiKey => create_api_key(ctx, input),
-        Operation::RevokeApiKey => {
-            let mut key = ctx.store.require(KIND, input.required_str("key_id")?)?;
-            if !key["revoked_at"].is_null() {
-                return Err(ApiError::conflict("this API key is already revoked"));
-            }
-            key["revoked_at"] = json!(ids::now_string());
-            ctx.store.update(KIND, &key)?;
-            ok(key)
-        }
+        Operation::RevokeApiKey => revoke_api_key(ctx, input),
         Operation::GetCurrentApiKey => {
             let key = ctx.store.require(KIND, &ctx.principal.key_id)?;
             let tenant_name: String = ctx.store.tx().query_row(
@@ -76,13 +68,12 @@ fn create_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
             ),
         ));
     }
-    if let Some(expires) = input.str("expires_at").and_then(ids::parse_timestamp)
-        && expires <= ids::now()
+    if let Some(text) = input.str("expires_at")
+        && ids::parse_client_timestamp("expires_at", text)? <= ids::now()
     {
-        return Err(ApiError::invalid_field(
-            "expires_at",
-            "must be in the future",
-        ));
+        return Err(ApiError::unprocessable(format!(
+            "expires_at ({text}) must be in the future"
+        )));
     }
     let (mut key, secret) = insert_key(
         &ctx.store,
@@ -94,6 +85,28 @@ fn create_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     )?;
     key["key"] = json!(secret);
     created(key)
+}
+
+/// Sets `revoked_at`; who revoked the key, when and why go to its private audit log.
+fn revoke_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    let id = input.required_str("key_id")?;
+    let mut key = ctx.store.require(KIND, id)?;
+    if !key["revoked_at"].is_null() {
+        return Err(ApiError::conflict("this API key is already revoked"));
+    }
+    let at = ids::now_string();
+    key["revoked_at"] = json!(at);
+    ctx.store.update(KIND, &key)?;
+    let mut private = ctx.store.private(KIND, id)?;
+    let entry = json!({
+        "at": at, "action": "revoked", "actor": ctx.principal.key_id, "reason": input.str("reason"),
+    });
+    match private["audit"].as_array_mut() {
+        Some(log) => log.push(entry),
+        None => private["audit"] = json!([entry]),
+    }
+    ctx.store.set_private(KIND, id, &private)?;
+    ok(key)
 }
 
 /// Stores a new key and returns its API representation and its secret (shown once).

@@ -196,24 +196,57 @@ pub async fn deliver_forever(db: Db) {
     let mut sending = tokio::task::JoinSet::new();
     // The newest event already fanned out; fan-out runs only when a newer one exists.
     let mut fanned_out = -1;
+    // Fan-out and claiming are separate transactions, so that a failing fan-out (retried on the
+    // next poll) does not hold back the deliveries already queued; each failure is logged once.
+    let mut fan_out_failing = Failing::default();
+    let mut claim_failing = Failing::default();
     loop {
-        let claimed = db
+        let fanned = db
             .transaction(move |tx| {
                 let newest = newest_event_seq(tx)?;
                 if newest > fanned_out {
                     fan_out(tx, newest)?;
                 }
-                Ok((newest, claim_due(tx)?))
+                Ok(newest)
             })
             .await;
-        if let Ok((newest, jobs)) = claimed {
+        if let Some(newest) = fan_out_failing.check("webhook fan-out", fanned) {
             fanned_out = newest;
-            for job in jobs {
-                sending.spawn(send(db.clone(), client.clone(), job));
-            }
+        }
+        let claimed = db.transaction(claim_due).await;
+        for job in claim_failing
+            .check("claiming webhook deliveries", claimed)
+            .unwrap_or_default()
+        {
+            sending.spawn(send(db.clone(), client.clone(), job));
         }
         while sending.try_join_next().is_some() {}
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The last error of a step the worker repeats every poll, to log it once rather than every
+/// poll while it persists.
+#[derive(Default)]
+struct Failing(Option<String>);
+
+impl Failing {
+    fn check<T>(&mut self, step: &str, result: Result<T, ApiError>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                if self.0.take().is_some() {
+                    tracing::info!("{step} works again");
+                }
+                Some(value)
+            }
+            Err(error) => {
+                if self.0.as_deref() != Some(error.message.as_str()) {
+                    tracing::warn!(error = %error.message, "{step} failed; retrying");
+                    self.0 = Some(error.message);
+                }
+                None
+            }
+        }
     }
 }
 
@@ -288,7 +321,7 @@ fn claim_due(tx: &Transaction) -> Result<Vec<Job>, ApiError> {
         "SELECT d.id, d.tenant_id, d.webhook_id, d.attempts, e.id, e.type, e.data, e.created_at,
                 json_extract(o.body, '$.url'), json_extract(o.private, '$.secret')
            FROM webhook_deliveries d
-           JOIN events e ON e.id = d.event_id
+           JOIN events e ON e.id = d.event_id AND e.tenant_id = d.tenant_id
            JOIN objects o ON o.tenant_id = d.tenant_id AND o.kind = 'webhook' AND o.id = d.webhook_id
           WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND json_extract(o.body, '$.enabled') = 1
           ORDER BY d.next_attempt_at LIMIT ?2",
@@ -365,9 +398,14 @@ async fn send(db: Db, client: reqwest::Client, job: Job) {
         // Without the URL: it may carry credentials.
         Err(error) => (None, Some(error.without_url().to_string())),
     };
-    let _ = db
+    let delivery_id = job.delivery_id.clone();
+    if let Err(error) = db
         .transaction(move |tx| record(tx, &job, status, error))
-        .await;
+        .await
+    {
+        // The lease runs out and the delivery is sent again.
+        tracing::warn!(delivery = %delivery_id, error = %error.message, "cannot record a webhook attempt");
+    }
 }
 
 /// Writes one attempt's outcome to the delivery and to its endpoint's `delivery_stats`.

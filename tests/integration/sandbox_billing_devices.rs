@@ -856,3 +856,106 @@ async fn orders_list_newest_first_with_consistent_totals() {
         .expect(400, ADMIN_KEY, "GET", "/v1/orders?status=lost", None)
         .await;
 }
+
+#[tokio::test]
+async fn switching_plans_back_and_forth_credits_an_upgrade_once_per_period() {
+    let sandbox = TestSandbox::empty().await;
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            SUBSCRIPTION,
+            Some(new_subscription("starter")),
+        )
+        .await;
+    for plan in [
+        "business", "starter", "business", "team", "business", "starter",
+    ] {
+        sandbox
+            .expect(
+                200,
+                ADMIN_KEY,
+                "PATCH",
+                SUBSCRIPTION,
+                Some(json!({"plan_id": plan})),
+            )
+            .await;
+    }
+    let grants = sandbox
+        .expect(200, ADMIN_KEY, "GET", &format!("{LEDGER}?kind=grant"), None)
+        .await;
+    let prorated: Vec<&Value> = items(&grants)
+        .iter()
+        .filter(|g| g["description"].as_str().unwrap().starts_with("Prorated"))
+        .collect();
+    assert_eq!(
+        prorated.len(),
+        1,
+        "only the first upgrade to business credits minutes: {grants}"
+    );
+    let credited = prorated[0]["minutes"].as_i64().unwrap();
+    let usage = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/billing/usage", None)
+        .await;
+    assert_eq!(usage["remaining_minutes"], 500 + credited, "{usage}");
+}
+
+/// The ISO form the sandbox writes, `days` before now.
+fn days_ago(days: i64) -> String {
+    (Utc::now() - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[tokio::test]
+async fn the_account_and_reports_see_the_subscription_as_get_subscription_does() {
+    for reader in ["/v1/account", "/v1/reports/overview"] {
+        let sandbox = TestSandbox::empty().await;
+        let mut body = new_subscription("starter");
+        body["payment_method_token"] = json!("pm_TestCard00000001");
+        sandbox
+            .expect(201, ADMIN_KEY, "POST", SUBSCRIPTION, Some(body))
+            .await;
+        sandbox
+            .expect(
+                200,
+                ADMIN_KEY,
+                "POST",
+                CANCEL,
+                Some(json!({"at_period_end": true})),
+            )
+            .await;
+        // The period ended, with its scheduled cancellation, while nobody looked.
+        let changed = sandbox.sql(
+            "UPDATE objects SET body = json_set(body, '$.current_period_start', ?1, '$.current_period_end', ?2)
+             WHERE kind = 'subscription'",
+            [days_ago(40), days_ago(10)],
+        );
+        assert_eq!(changed, 1);
+
+        let read = sandbox.expect(200, ADMIN_KEY, "GET", reader, None).await;
+        if reader == "/v1/account" {
+            assert_eq!(read["plan"]["status"], "canceled", "{read}");
+        } else {
+            assert_eq!(
+                read["minutes_remaining"],
+                Value::Null,
+                "a canceled subscription has no minute pool: {read}"
+            );
+        }
+        let subscription = sandbox
+            .expect(200, ADMIN_KEY, "GET", SUBSCRIPTION, None)
+            .await;
+        assert_eq!(subscription["status"], "canceled");
+    }
+}
+
+#[tokio::test]
+async fn seats_sent_as_a_whole_float_are_seats() {
+    let sandbox = TestSandbox::empty().await;
+    let mut body = new_subscription("starter");
+    body["seats"] = json!(7.0);
+    let subscription = sandbox
+        .expect(201, ADMIN_KEY, "POST", SUBSCRIPTION, Some(body))
+        .await;
+    assert_eq!(subscription["seats"], json!(7));
+}

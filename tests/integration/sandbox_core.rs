@@ -508,3 +508,152 @@ fn tenant_create_prints_a_working_admin_key_once() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// The field a 400 names.
+fn named_field(reply: &Value) -> &str {
+    reply["error"]["details"][0]["field"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn client_timestamps_must_have_a_four_digit_year_in_utc() {
+    let sandbox = TestSandbox::empty().await;
+    // Valid RFC 3339, but 10000-01-01T04:00:00Z in UTC (and year 0 for the early one).
+    let late = "9999-12-31T23:00:00-05:00";
+    let early = "0001-01-01T00:30:00+01:00";
+    let reads = [
+        (format!("/v1/reports/overview?to={late}"), "to"),
+        (
+            format!("/v1/reports/sessions?from=9999-12-31T20:00:00Z&to={late}"),
+            "to",
+        ),
+        (format!("/v1/billing/minute-transactions?to={late}"), "to"),
+        (format!("/v1/sessions?to={late}"), "to"),
+        (format!("/v1/analytics/sessions?to={late}"), "to"),
+        (
+            format!("/v1/reports/minutes?from={early}&to=0001-03-01T00:00:00Z"),
+            "from",
+        ),
+    ];
+    for (path, field) in &reads {
+        let path = path.replace('+', "%2B");
+        let reply = sandbox.expect(400, ADMIN_KEY, "GET", &path, None).await;
+        assert_eq!(named_field(&reply), *field, "{path}: {reply}");
+    }
+    sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/billing/minute-transactions?to=9999-12-31T23:59:59Z",
+            None,
+        )
+        .await;
+
+    let key = json!({"name": "far future", "scopes": ["read:tasks"], "expires_at": late});
+    let reply = sandbox
+        .expect(400, ADMIN_KEY, "POST", "/v1/api-keys", Some(key))
+        .await;
+    assert_eq!(named_field(&reply), "expires_at", "{reply}");
+    let task = json!({"title": "someday", "due_at": late});
+    let reply = sandbox
+        .expect(400, ADMIN_KEY, "POST", "/v1/tasks", Some(task))
+        .await;
+    assert_eq!(named_field(&reply), "due_at", "{reply}");
+    let task = sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "soon", "due_at": "2030-01-01T09:00:00+01:00"})),
+        )
+        .await;
+    let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
+    let reply = sandbox
+        .expect(
+            400,
+            ADMIN_KEY,
+            "PATCH",
+            &path,
+            Some(json!({"due_at": late})),
+        )
+        .await;
+    assert_eq!(named_field(&reply), "due_at", "{reply}");
+}
+
+#[tokio::test]
+async fn a_key_cannot_expire_in_the_past_and_a_revocation_keeps_its_reason() {
+    let sandbox = TestSandbox::empty().await;
+    let past =
+        json!({"name": "stale", "scopes": ["read:tasks"], "expires_at": "2020-01-01T00:00:00Z"});
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", "/v1/api-keys", Some(past))
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+
+    let key = sandbox.key_with(&["read:tasks"]).await;
+    let me = sandbox
+        .expect(200, &key, "GET", "/v1/api-keys/current", None)
+        .await;
+    let key_id = me["id"].as_str().unwrap();
+    let admin = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
+        .await;
+    let revoked = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "POST",
+            &format!("/v1/api-keys/{key_id}/revoke"),
+            Some(json!({"reason": "Leaked in a CI log"})),
+        )
+        .await;
+    assert!(
+        !revoked.to_string().contains("Leaked"),
+        "the audit log is not part of the ApiKey"
+    );
+    let private: Value = serde_json::from_str(&sandbox.sql_text(
+        "SELECT private FROM objects WHERE kind = 'api_key' AND id = ?1",
+        [key_id],
+    ))
+    .unwrap();
+    let entry = &private["audit"][0];
+    assert_eq!(entry["action"], "revoked");
+    assert_eq!(entry["reason"], "Leaked in a CI log");
+    assert_eq!(entry["actor"], admin["id"]);
+    assert_eq!(entry["at"], revoked["revoked_at"]);
+}
+
+#[tokio::test]
+async fn tenant_names_fit_key_introspection() {
+    let sandbox = TestSandbox::empty().await;
+    let config = trainar_mcp::sandbox::Config::new(&sandbox.data_dir);
+    assert!(trainar_mcp::sandbox::create_tenant(&config, &"x".repeat(101)).is_err());
+    // 100 characters in 200 bytes: the limit counts characters, as maxLength does.
+    let name = "ü".repeat(100);
+    let (_, key) = trainar_mcp::sandbox::create_tenant(&config, &name).unwrap();
+    let me = sandbox
+        .expect(200, &key, "GET", "/v1/api-keys/current", None)
+        .await;
+    assert_eq!(me["tenant_name"], name);
+}
+
+#[test]
+fn debug_output_never_shows_the_admin_key() {
+    let mut config = trainar_mcp::sandbox::Config::new(fresh_dir("debug"));
+    config.demo_seed = false;
+    config.admin_key = Some(ADMIN_KEY.to_string());
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains(ADMIN_KEY) && shown.contains("admin_key"),
+        "{shown}"
+    );
+    let (_, first) = trainar_mcp::sandbox::Sandbox::open(config).unwrap();
+    let first = first.expect("a first start");
+    assert_eq!(first.admin_key, ADMIN_KEY);
+    let shown = format!("{first:?}");
+    assert!(
+        !shown.contains(ADMIN_KEY) && shown.contains(&first.tenant_id),
+        "{shown}"
+    );
+}

@@ -145,4 +145,26 @@ impl TestSandbox {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+
+    /// Runs one SQL statement on the sandbox's database beside the running sandbox (WAL lets
+    /// both in), for a state the API cannot produce: a period that ended while nobody looked, a
+    /// fault. Returns the number of rows changed.
+    pub fn sql(&self, sql: &str, params: impl rusqlite::Params) -> usize {
+        self.database().execute(sql, params).expect("the SQL runs")
+    }
+
+    /// The first column of the first row of a query on the sandbox's database, as text.
+    pub fn sql_text(&self, sql: &str, params: impl rusqlite::Params) -> String {
+        self.database()
+            .query_row(sql, params, |row| row.get(0))
+            .expect("the query answers")
+    }
+
+    fn database(&self) -> rusqlite::Connection {
+        let database = rusqlite::Connection::open(self.data_dir.join("sandbox.sqlite3")).unwrap();
+        database
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        database
+    }
 }

@@ -1013,3 +1013,40 @@ async fn a_long_redirect_uri_is_kept_with_the_flow_and_the_url_stays_in_bounds()
     assert_eq!(code, 200, "{done}");
     assert_eq!(done["redirect_uri"], redirect);
 }
+
+#[tokio::test]
+async fn a_forged_state_learns_nothing_about_which_flows_exist() {
+    use base64::Engine;
+    let sandbox = TestSandbox::empty().await;
+    let me = sandbox
+        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
+        .await;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let claims = json!({
+        "t": me["tenant_id"], "i": "workday", "n": "guessed",
+        "e": chrono::Utc::now().timestamp() + 600,
+    });
+    let forged = format!(
+        "state={}.{}&code=x",
+        encode(claims.to_string().as_bytes()),
+        encode(&[0u8; 32])
+    );
+    // No workday flow in this tenant yet.
+    let (code, without_flow) = callback(&sandbox, "workday", &forged).await;
+    assert_eq!(code, 400, "{without_flow}");
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/integrations/workday/connect-url",
+            Some(json!({})),
+        )
+        .await;
+    let (code, with_flow) = callback(&sandbox, "workday", &forged).await;
+    assert_eq!(code, 400, "{with_flow}");
+    assert_eq!(
+        without_flow, with_flow,
+        "the same answer whether or not the tenant has a flow"
+    );
+}

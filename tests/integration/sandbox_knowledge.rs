@@ -1053,3 +1053,51 @@ async fn a_collection_with_items_is_deleted_only_with_force() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn an_item_the_worker_keeps_failing_on_is_marked_failed_without_holding_back_others() {
+    let sandbox = TestSandbox::empty().await;
+    let stuck = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Stuck", "files": [file("a.txt", "text/plain", b"alpha bravo charlie")]}),
+    )
+    .await;
+    let fine = upload(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"title": "Fine", "files": [file("b.txt", "text/plain", SOP.as_bytes())]}),
+    )
+    .await;
+    // A fault of the sandbox, not of the file: every write making `stuck` ready fails.
+    sandbox.sql(
+        &format!(
+            "CREATE TRIGGER poison BEFORE UPDATE ON objects
+             WHEN NEW.id = '{}' AND json_extract(NEW.body, '$.status') = 'ready'
+             BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END",
+            id(&stuck)
+        ),
+        [],
+    );
+    // The older item first, so that it is ahead of the other in the worker's queue.
+    process(&sandbox, ADMIN_KEY, &id(&stuck)).await;
+    process(&sandbox, ADMIN_KEY, &id(&fine)).await;
+
+    let ready = settled(&sandbox, ADMIN_KEY, &id(&fine)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(
+        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        [id(&fine)]
+    );
+    let failed = settled(&sandbox, ADMIN_KEY, &id(&stuck)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["status_detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed to process"),
+        "{failed}"
+    );
+    assert_eq!(failed["files"][0]["status"], "failed");
+    assert_eq!(failed["chunk_count"], 0);
+}

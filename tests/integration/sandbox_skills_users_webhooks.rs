@@ -884,6 +884,88 @@ async fn execution_is_refused_for_bad_arguments_drafts_unknown_tasks_and_an_empt
         .await;
 }
 
+/// A skill whose every step is one argument repeated as often as the spec's longest instruction
+/// allows (800 × `{{a}}` = 4000 characters), 100 steps of it.
+fn echo_skill() -> Value {
+    let steps: Vec<Value> = (0..100)
+        .map(|i| json!({"title": format!("Step {i}"), "instruction": "{{a}}".repeat(800)}))
+        .collect();
+    json!({
+        "slug": "echo", "name": "Echo", "status": "published",
+        "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+        "steps": steps,
+    })
+}
+
+#[tokio::test]
+async fn rendering_is_bounded_before_anything_is_rendered() {
+    let sandbox = TestSandbox::empty().await;
+    let skill = sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/skills", Some(echo_skill()))
+        .await;
+    let executions = format!("/v1/skills/{}/executions", id(&skill));
+    let run = |a: &str| Some(json!({"arguments": {"a": a}, "dry_run": true}));
+
+    // 800 × 100 bytes: one instruction would be 80,000 bytes, over 64 KiB.
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", &executions, run(&"x".repeat(100)))
+        .await;
+    assert_eq!(reply["error"]["code"], "unprocessable");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("steps[0]") && message.contains("80000"),
+        "{message}"
+    );
+    // 800 × 20 bytes per step is 16,000 bytes, but 1.6 MB for all 100: over 1 MiB together.
+    let reply = sandbox
+        .expect(422, ADMIN_KEY, "POST", &executions, run(&"x".repeat(20)))
+        .await;
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 MiB"),
+        "{reply}"
+    );
+    // 800 × 10 bytes per step, 800 KB in all: within both bounds.
+    let execution = sandbox
+        .expect(201, ADMIN_KEY, "POST", &executions, run(&"x".repeat(10)))
+        .await;
+    let steps = execution["result"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 100);
+    assert_eq!(steps[99]["instruction"], "x".repeat(8000));
+}
+
+#[tokio::test]
+async fn whole_numbers_sent_as_floats_count_as_integers() {
+    let sandbox = TestSandbox::empty().await;
+    let mut skill = pump_skill("float-durations", "draft");
+    skill["steps"][0]["duration_seconds"] = json!(600.0);
+    skill["steps"][1]["duration_seconds"] = json!(120.0);
+    let skill = sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/skills", Some(skill))
+        .await;
+    assert_eq!(skill["steps"][0]["duration_seconds"], json!(600));
+    assert_eq!(
+        skill["estimated_minutes"], 12,
+        "600 s + 120 s, not the defaults"
+    );
+    let updated = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "PATCH",
+            &format!("/v1/skills/{}", id(&skill)),
+            Some(json!({"steps": [{"title": "Only", "instruction": "Check {{pump_id}}.", "duration_seconds": 1800.0}]})),
+        )
+        .await;
+    assert_eq!(updated["estimated_minutes"], 30);
+    // A fractional number is still refused where the spec says integer.
+    sandbox
+        .expect(400, ADMIN_KEY, "GET", "/v1/skills?limit=2.5", None)
+        .await;
+}
+
 // ---------------------------------------------------------------- webhooks
 
 #[tokio::test]
@@ -1264,4 +1346,50 @@ async fn a_failing_endpoint_is_retried_with_backoff() {
         )
         .await;
     assert_eq!(resumed["delivery_stats"]["consecutive_failures"], 0);
+}
+
+#[tokio::test]
+async fn a_failing_fan_out_does_not_hold_back_queued_retries() {
+    let sandbox = TestSandbox::empty().await;
+    let (url, hits) = receiver(500).await;
+    let body = json!({"url": url, "events": ["user.invited"]});
+    sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
+        .await;
+    let body = json!({"url": "https://hooks.example.com/tasks", "events": ["task.created"]});
+    let other = sandbox
+        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
+        .await;
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/users",
+            Some(json!({"email": "fanout@example.com"})),
+        )
+        .await;
+    assert_eq!(wait_for(&hits, 1, 5).await.len(), 1, "the first attempt");
+
+    // Break the fan-out: with another endpoint's private side malformed, its query fails on
+    // every poll once there is a new event to fan out.
+    sandbox.sql(
+        "UPDATE objects SET private = '{' WHERE kind = 'webhook' AND id = ?1",
+        [id(&other)],
+    );
+    sandbox
+        .expect(
+            201,
+            ADMIN_KEY,
+            "POST",
+            "/v1/tasks",
+            Some(json!({"title": "an event to fan out"})),
+        )
+        .await;
+    let seen = wait_for(&hits, 2, 5).await;
+    assert!(
+        seen.len() >= 2,
+        "the queued delivery is retried although fan-out fails: {} attempt(s)",
+        seen.len()
+    );
 }
