@@ -127,3 +127,21 @@ async fn record(
     )
         .into_response()
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing assertion
+/// never leaves a server running after the test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Kills the process now (SIGKILL on Unix) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -2,7 +2,7 @@
 //! Streamable HTTP (legacy and auto modes); `stdio` driven line by line; and `serve` started
 //! exactly as README says.
 
-use crate::common::{binary, repo_root};
+use crate::common::{KillOnDrop, binary, repo_root};
 use crate::gateway_fixture::TestGateway;
 use crate::sandbox_fixture::fresh_dir;
 use serde_json::{Value, json};
@@ -53,15 +53,17 @@ async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
     // data dir is ./trainar-data). Port 8080 may be taken here, so only the port differs.
     let workdir = fresh_dir("serve");
     std::fs::create_dir_all(&workdir).unwrap();
-    let mut child = binary()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(&workdir)
-        .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(&workdir)
+            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let (mut url, mut key) = (None, None);
     while url.is_none() || key.is_none() {
         let line = lines
@@ -110,8 +112,6 @@ async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
             .is_empty(),
         "the demo tenant has open tasks"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Writes `lines` to `trainar-mcp stdio` (embedded sandbox, fresh data dir) and returns the

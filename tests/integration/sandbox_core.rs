@@ -2,7 +2,7 @@
 //! (driven from the generated table), key minting and revocation, tenant isolation, validation,
 //! pagination under concurrent inserts, and durability across restarts and `kill -9`.
 
-use crate::common::binary;
+use crate::common::{KillOnDrop, binary};
 use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, fresh_dir};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -422,7 +422,7 @@ async fn concurrent_writers_lose_nothing_and_data_survives_a_restart() {
 }
 
 /// Starts `trainar-mcp sandbox` as a process on an ephemeral port; returns it and its URL.
-fn spawn_sandbox_process(data_dir: &std::path::Path) -> (std::process::Child, String) {
+fn spawn_sandbox_process(data_dir: &std::path::Path) -> (KillOnDrop, String) {
     let mut child = binary()
         .args([
             "sandbox",
@@ -445,7 +445,7 @@ fn spawn_sandbox_process(data_dir: &std::path::Path) -> (std::process::Child, St
             break rest.split("/v1").next().unwrap().to_string();
         }
     };
-    (child, url)
+    (KillOnDrop(child), url)
 }
 
 #[tokio::test]
@@ -467,10 +467,9 @@ async fn kill_9_loses_no_acknowledged_write() {
         let task: Value = response.json().await.unwrap();
         acknowledged.push(task["id"].as_str().unwrap().to_string());
     }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    child.kill(); // SIGKILL on Unix
 
-    let (mut child, url) = spawn_sandbox_process(&data_dir);
+    let (_child, url) = spawn_sandbox_process(&data_dir);
     for id in &acknowledged {
         let response = http
             .get(format!("{url}/v1/tasks/{id}"))
@@ -480,8 +479,6 @@ async fn kill_9_loses_no_acknowledged_write() {
             .unwrap();
         assert_eq!(response.status(), 200, "{id} was acknowledged, then lost");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]
