@@ -4,17 +4,21 @@
 //! can never pass for a fast call; loops are bounded in calls and in time.
 
 use crate::http::{self, Conn, EventStream};
+use crate::procs::CpuTimes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where things are and who calls.
+#[derive(Clone)]
 pub struct Env {
     pub sandbox: SocketAddr,
     pub gateway: SocketAddr,
     pub admin: String,
     /// A demo task every get_task reads.
     pub task_id: String,
+    /// The gateway process, for its CPU time.
+    pub gateway_pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -34,6 +38,8 @@ pub enum Op {
     GetTask,
     CreateTask,
     ListTools,
+    /// MCP `ping`: the gateway's own round trip, no upstream call.
+    Ping,
 }
 
 pub const NEWEST_STATEFUL: &str = "2025-11-25";
@@ -68,6 +74,7 @@ fn rpc(op: Op, id: u64, task_id: &str) -> String {
         Op::ListTools => {
             format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list","params":{{}}}}"#)
         }
+        Op::Ping => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
     }
 }
 
@@ -83,7 +90,8 @@ const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialize
 fn success_marker(op: Op) -> &'static [u8] {
     match op {
         Op::ListTools => br#""tools":["#,
-        _ => br#""isError":false"#,
+        Op::Ping => br#""result":{}"#,
+        Op::GetTask | Op::CreateTask => br#""isError":false"#,
     }
 }
 
@@ -173,7 +181,10 @@ impl Client {
                     .await
                     .map_err(io_error("the endpoint event"))?;
                 if endpoint.name != "endpoint" {
-                    return Err(format!("the first event is {:?}, not endpoint", endpoint.name));
+                    return Err(format!(
+                        "the first event is {:?}, not endpoint",
+                        endpoint.name
+                    ));
                 }
                 let path = endpoint_path(&endpoint.data);
                 let mut post = Conn::connect(env.gateway)
@@ -236,7 +247,7 @@ impl Client {
                         let body = format!(r#"{{"title":"bench task {seq}"}}"#);
                         (conn.send(create, body.as_bytes()).await, 201)
                     }
-                    Op::ListTools => return Err("tools/list is MCP only".into()),
+                    Op::ListTools | Op::Ping => return Err("MCP only".into()),
                 };
                 let reply = reply.map_err(io_error("request"))?;
                 if reply.status != expected {
@@ -262,10 +273,7 @@ impl Client {
                 if accepted.status != 202 {
                     return Err(format!("HTTP {}: {}", accepted.status, accepted.text()));
                 }
-                let reply = stream
-                    .next_event()
-                    .await
-                    .map_err(io_error("the stream"))?;
+                let reply = stream.next_event().await.map_err(io_error("the stream"))?;
                 let id = format!(r#""id":{seq},"#);
                 let data = reply.data.as_bytes();
                 if reply.name != "message"
@@ -315,6 +323,20 @@ pub struct Rate {
     pub calls: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// CPU time spent during the window by the gateway, the sandbox and the load generator.
+    pub cpu: CpuTimes,
+}
+
+impl Rate {
+    /// CPU time per counted call, of (gateway, sandbox, load generator).
+    pub fn cpu_per_call(&self) -> Option<(Duration, Duration, Duration)> {
+        let calls = u32::try_from(self.calls).ok().filter(|n| *n > 0)?;
+        Some((
+            self.cpu.gateway / calls,
+            self.cpu.sandbox / calls,
+            self.cpu.load / calls,
+        ))
+    }
 }
 
 /// How many calls and how long each loop may take.
@@ -385,6 +407,13 @@ pub async fn throughput(
     let until = counting_from + plan.window;
     // A bound on calls too, far above what a window can hold on loopback.
     let max_calls_per_caller: u64 = 2_000_000 / concurrency as u64;
+    let gateway_pid = env.gateway_pid;
+    let meter = tokio::spawn(async move {
+        tokio::time::sleep_until(counting_from.into()).await;
+        let before = CpuTimes::now(gateway_pid);
+        tokio::time::sleep_until(until.into()).await;
+        CpuTimes::now(gateway_pid).since(&before)
+    });
     let workers: Vec<_> = clients
         .into_iter()
         .enumerate()
@@ -429,6 +458,7 @@ pub async fn throughput(
         calls: 0,
         errors: 0,
         first_error: None,
+        cpu: CpuTimes::default(),
     };
     for worker in workers {
         let (counted, errors, first_error) = worker
@@ -441,5 +471,6 @@ pub async fn throughput(
         }
     }
     rate.per_second = rate.calls as f64 / plan.window.as_secs_f64();
+    rate.cpu = meter.await.unwrap_or_default();
     Ok(rate)
 }

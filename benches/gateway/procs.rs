@@ -207,12 +207,13 @@ pub async fn open_idle_streams(
     target: usize,
     deadline: Instant,
 ) -> Result<(), String> {
+    let bearer = format!("Bearer {key}");
     let head = http::head(
         "GET",
         "/sse",
         addr,
         &[
-            ("authorization", &format!("Bearer {key}")),
+            ("authorization", bearer.as_str()),
             ("accept", "text/event-stream"),
         ],
     );
@@ -272,7 +273,7 @@ pub struct BuildScriptRuns {
     pub rewrote_nothing: bool,
 }
 
-/// The newest `target/*/build/trainar-mcp-*/build-script-build` next to the gateway binary.
+/// The newest `target/*/build/trainar-mcp-*/build-script-*` next to the gateway binary.
 pub fn find_build_script(exe: &Path) -> Option<PathBuf> {
     let target = exe.parent()?.parent()?;
     let mut newest: Option<(SystemTime, PathBuf)> = None;
@@ -288,12 +289,24 @@ pub fn find_build_script(exe: &Path) -> Option<PathBuf> {
             {
                 continue;
             }
-            let script = build.path().join("build-script-build");
-            let Ok(modified) = script.metadata().and_then(|m| m.modified()) else {
+            // `build-script-build`, or `build-script-main` for `build = "build/main.rs"`.
+            let Ok(files) = std::fs::read_dir(build.path()) else {
                 continue;
             };
-            if newest.as_ref().is_none_or(|(at, _)| modified > *at) {
-                newest = Some((modified, script));
+            for file in files.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let Some(stem) = name.strip_prefix("build-script-") else {
+                    continue;
+                };
+                if stem.contains('.') {
+                    continue;
+                }
+                let Ok(modified) = file.metadata().and_then(|m| m.modified()) else {
+                    continue;
+                };
+                if newest.as_ref().is_none_or(|(at, _)| modified > *at) {
+                    newest = Some((modified, file.path()));
+                }
             }
         }
     }
@@ -355,4 +368,60 @@ pub fn time_build_script(script: &Path, out_dir: &Path) -> Result<BuildScriptRun
         files: after.len(),
         rewrote_nothing: before == after,
     })
+}
+
+/// CPU time spent so far by the gateway process, this process's sandbox threads and its load
+/// threads (from /proc, in clock ticks of 10 ms: Linux's USER_HZ).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTimes {
+    pub gateway: Duration,
+    pub sandbox: Duration,
+    pub load: Duration,
+}
+
+impl CpuTimes {
+    pub fn now(gateway_pid: Option<u32>) -> CpuTimes {
+        let mut times = CpuTimes {
+            gateway: gateway_pid
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+                .and_then(|stat| ticks(&stat).map(|(_, t)| t))
+                .unwrap_or_default(),
+            ..CpuTimes::default()
+        };
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            match ticks(&stat) {
+                Some((name, t)) if name.starts_with("sandbox") => times.sandbox += t,
+                Some((name, t)) if name.starts_with("load") => times.load += t,
+                _ => {}
+            }
+        }
+        times
+    }
+
+    pub fn since(&self, earlier: &CpuTimes) -> CpuTimes {
+        CpuTimes {
+            gateway: self.gateway.saturating_sub(earlier.gateway),
+            sandbox: self.sandbox.saturating_sub(earlier.sandbox),
+            load: self.load.saturating_sub(earlier.load),
+        }
+    }
+}
+
+/// (comm, utime + stime) from a /proc stat line.
+fn ticks(stat: &str) -> Option<(&str, Duration)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = &stat[open + 1..close];
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the comm: state is field 3, utime field 14, stime field 15 (1-based, man 5 proc).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, Duration::from_millis((utime + stime) * 10)))
 }

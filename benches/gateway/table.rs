@@ -106,7 +106,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -142,5 +142,8 @@ pub fn ratio(ours: f64, direct: f64) -> String {
 
 /// Pads `text` on the left to `width` characters (for sub-columns inside a cell).
 pub fn pad(text: &str, width: usize) -> String {
-    format!("{}{text}", " ".repeat(width.saturating_sub(self::width(text))))
+    format!(
+        "{}{text}",
+        " ".repeat(width.saturating_sub(self::width(text)))
+    )
 }

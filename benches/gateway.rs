@@ -1,0 +1,980 @@
+//! `cargo bench --bench gateway [-- --quick]`: what the gateway costs, side by side in one run.
+//!
+//! Everything is on 127.0.0.1: the embedded sandbox (a fresh temp data dir, the demo seed, a fixed
+//! admin key) runs in this process on its own runtime; the gateway in front of it is the built
+//! binary, a separate process, so that its memory can be read from /proc. The load loops use a
+//! minimal HTTP/1.1 client over keep-alive connections (`gateway/http.rs`): the load generator
+//! shares the machine with what it measures, so it must cost little.
+//!
+//! One table is printed: get_task and create_task (direct REST, MCP Streamable HTTP, MCP legacy
+//! SSE, the 2026-07-28 stateless era once it exists) as p50/p99 at c=1 and calls/s at c=16 and
+//! c=64, with ratios to direct; tools/list latency and payload; the gateway's RSS with idle SSE
+//! sessions; start-to-ready and build-script times; and the targets, met or missed. Nothing is
+//! asserted about speed: the run fails only when something could not be measured at all.
+//!
+//! Flags (after `--`): `--quick` runs in seconds (small counts, 1,000 sessions at most; CI uses
+//! it to keep the harness working). `--soak SECS [--via http|sse|direct] [--op get|create|list]` only
+//! drives one case at c=16 for SECS seconds and prints the gateway's pid first, for attaching a
+//! profiler (`perf record --call-graph dwarf -p PID`). The gateway logs at `info` unless `RUST_LOG`
+//! says otherwise.
+
+#[path = "gateway/http.rs"]
+mod http;
+#[path = "gateway/load.rs"]
+mod load;
+#[path = "gateway/procs.rs"]
+mod procs;
+#[path = "gateway/table.rs"]
+mod table;
+
+use load::{Client, Env, Latency, Op, Plan, Rate, Via};
+use procs::{Gateway, SandboxHandle, TempDir};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use table::{Row, bytes, duration, pad, rate, ratio, thousands};
+
+/// The sandbox's admin key (`tak_` + 40 letters or digits).
+const ADMIN_KEY: &str = "tak_BenchAdmin000000000000000000000000000000";
+
+const GATEWAY_EXE: &str = env!("CARGO_BIN_EXE_trainar-mcp");
+
+/// The targets of issue 6.
+const TARGET_EXTRA_P50: Duration = Duration::from_micros(50);
+const TARGET_SATURATED_RATIO: f64 = 0.6;
+const TARGET_SESSION_BYTES: f64 = 10.0 * 1024.0;
+const TARGET_TOOLS_LIST: Duration = Duration::from_micros(200);
+
+struct Options {
+    quick: bool,
+    soak: Option<u64>,
+    soak_via: Via,
+    soak_op: Op,
+}
+
+/// Everything that sizes a run.
+struct Sizes {
+    plan: Plan,
+    list_calls: usize,
+    ready_runs: usize,
+    sessions: [usize; 2],
+}
+
+impl Sizes {
+    fn for_mode(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                plan: Plan {
+                    warmup_calls: 20,
+                    latency_calls: 300,
+                    latency_cap: Duration::from_secs(3),
+                    warmup: Duration::from_millis(150),
+                    window: Duration::from_millis(500),
+                },
+                list_calls: 200,
+                ready_runs: 2,
+                sessions: [100, 1_000],
+            }
+        } else {
+            Sizes {
+                plan: Plan {
+                    warmup_calls: 300,
+                    latency_calls: 5_000,
+                    latency_cap: Duration::from_secs(15),
+                    warmup: Duration::from_secs(1),
+                    window: Duration::from_secs(5),
+                },
+                list_calls: 3_000,
+                ready_runs: 7,
+                sessions: [1_000, 10_000],
+            }
+        }
+    }
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        quick: false,
+        soak: None,
+        soak_via: Via::Streamable,
+        soak_op: Op::GetTask,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--soak" => {
+                let secs = args.next().and_then(|s| s.parse().ok());
+                options.soak = Some(secs.ok_or("--soak takes a number of seconds")?);
+            }
+            "--via" => {
+                options.soak_via = match args.next().as_deref() {
+                    Some("http") => Via::Streamable,
+                    Some("sse") => Via::Sse,
+                    Some("direct") => Via::Direct,
+                    _ => return Err("--via takes http, sse or direct".into()),
+                }
+            }
+            "--op" => {
+                options.soak_op = match args.next().as_deref() {
+                    Some("get") => Op::GetTask,
+                    Some("create") => Op::CreateTask,
+                    Some("list") => Op::ListTools,
+                    _ => return Err("--op takes get, create or list".into()),
+                }
+            }
+            // `cargo bench` passes `--bench`; filters and other harness flags mean nothing here.
+            _ => {}
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: some rows could not be measured (see the table's notes)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("  · {message}");
+}
+
+/// Sets up, measures, prints. Ok(false) when some row could not be measured.
+fn run(options: &Options) -> Result<bool, String> {
+    let nofile = raise_open_file_limit();
+    let dir = TempDir::new("run")?;
+    progress("starting the sandbox (demo seed)");
+    let sandbox = SandboxHandle::start(&dir.path().join("sandbox"), ADMIN_KEY)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("load")
+        .build()
+        .map_err(|e| format!("the load runtime: {e}"))?;
+    if let Some(secs) = options.soak {
+        let soaked = runtime.block_on(soak(options, secs, &sandbox, dir.path()));
+        drop(runtime);
+        return soaked.map(|()| true);
+    }
+    let sizes = Sizes::for_mode(options.quick);
+    let measured = runtime.block_on(measure(&sizes, &sandbox, dir.path(), nofile));
+    drop(runtime);
+    drop(sandbox);
+    let mut report = measured?;
+    progress("timing the build script (twice, one OUT_DIR)");
+    report.build = match procs::find_build_script(Path::new(GATEWAY_EXE)) {
+        Some(script) => procs::time_build_script(&script, &dir.path().join("out")),
+        None => Err("no compiled build script under target/*/build/trainar-mcp-*/".into()),
+    };
+    let (rows, notes, complete) = rows(&report);
+    println!();
+    println!("{}", title(options.quick, &sizes));
+    println!();
+    print!("{}", table::render(&rows));
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("note: {note}");
+        }
+    }
+    Ok(complete)
+}
+
+fn title(quick: bool, sizes: &Sizes) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let profile = if cfg!(debug_assertions) {
+        "debug build"
+    } else {
+        "release build"
+    };
+    let plan = &sizes.plan;
+    format!(
+        "trainar-mcp gateway benchmark: {} mode, {profile}, {cores} cores ({cpu}), {} UTC\n\
+         loopback only; sandbox in the bench process (2 workers); gateway = the built binary as a separate \
+         process (RUST_LOG={})\n\
+         c=1: {} calls after {} warm-up (≤ {} s); calls/s: {} window after {} warm-up, one keep-alive \
+         connection and session per caller; CPU per call from /proc (10 ms ticks: coarse in --quick)",
+        if quick { "quick" } else { "full" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        thousands(plan.latency_calls as u64),
+        plan.warmup_calls,
+        plan.latency_cap.as_secs(),
+        seconds(plan.window),
+        seconds(plan.warmup),
+    )
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// Raises the soft open-file limit to the hard one (10k idle sessions are 10k sockets here and
+/// 10k in the gateway, which inherits it). Returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024),
+    }
+}
+
+struct Case {
+    op: Op,
+    via: Via,
+    latency: Result<Latency, String>,
+    c16: Result<Rate, String>,
+    c64: Result<Rate, String>,
+}
+
+struct ListCase {
+    label: &'static str,
+    latency: Result<Latency, String>,
+}
+
+struct Level {
+    wanted: usize,
+    opened: usize,
+    rss: Option<u64>,
+    problem: Option<String>,
+}
+
+struct Report {
+    cases: Vec<Case>,
+    /// Err: why the stateless era was not measured.
+    stateless: Option<Result<Case, String>>,
+    /// MCP ping over Streamable HTTP: the gateway alone.
+    ping: Option<Result<Latency, String>>,
+    lists: Vec<ListCase>,
+    rss_after_load: Option<u64>,
+    rss_idle: Option<u64>,
+    levels: Vec<Level>,
+    memory_error: Option<String>,
+    nofile: u64,
+    ready: Vec<Duration>,
+    ready_error: Option<String>,
+    build: Result<procs::BuildScriptRuns, String>,
+}
+
+/// The admin's first demo task, and a new key that holds only read:tasks.
+async fn prepare(sandbox: std::net::SocketAddr) -> Result<(String, String), String> {
+    let mut conn = http::Conn::connect(sandbox)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let list = http::head(
+        "GET",
+        "/v1/tasks?limit=1",
+        sandbox,
+        &[("authorization", auth.as_str())],
+    );
+    let reply = conn.send(&list, b"").await.map_err(|e| e.to_string())?;
+    let tasks: serde_json::Value =
+        serde_json::from_slice(&reply.body).map_err(|e| format!("GET /v1/tasks: {e}"))?;
+    let task_id = tasks["data"][0]["id"]
+        .as_str()
+        .ok_or_else(|| format!("GET /v1/tasks answered {}: {}", reply.status, reply.text()))?
+        .to_string();
+    let create = http::head(
+        "POST",
+        "/v1/api-keys",
+        sandbox,
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
+    );
+    let body = br#"{"name":"bench read:tasks","scopes":["read:tasks"]}"#;
+    let reply = conn.send(&create, body).await.map_err(|e| e.to_string())?;
+    let created: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    let key = created["key"]
+        .as_str()
+        .ok_or_else(|| {
+            format!(
+                "POST /v1/api-keys answered {}: {}",
+                reply.status,
+                reply.text()
+            )
+        })?
+        .to_string();
+    Ok((task_id, key))
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::GetTask => "get_task",
+        Op::CreateTask => "create_task",
+        Op::ListTools => "tools/list",
+        Op::Ping => "ping",
+    }
+}
+
+fn via_name(via: Via, op: Op) -> &'static str {
+    match (via, op) {
+        (Via::Direct, Op::CreateTask) => "direct REST POST /v1/tasks",
+        (Via::Direct, _) => "direct REST GET /v1/tasks/{id}",
+        (Via::Streamable, _) => "MCP Streamable HTTP",
+        (Via::Sse, _) => "MCP legacy SSE",
+        (Via::Stateless, _) => "MCP 2026-07-28 stateless",
+    }
+}
+
+async fn measure_case(env: &Arc<Env>, op: Op, via: Via, plan: &Plan) -> Case {
+    let name = format!("{} via {}", op_name(op), via_name(via, op));
+    progress(&format!("{name}: c=1"));
+    let latency = load::latency(env, via, op, &env.admin, plan).await;
+    progress(&format!("{name}: c=16"));
+    let c16 = load::throughput(env, via, op, 16, plan).await;
+    progress(&format!("{name}: c=64"));
+    let c64 = load::throughput(env, via, op, 64, plan).await;
+    Case {
+        op,
+        via,
+        latency,
+        c16,
+        c64,
+    }
+}
+
+/// Whether the gateway negotiates the stateless era: initialize asking for it must echo it.
+async fn stateless_era_exists(env: &Env) -> Result<bool, String> {
+    let mut conn = http::Conn::connect(env.gateway)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = format!("Bearer {}", env.admin);
+    let head = http::head(
+        "POST",
+        "/mcp",
+        env.gateway,
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ],
+    );
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{}","capabilities":{{}},"clientInfo":{{"name":"trainar-bench","version":"1"}}}}}}"#,
+        load::STATELESS_ERA
+    );
+    let reply = conn
+        .send(&head, body.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let echoed = format!(r#""protocolVersion":"{}""#, load::STATELESS_ERA);
+    Ok(reply.status == 200 && reply.contains(echoed.as_bytes()))
+}
+
+async fn measure(
+    sizes: &Sizes,
+    sandbox: &SandboxHandle,
+    dir: &Path,
+    nofile: u64,
+) -> Result<Report, String> {
+    let exe = Path::new(GATEWAY_EXE);
+    let plan = &sizes.plan;
+    let mut report = Report {
+        cases: Vec::new(),
+        stateless: None,
+        ping: None,
+        lists: Vec::new(),
+        rss_after_load: None,
+        rss_idle: None,
+        levels: Vec::new(),
+        memory_error: None,
+        nofile,
+        ready: Vec::new(),
+        ready_error: None,
+        build: Err("not run".into()),
+    };
+    let (task_id, read_key) = prepare(sandbox.addr).await?;
+
+    progress(&format!(
+        "gateway start → /readyz 200, {} times",
+        sizes.ready_runs
+    ));
+    for run in 0..sizes.ready_runs {
+        let log = dir.join(format!("gateway-ready-{run}.log"));
+        match Gateway::spawn(exe, &sandbox.url(), &log).await {
+            Ok(gateway) => {
+                report.ready.push(gateway.ready_after);
+                gateway.stop().await;
+            }
+            Err(e) => {
+                report.ready_error = Some(e);
+                break;
+            }
+        }
+    }
+
+    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway.log")).await?;
+    let env = Arc::new(Env {
+        sandbox: sandbox.addr,
+        gateway: gateway.addr,
+        admin: ADMIN_KEY.to_string(),
+        task_id,
+        gateway_pid: Some(gateway.pid),
+    });
+    for op in [Op::GetTask, Op::CreateTask] {
+        for via in [Via::Direct, Via::Streamable, Via::Sse] {
+            report.cases.push(measure_case(&env, op, via, plan).await);
+        }
+    }
+    report.stateless = match stateless_era_exists(&env).await {
+        Ok(true) => Some(match Client::open(&env, Via::Stateless, &env.admin).await {
+            Err(e) => Err(format!("2026-07-28 negotiated, but: {e}")),
+            Ok(mut client) => match client.call(Op::GetTask, 1, &env.task_id).await {
+                Err(e) => Err(format!(
+                    "2026-07-28 negotiated, but a sessionless get_task failed: {e}"
+                )),
+                Ok(_) => Ok(measure_case(&env, Op::GetTask, Via::Stateless, plan).await),
+            },
+        }),
+        Ok(false) => None,
+        Err(e) => Some(Err(format!("the probe failed: {e}"))),
+    };
+    let list_plan = Plan {
+        latency_calls: sizes.list_calls,
+        ..*plan
+    };
+    progress("ping");
+    report.ping = Some(load::latency(&env, Via::Streamable, Op::Ping, ADMIN_KEY, plan).await);
+    for (label, key) in [
+        ("full catalogue (admin key)", ADMIN_KEY),
+        ("read:tasks key", read_key.as_str()),
+    ] {
+        progress(&format!("tools/list, {label}"));
+        let latency = load::latency(&env, Via::Streamable, Op::ListTools, key, &list_plan).await;
+        report.lists.push(ListCase { label, latency });
+    }
+    report.rss_after_load = gateway.rss();
+    gateway.stop().await;
+
+    // Memory: a fresh gateway, so that the allocator holds nothing from the load phases.
+    progress("memory: a fresh gateway, idle SSE sessions");
+    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway-memory.log")).await?;
+    let memory_env = Env {
+        gateway: gateway.addr,
+        gateway_pid: Some(gateway.pid),
+        ..(*env).clone()
+    };
+    if let Err(e) = memory(&memory_env, &gateway, sizes, &mut report).await {
+        report.memory_error = Some(e);
+    }
+    gateway.stop().await;
+    Ok(report)
+}
+
+async fn memory(
+    env: &Env,
+    gateway: &Gateway,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> Result<(), String> {
+    // Warm up what every session shares (first tools/list and call, the SSE path) so that the
+    // baseline holds the one-time costs and the per-session figure does not.
+    let mut client = Client::open(env, Via::Streamable, &env.admin).await?;
+    client.call(Op::ListTools, 1, &env.task_id).await?;
+    client.call(Op::GetTask, 2, &env.task_id).await?;
+    drop(client);
+    let mut warm = Vec::new();
+    procs::open_idle_streams(
+        gateway.addr,
+        &env.admin,
+        &mut warm,
+        16,
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await?;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    report.rss_idle = gateway.rss();
+
+    // Each idle session is one socket here and one in the gateway, which inherits our limit.
+    let most = usize::try_from(report.nofile.saturating_sub(256)).unwrap_or(usize::MAX);
+    let mut streams = Vec::new();
+    for &wanted in &sizes.sessions {
+        let target = wanted.min(most);
+        progress(&format!(
+            "memory: {} idle SSE sessions",
+            thousands(target as u64)
+        ));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let opened =
+            procs::open_idle_streams(gateway.addr, &env.admin, &mut streams, target, deadline)
+                .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut problem = opened.err();
+        if target < wanted && problem.is_none() {
+            problem = Some(format!(
+                "the open-file limit is {}: {} of {} sessions",
+                report.nofile,
+                thousands(target as u64),
+                thousands(wanted as u64)
+            ));
+        }
+        report.levels.push(Level {
+            wanted,
+            opened: streams.len(),
+            rss: gateway.rss(),
+            problem,
+        });
+    }
+    drop(streams);
+    Ok(())
+}
+
+async fn soak(
+    options: &Options,
+    secs: u64,
+    sandbox: &SandboxHandle,
+    dir: &Path,
+) -> Result<(), String> {
+    let (task_id, _) = prepare(sandbox.addr).await?;
+    let gateway = Gateway::spawn(
+        Path::new(GATEWAY_EXE),
+        &sandbox.url(),
+        &dir.join("gateway.log"),
+    )
+    .await?;
+    let env = Arc::new(Env {
+        sandbox: sandbox.addr,
+        gateway: gateway.addr,
+        admin: ADMIN_KEY.to_string(),
+        task_id,
+        gateway_pid: Some(gateway.pid),
+    });
+    let plan = Plan {
+        warmup_calls: 0,
+        latency_calls: 0,
+        latency_cap: Duration::ZERO,
+        warmup: Duration::from_secs(2),
+        window: Duration::from_secs(secs),
+    };
+    eprintln!(
+        "gateway pid {} at {}; driving {} via {} at c=16: 2 s warm-up, then {secs} s",
+        gateway.pid,
+        gateway.addr,
+        op_name(options.soak_op),
+        via_name(options.soak_via, options.soak_op)
+    );
+    let result = load::throughput(&env, options.soak_via, options.soak_op, 16, &plan).await;
+    gateway.stop().await;
+    let rate = result?;
+    let cpu = rate
+        .cpu_per_call()
+        .map(|(g, s, l)| {
+            format!(
+                "; CPU per call: gateway {}, sandbox {}, load {}",
+                duration(g),
+                duration(s),
+                duration(l)
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{}: {} over {secs} s{cpu} ({} errors{})",
+        via_name(options.soak_via, options.soak_op),
+        table::rate(rate.per_second),
+        rate.errors,
+        rate.first_error
+            .map(|e| format!(", first: {e}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The table's rows, notes under it, and whether every row was measured.
+fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut complete = true;
+    for op in [Op::GetTask, Op::CreateTask] {
+        let direct = report
+            .cases
+            .iter()
+            .find(|c| c.op == op && c.via == Via::Direct);
+        let mut cases: Vec<&Case> = report.cases.iter().filter(|c| c.op == op).collect();
+        if let (Op::GetTask, Some(Ok(stateless))) = (op, &report.stateless) {
+            cases.push(stateless);
+        }
+        for case in cases {
+            complete &= case_rows(case, direct, &mut rows, &mut notes);
+        }
+        if op == Op::GetTask {
+            let measured = match &report.stateless {
+                None => Some("n/a (not implemented yet)".to_string()),
+                Some(Err(why)) => {
+                    complete = false;
+                    Some(format!("n/a ({why})"))
+                }
+                Some(Ok(_)) => None,
+            };
+            if let Some(measured) = measured {
+                rows.push(Row::new(
+                    "get_task",
+                    via_name(Via::Stateless, op),
+                    "latency, calls/s",
+                    measured,
+                ));
+            }
+        }
+    }
+
+    let section = "gateway only";
+    match &report.ping {
+        Some(Ok(latency)) => {
+            let direct = report
+                .cases
+                .iter()
+                .find(|c| c.op == Op::GetTask && c.via == Via::Direct)
+                .and_then(|c| c.latency.as_ref().ok());
+            let mut row = Row::new(
+                section,
+                "MCP ping, Streamable HTTP (no upstream call)",
+                &format!("latency c=1, n={}", thousands(latency.calls as u64)),
+                format!(
+                    "p50 {}  p99 {}",
+                    pad(&duration(latency.p50), 8),
+                    pad(&duration(latency.p99), 8)
+                ),
+            );
+            if let Some(d) = direct {
+                row = row.vs_direct(format!(
+                    "p50 {} of direct get_task",
+                    ratio(latency.p50.as_secs_f64(), d.p50.as_secs_f64())
+                ));
+            }
+            rows.push(row);
+        }
+        Some(Err(e)) => {
+            complete = false;
+            rows.push(Row::new(section, "MCP ping", "latency c=1", "error".into()));
+            notes.push(format!("ping: {e}"));
+        }
+        None => {}
+    }
+    for list in &report.lists {
+        match &list.latency {
+            Ok(latency) => {
+                let tools = serde_json::from_slice::<serde_json::Value>(&latency.last_reply)
+                    .ok()
+                    .and_then(|v| v["result"]["tools"].as_array().map(Vec::len))
+                    .unwrap_or(0);
+                rows.push(
+                    Row::new(
+                        section,
+                        &format!("tools/list, {}: {tools} tools", list.label),
+                        "latency c=1, payload",
+                        format!(
+                            "p50 {}  p99 {}  payload {}",
+                            pad(&duration(latency.p50), 8),
+                            pad(&duration(latency.p99), 8),
+                            bytes(latency.last_reply.len() as f64)
+                        ),
+                    )
+                    .target(
+                        format!("p50 ≤ {}", duration(TARGET_TOOLS_LIST)),
+                        latency.p50 <= TARGET_TOOLS_LIST,
+                        String::new(),
+                    ),
+                );
+            }
+            Err(e) => {
+                complete = false;
+                rows.push(
+                    Row::new(
+                        "tools/list",
+                        list.label,
+                        "latency c=1, payload",
+                        "error".into(),
+                    )
+                    .result("error".into()),
+                );
+                notes.push(format!("tools/list, {}: {e}", list.label));
+            }
+        }
+    }
+
+    let section = "memory (gateway VmRSS)";
+    if let Some(rss) = report.rss_after_load {
+        rows.push(Row::new(
+            section,
+            "after every load phase above",
+            "VmRSS",
+            bytes(rss as f64),
+        ));
+    }
+    match report.rss_idle {
+        Some(rss0) => {
+            rows.push(Row::new(
+                section,
+                "fresh gateway, 0 idle SSE sessions",
+                "VmRSS",
+                bytes(rss0 as f64),
+            ));
+            for (index, level) in report.levels.iter().enumerate() {
+                let case = format!("{} idle SSE sessions", thousands(level.opened as u64));
+                match level.rss {
+                    Some(rss) if level.opened > 0 => {
+                        let per = (rss as f64 - rss0 as f64) / level.opened as f64;
+                        let mut row = Row::new(
+                            section,
+                            &case,
+                            "VmRSS, per session",
+                            format!("{}  ({} per session)", bytes(rss as f64), bytes(per)),
+                        );
+                        // Judged at the most sessions only: a few sessions can fit in memory the
+                        // allocator already holds, which flatters the per-session figure.
+                        if index + 1 == report.levels.len() {
+                            row = row.target(
+                                format!("≤ {} per session", bytes(TARGET_SESSION_BYTES)),
+                                per <= TARGET_SESSION_BYTES,
+                                String::new(),
+                            );
+                        }
+                        if let Some(problem) = &level.problem {
+                            row.0[6].push_str(" (partial)");
+                            notes.push(format!(
+                                "memory, {} sessions wanted: {problem}",
+                                thousands(level.wanted as u64)
+                            ));
+                        }
+                        rows.push(row);
+                    }
+                    _ => {
+                        complete = false;
+                        rows.push(Row::new(section, &case, "VmRSS", "n/a".into()));
+                        notes.push(format!(
+                            "memory, {} sessions wanted: {}",
+                            thousands(level.wanted as u64),
+                            level.problem.as_deref().unwrap_or("VmRSS unreadable")
+                        ));
+                    }
+                }
+            }
+        }
+        None => {
+            complete = false;
+            rows.push(Row::new(
+                section,
+                "idle SSE sessions",
+                "VmRSS",
+                "n/a".into(),
+            ));
+        }
+    }
+    if let Some(e) = &report.memory_error {
+        complete = false;
+        notes.push(format!("memory: {e}"));
+    }
+
+    let mut ready = report.ready.clone();
+    ready.sort_unstable();
+    if let Some(median) = ready.get(ready.len() / 2) {
+        rows.push(Row::new(
+            "timing",
+            "gateway spawn → /readyz 200",
+            &format!("median of {}", ready.len()),
+            format!(
+                "{}  (min {}, max {})",
+                duration(*median),
+                duration(ready[0]),
+                duration(ready[ready.len() - 1])
+            ),
+        ));
+    }
+    if let Some(e) = &report.ready_error {
+        complete = false;
+        notes.push(format!("start-to-ready: {e}"));
+    }
+    match &report.build {
+        Ok(build) => {
+            rows.push(Row::new(
+                "timing",
+                "build.rs run, fresh OUT_DIR",
+                "wall",
+                duration(build.first),
+            ));
+            rows.push(
+                Row::new(
+                    "timing",
+                    "build.rs run again, same OUT_DIR",
+                    "wall, files rewritten",
+                    format!(
+                        "{}  rewrote nothing: {} ({} files)",
+                        duration(build.second),
+                        if build.rewrote_nothing { "yes" } else { "NO" },
+                        build.files
+                    ),
+                )
+                .result(if build.rewrote_nothing {
+                    "ok".into()
+                } else {
+                    "rewrote files".into()
+                }),
+            );
+            notes.push(format!("build script: {}", build.script.display()));
+        }
+        Err(e) => {
+            complete = false;
+            rows.push(Row::new("timing", "build.rs run", "wall", "n/a".into()));
+            notes.push(format!("build script: {e}"));
+        }
+    }
+    (rows, notes, complete)
+}
+
+/// The latency and calls/s rows of one case, with ratios and targets against `direct`.
+fn case_rows(
+    case: &Case,
+    direct: Option<&Case>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> bool {
+    let section = op_name(case.op);
+    let name = via_name(case.via, case.op);
+    let is_mcp = case.via != Via::Direct;
+    let mut complete = true;
+    let direct_latency = direct.and_then(|d| d.latency.as_ref().ok());
+    match &case.latency {
+        Ok(latency) => {
+            let mut row = Row::new(
+                section,
+                name,
+                &format!("latency c=1, n={}", thousands(latency.calls as u64)),
+                format!(
+                    "p50 {}  p99 {}",
+                    pad(&duration(latency.p50), 8),
+                    pad(&duration(latency.p99), 8)
+                ),
+            );
+            if let (true, Some(d)) = (is_mcp, direct_latency) {
+                row = row.vs_direct(format!(
+                    "p50 {}  p99 {}",
+                    ratio(latency.p50.as_secs_f64(), d.p50.as_secs_f64()),
+                    ratio(latency.p99.as_secs_f64(), d.p99.as_secs_f64())
+                ));
+                let limit = d.p50 + TARGET_EXTRA_P50;
+                let extra = latency.p50.as_secs_f64() - d.p50.as_secs_f64();
+                row = row.target(
+                    format!(
+                        "p50 ≤ direct + {} = {}",
+                        duration(TARGET_EXTRA_P50),
+                        duration(limit)
+                    ),
+                    latency.p50 <= limit,
+                    format!("(+{} µs)", (extra * 1e6).round() as i64),
+                );
+            }
+            rows.push(row);
+        }
+        Err(e) => {
+            complete = false;
+            rows.push(
+                Row::new(section, name, "latency c=1", "error".into()).result("error".into()),
+            );
+            notes.push(format!("{section} via {name}, c=1: {e}"));
+        }
+    }
+    let rate_cell = |r: &Result<Rate, String>| match r {
+        Ok(r) if r.errors == 0 => rate(r.per_second),
+        Ok(r) => format!("{} ({} errors)", rate(r.per_second), r.errors),
+        Err(_) => "error".to_string(),
+    };
+    for (label, r) in [("c=16", &case.c16), ("c=64", &case.c64)] {
+        match r {
+            Err(e) => {
+                complete = false;
+                notes.push(format!("{section} via {name}, {label}: {e}"));
+            }
+            Ok(r) if r.errors > 0 => {
+                complete = false;
+                notes.push(format!(
+                    "{section} via {name}, {label}: {} errors, first: {}",
+                    r.errors,
+                    r.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    let mut row = Row::new(
+        section,
+        name,
+        "calls/s",
+        format!(
+            "c=16 {}  c=64 {}",
+            pad(&rate_cell(&case.c16), 8),
+            pad(&rate_cell(&case.c64), 8)
+        ),
+    );
+    if let (true, Some(d)) = (is_mcp, direct) {
+        let per = |r: &Result<Rate, String>| r.as_ref().map(|r| r.per_second).unwrap_or(0.0);
+        row = row.vs_direct(format!(
+            "c=16 {}  c=64 {}",
+            ratio(per(&case.c16), per(&d.c16)),
+            ratio(per(&case.c64), per(&d.c64))
+        ));
+        let floor = TARGET_SATURATED_RATIO * per(&d.c64);
+        row = row.target(
+            format!("c=64 ≥ {TARGET_SATURATED_RATIO} × direct = {}", rate(floor)),
+            per(&case.c64) >= floor && floor > 0.0,
+            String::new(),
+        );
+    }
+    rows.push(row);
+    if let Some((gateway, sandbox, load)) = case.c64.as_ref().ok().and_then(Rate::cpu_per_call) {
+        let mut row = Row::new(
+            section,
+            name,
+            "CPU per call, c=64",
+            format!(
+                "gateway {}  sandbox {}  load {}",
+                pad(&duration(gateway), 6),
+                pad(&duration(sandbox), 6),
+                pad(&duration(load), 6)
+            ),
+        );
+        if let Some((_, d_sandbox, d_load)) = direct
+            .filter(|_| is_mcp)
+            .and_then(|d| d.c64.as_ref().ok())
+            .and_then(Rate::cpu_per_call)
+        {
+            let all = (gateway + sandbox + load).as_secs_f64();
+            row = row.vs_direct(format!(
+                "all {}",
+                ratio(all, (d_sandbox + d_load).as_secs_f64())
+            ));
+        }
+        rows.push(row);
+    }
+    complete
+}
