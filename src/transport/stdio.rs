@@ -6,7 +6,7 @@
 //! replies are written one per line, in completion order.
 //! Invariant: stdout carries protocol messages only; logs go to stderr.
 
-use crate::mcp::jsonrpc::{ErrorCode, RpcError};
+use crate::mcp::jsonrpc::{ErrorCode, Reply, RpcError};
 use crate::mcp::session::Session;
 use crate::server::SharedGateway;
 use serde_json::Value;
@@ -45,10 +45,10 @@ where
         gateway.core.options().selection.clone(),
         None,
     ));
-    let (replies, mut outbox) = mpsc::channel::<Value>(64);
+    let (replies, mut outbox) = mpsc::channel::<Reply>(64);
     let writer = tokio::spawn(async move {
         while let Some(reply) = outbox.recv().await {
-            let mut line = reply.to_string();
+            let mut line = reply.into_string();
             line.push('\n');
             output.write_all(line.as_bytes()).await?;
             output.flush().await?;
@@ -69,7 +69,7 @@ where
         }
         if line.len() > MAX_LINE_BYTES {
             let error = RpcError::new(Value::Null, ErrorCode::InvalidRequest, "message too large");
-            let _ = replies.send(error.to_json()).await;
+            let _ = replies.send(Reply::error(&error)).await;
             continue;
         }
         let value = match serde_json::from_str::<Value>(&line) {
@@ -80,7 +80,7 @@ where
                     ErrorCode::ParseError,
                     format!("parse error: {e}"),
                 );
-                let _ = replies.send(error.to_json()).await;
+                let _ = replies.send(Reply::error(&error)).await;
                 continue;
             }
         };
@@ -110,7 +110,7 @@ where
 async fn answer(
     gateway: SharedGateway,
     session: Arc<Session>,
-    replies: mpsc::Sender<Value>,
+    replies: mpsc::Sender<Reply>,
     authorization: String,
     value: Value,
 ) {
@@ -119,7 +119,11 @@ async fn answer(
         Err(failure) => {
             let id = value.get("id").cloned().unwrap_or(Value::Null);
             let message = format!("the API key is no longer accepted: {}", failure.message());
-            Some(RpcError::new(id, ErrorCode::InvalidRequest, message).to_json())
+            Some(Reply::error(&RpcError::new(
+                id,
+                ErrorCode::InvalidRequest,
+                message,
+            )))
         }
     };
     if let Some(reply) = reply {

@@ -3,14 +3,14 @@
 //! (no server stream is offered); DELETE ends the session.
 
 use crate::mcp::core::SUPPORTED_VERSIONS;
-use crate::mcp::jsonrpc::{ErrorCode, Incoming, RpcError};
+use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, RpcError};
 use crate::mcp::session::Session;
 use crate::server::{SharedGateway, http_error, method_not_allowed, rpc_error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
@@ -173,9 +173,13 @@ fn request_id(message: &Incoming) -> Value {
 }
 
 /// A reply as one JSON object; no reply (a notification, a cancelled request) is 202.
-fn reply_response(reply: Option<Value>) -> Response {
+fn reply_response(reply: Option<Reply>) -> Response {
     match reply {
-        Some(reply) => axum::Json(reply).into_response(),
+        Some(reply) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            reply.into_string(),
+        )
+            .into_response(),
         None => StatusCode::ACCEPTED.into_response(),
     }
 }
