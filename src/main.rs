@@ -275,11 +275,7 @@ fn run_sandbox(args: SandboxArgs) -> ExitCode {
             first.admin_key
         );
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async move {
+    block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(listener) => listener,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
@@ -320,11 +316,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async move {
+    block_on(async move {
         let upstream = match args.gateway.upstream().await {
             Ok(upstream) => upstream,
             Err(e) => return fail(&e),
@@ -371,11 +363,7 @@ fn run_stdio(args: StdioArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
-    runtime.block_on(async move {
+    block_on(async move {
         let upstream = match args.gateway.upstream().await {
             Ok(upstream) => upstream,
             Err(e) => return fail(&e),
@@ -460,6 +448,14 @@ fn print_banner(base: &str, upstream: &str, embedded: bool, first: Option<&sandb
         "  npx @modelcontextprotocol/inspector --cli {base}/mcp --transport http --header \"Authorization: Bearer {key}\" --method tools/list"
     );
     println!();
+}
+
+/// Runs `work` on a multi-threaded tokio runtime.
+fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => fail(&format!("cannot start the async runtime: {e}")),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {

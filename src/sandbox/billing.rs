@@ -666,12 +666,9 @@ fn cursor_position(store: &Store, cursor: &str) -> Result<(i64, String), ApiErro
             |row| row.get(0),
         )
         .optional()?;
-    created_at.map(|at| (seq, at)).ok_or_else(|| {
-        ApiError::invalid_field(
-            "cursor",
-            "is not a cursor this API returned; omit it to start over",
-        )
-    })
+    created_at
+        .map(|at| (seq, at))
+        .ok_or_else(crate::sandbox::db::invalid_cursor)
 }
 
 /// An active Team subscription, started a month before its current period (which began 20

@@ -189,20 +189,27 @@ pub fn encode_cursor(seq: i64) -> String {
 }
 
 pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+    decode_cursor_text(cursor)?
+        .strip_prefix("v1:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(invalid_cursor)
+}
+
+/// A cursor's text (they are URL-safe base64), for modules with cursors of their own shape.
+pub fn decode_cursor_text(cursor: &str) -> Result<String, ApiError> {
     use base64::Engine;
-    let invalid = || {
-        ApiError::invalid_field(
-            "cursor",
-            "is not a cursor this API returned; omit it to start over",
-        )
-    };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
-        .map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    text.strip_prefix("v1:")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(invalid)
+        .map_err(|_| invalid_cursor())?;
+    String::from_utf8(bytes).map_err(|_| invalid_cursor())
+}
+
+/// The one answer to a cursor this API did not hand out.
+pub fn invalid_cursor() -> ApiError {
+    ApiError::invalid_field(
+        "cursor",
+        "is not a cursor this API returned; omit it to start over",
+    )
 }
 
 fn sql_value(value: &Value) -> rusqlite::types::Value {

@@ -227,7 +227,7 @@ fn present(mut record: Value) -> Value {
 fn offset_page(items: Vec<Value>, input: &Input) -> Result<Reply, ApiError> {
     let offset = match input.cursor() {
         Some(cursor) => usize::try_from(decode_cursor(cursor)?)
-            .map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API returned"))?,
+            .map_err(|_| crate::sandbox::db::invalid_cursor())?,
         None => 0,
     };
     let limit = input.limit();

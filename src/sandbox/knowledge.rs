@@ -910,16 +910,8 @@ fn encode_name_cursor(key: &str, id: &str) -> String {
 }
 
 fn decode_name_cursor(store: &Store, cursor: &str) -> Result<(String, String), ApiError> {
-    let invalid = || {
-        ApiError::invalid_field(
-            "cursor",
-            "is not a cursor this API returned; omit it to start over",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let invalid = crate::sandbox::db::invalid_cursor;
+    let text = crate::sandbox::db::decode_cursor_text(cursor)?;
     let (version, rest) = text.split_once(':').ok_or_else(invalid)?;
     let (id, key) = rest.split_once(':').ok_or_else(invalid)?;
     match version {

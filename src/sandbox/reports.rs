@@ -482,7 +482,7 @@ fn users_report(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     let sort = input.str("sort").unwrap_or("minutes");
     let offset = match input.cursor() {
         Some(cursor) => usize::try_from(decode_cursor(cursor)?)
-            .map_err(|_| ApiError::invalid_field("cursor", "is not a cursor this API returned"))?,
+            .map_err(|_| crate::sandbox::db::invalid_cursor())?,
         None => 0,
     };
     let mut rows = user_rows(store, &period)?;

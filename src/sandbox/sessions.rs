@@ -104,12 +104,9 @@ fn cursor_row(store: &Store, cursor: &str) -> Result<(String, i64), ApiError> {
             |row| row.get(0),
         )
         .optional()?;
-    started_at.map(|at| (at, seq)).ok_or_else(|| {
-        ApiError::invalid_field(
-            "cursor",
-            "is not a cursor this API returned; omit it to start over",
-        )
-    })
+    started_at
+        .map(|at| (at, seq))
+        .ok_or_else(crate::sandbox::db::invalid_cursor)
 }
 
 fn analytics(store: &Store, input: &Input) -> Result<Reply, ApiError> {
