@@ -14,8 +14,8 @@ use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::Instant;
 
 /// Protocol versions of the handshake eras, newest first.
 pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -433,11 +433,3 @@ fn denied(tool: &Tool, missing: &[&str], held: &[String]) -> Value {
         missing.join(" and ")
     ))
 }
-
-/// How long a tool call may take before the upstream request is abandoned.
-pub fn default_call_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// Shared handle to the core, as transports hold it.
-pub type SharedCore = Arc<Core>;

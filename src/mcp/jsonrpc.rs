@@ -156,16 +156,8 @@ impl Reply {
     }
 }
 
-pub fn success(id: &Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
-}
-
 pub fn failure(id: &Value, code: ErrorCode, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code.code(), "message": message}})
-}
-
-pub fn notification(method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "method": method, "params": params})
 }
 
 #[cfg(test)]
@@ -176,7 +168,10 @@ mod tests {
     fn replies_are_valid_json_rpc() {
         let reply = Reply::success(&json!(7), &json!({"ok": true}));
         let parsed: Value = serde_json::from_str(reply.as_str()).unwrap();
-        assert_eq!(parsed, success(&json!(7), json!({"ok": true})));
+        assert_eq!(
+            parsed,
+            json!({"jsonrpc": "2.0", "id": 7, "result": {"ok": true}})
+        );
         let batch = Reply::batch(vec![reply.clone(), Reply::raw_success(&json!("a"), "{}")]);
         let parsed: Value = serde_json::from_str(batch.as_str()).unwrap();
         assert_eq!(
