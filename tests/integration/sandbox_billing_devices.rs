@@ -2,7 +2,7 @@
 //! state rules, billing details, the usage balance and the minute ledger (pages, filters),
 //! devices (filters, unpairing, isolation), pairing codes and hardware orders.
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, items};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -21,36 +21,12 @@ fn time(value: &Value) -> DateTime<Utc> {
     .with_timezone(&Utc)
 }
 
-fn items(page: &Value) -> &Vec<Value> {
-    page["data"].as_array().unwrap()
-}
-
 fn new_subscription(plan: &str) -> Value {
     json!({
         "plan_id": plan, "interval": "month", "seats": 25, "company_name": "Globex Corporation",
         "billing_email": "ap@globex.example.com",
         "address": {"line1": "1 Globex Way", "city": "Springfield", "postal_code": "97477", "country": "US"},
     })
-}
-
-/// Every page of `path` (which has no query yet) at `limit` per page, in order.
-async fn all_pages(sandbox: &TestSandbox, path: &str, limit: usize) -> Vec<Value> {
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let url = match &cursor {
-            Some(c) => format!("{path}{separator}limit={limit}&cursor={c}"),
-            None => format!("{path}{separator}limit={limit}"),
-        };
-        let page = sandbox.expect(200, ADMIN_KEY, "GET", &url, None).await;
-        assert!(items(&page).len() <= limit);
-        seen.extend(items(&page).iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return seen,
-        }
-    }
 }
 
 #[tokio::test]
@@ -376,7 +352,7 @@ async fn the_minute_ledger_pages_newest_first_and_filters() {
         .await;
     let all = items(&everything);
     assert_eq!(all.len(), 6, "{everything}");
-    let paged = all_pages(&sandbox, LEDGER, 2).await;
+    let paged = sandbox.all_pages(ADMIN_KEY, LEDGER, 2).await;
     assert_eq!(
         &paged, all,
         "pages of 2 add up to the whole ledger, in the same order"
@@ -401,7 +377,9 @@ async fn the_minute_ledger_pages_newest_first_and_filters() {
             .sum::<i64>()
     );
 
-    let grants = all_pages(&sandbox, &format!("{LEDGER}?kind=grant"), 3).await;
+    let grants = sandbox
+        .all_pages(ADMIN_KEY, &format!("{LEDGER}?kind=grant"), 3)
+        .await;
     assert_eq!(grants.len(), 5);
     assert!(
         grants
@@ -516,12 +494,13 @@ async fn the_demo_tenant_has_an_active_team_plan_with_a_consistent_balance() {
         (included + purchased - used).max(0),
         "{usage}"
     );
-    let ledger = all_pages(
-        &sandbox,
-        &format!("{LEDGER}?from=2000-01-01T00:00:00Z"),
-        100,
-    )
-    .await;
+    let ledger = sandbox
+        .all_pages(
+            ADMIN_KEY,
+            &format!("{LEDGER}?from=2000-01-01T00:00:00Z"),
+            100,
+        )
+        .await;
     let kinds: BTreeSet<&str> = ledger.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(
         kinds.contains("grant") && kinds.contains("top_up") && kinds.contains("session_usage"),
@@ -562,7 +541,8 @@ async fn the_demo_tenant_has_an_active_team_plan_with_a_consistent_balance() {
 #[tokio::test]
 async fn seats_cannot_drop_below_the_active_users() {
     let sandbox = TestSandbox::demo().await;
-    let active = all_pages(&sandbox, "/v1/users?status=active", 100)
+    let active = sandbox
+        .all_pages(ADMIN_KEY, "/v1/users?status=active", 100)
         .await
         .len();
     assert!(active >= 2, "the demo tenant has several active users");
@@ -591,7 +571,7 @@ async fn seats_cannot_drop_below_the_active_users() {
 #[tokio::test]
 async fn devices_list_with_filters_and_unpair_once() {
     let sandbox = TestSandbox::demo().await;
-    let devices = all_pages(&sandbox, "/v1/devices", 2).await;
+    let devices = sandbox.all_pages(ADMIN_KEY, "/v1/devices", 2).await;
     assert!(devices.len() >= 6, "{devices:?}");
     assert!(
         devices
@@ -814,7 +794,7 @@ async fn pairing_codes_are_typeable_and_expire() {
 #[tokio::test]
 async fn orders_list_newest_first_with_consistent_totals() {
     let sandbox = TestSandbox::demo().await;
-    let orders = all_pages(&sandbox, "/v1/orders", 1).await;
+    let orders = sandbox.all_pages(ADMIN_KEY, "/v1/orders", 1).await;
     assert!((2..=5).contains(&orders.len()), "{orders:?}");
     assert!(
         orders

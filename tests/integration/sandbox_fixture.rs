@@ -146,6 +146,30 @@ impl TestSandbox {
         &self.http
     }
 
+    /// Every item of every page of the list at `path` (with or without a query), read as `key`
+    /// at `limit` per page, in order; asserts each page respects the limit.
+    pub async fn all_pages(&self, key: &str, path: &str, limit: usize) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{separator}limit={limit}&cursor={c}"),
+                None => format!("{path}{separator}limit={limit}"),
+            };
+            let page = self.expect(200, key, "GET", &url, None).await;
+            assert!(
+                items(&page).len() <= limit,
+                "{url}: more than {limit} items"
+            );
+            all.extend(items(&page).iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return all,
+            }
+        }
+    }
+
     /// Runs one SQL statement on the sandbox's database beside the running sandbox (WAL lets
     /// both in), for a state the API cannot produce: a period that ended while nobody looked, a
     /// fault. Returns the number of rows changed.
@@ -167,4 +191,11 @@ impl TestSandbox {
             .unwrap();
         database
     }
+}
+
+/// The `data` array of a list page.
+pub fn items(page: &Value) -> &Vec<Value> {
+    page["data"]
+        .as_array()
+        .expect("a list page has a data array")
 }

@@ -2,13 +2,9 @@
 //! syncs, disconnection), sessions (filters, pagination, analytics) and reports (every figure
 //! computed from stored data), including tenant isolation.
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, items};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-fn items(page: &Value) -> &Vec<Value> {
-    page["data"].as_array().expect("a list has `data`")
-}
 
 /// Completes a connection flow as the provider's redirect would; returns the status and body.
 async fn callback(sandbox: &TestSandbox, integration: &str, query: &str) -> (u16, Value) {
@@ -18,30 +14,12 @@ async fn callback(sandbox: &TestSandbox, integration: &str, query: &str) -> (u16
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Every item of a paged list, following `next_cursor` with pages of `limit`.
-async fn all_pages(sandbox: &TestSandbox, key: &str, path: &str, limit: usize) -> Vec<Value> {
-    let separator = if path.contains('?') { '&' } else { '?' };
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{path}{separator}limit={limit}");
-        if let Some(cursor) = &cursor {
-            url.push_str(&format!("&cursor={cursor}"));
-        }
-        let page = sandbox.expect(200, key, "GET", &url, None).await;
-        assert!(items(&page).len() <= limit);
-        all.extend(items(&page).iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return all,
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_provider_catalogue_is_ordered_filtered_and_paged() {
     let sandbox = TestSandbox::empty().await;
-    let all = all_pages(&sandbox, ADMIN_KEY, "/v1/integrations/providers", 3).await;
+    let all = sandbox
+        .all_pages(ADMIN_KEY, "/v1/integrations/providers", 3)
+        .await;
     let names: Vec<&str> = all.iter().map(|p| p["name"].as_str().unwrap()).collect();
     let mut sorted = names.clone();
     sorted.sort();
@@ -498,7 +476,7 @@ async fn the_demo_tenant_has_integrations_in_every_state() {
 #[tokio::test]
 async fn sessions_are_listed_newest_first_with_filters_and_stable_pages() {
     let sandbox = TestSandbox::demo().await;
-    let all = all_pages(&sandbox, ADMIN_KEY, "/v1/sessions", 7).await;
+    let all = sandbox.all_pages(ADMIN_KEY, "/v1/sessions", 7).await;
     assert!(
         all.len() >= 30,
         "the demo has sessions over the past 30 days: {}",
@@ -539,19 +517,17 @@ async fn sessions_are_listed_newest_first_with_filters_and_stable_pages() {
         let Some(value) = sample[field].as_str() else {
             continue;
         };
-        let filtered = all_pages(
-            &sandbox,
-            ADMIN_KEY,
-            &format!("/v1/sessions?{field}={value}"),
-            100,
-        )
-        .await;
+        let filtered = sandbox
+            .all_pages(ADMIN_KEY, &format!("/v1/sessions?{field}={value}"), 100)
+            .await;
         let expected = all.iter().filter(|s| s[field] == value).count();
         assert_eq!(filtered.len(), expected, "{field}={value}");
     }
     let from = sample["started_at"].as_str().unwrap();
     let query = serde_urlencoded::to_string([("from", from)]).unwrap();
-    let recent = all_pages(&sandbox, ADMIN_KEY, &format!("/v1/sessions?{query}"), 100).await;
+    let recent = sandbox
+        .all_pages(ADMIN_KEY, &format!("/v1/sessions?{query}"), 100)
+        .await;
     assert_eq!(
         recent.len(),
         all.iter()
@@ -559,7 +535,9 @@ async fn sessions_are_listed_newest_first_with_filters_and_stable_pages() {
             .count()
     );
     let query = serde_urlencoded::to_string([("to", from)]).unwrap();
-    let older = all_pages(&sandbox, ADMIN_KEY, &format!("/v1/sessions?{query}"), 100).await;
+    let older = sandbox
+        .all_pages(ADMIN_KEY, &format!("/v1/sessions?{query}"), 100)
+        .await;
     assert_eq!(older.len() + recent.len(), all.len());
 
     let bad_period = serde_urlencoded::to_string([("from", from), ("to", from)]).unwrap();
@@ -670,7 +648,7 @@ async fn a_session_is_read_by_id_and_invisible_to_other_tenants() {
 #[tokio::test]
 async fn session_analytics_add_up_to_the_listed_sessions() {
     let sandbox = TestSandbox::demo().await;
-    let all = all_pages(&sandbox, ADMIN_KEY, "/v1/sessions", 100).await;
+    let all = sandbox.all_pages(ADMIN_KEY, "/v1/sessions", 100).await;
     let analytics = sandbox
         .expect(200, ADMIN_KEY, "GET", "/v1/analytics/sessions", None)
         .await;
@@ -852,7 +830,7 @@ async fn the_tasks_report_counts_a_new_task() {
 #[tokio::test]
 async fn reports_agree_with_sessions_and_the_ledger() {
     let sandbox = TestSandbox::demo().await;
-    let sessions = all_pages(&sandbox, ADMIN_KEY, "/v1/sessions", 100).await;
+    let sessions = sandbox.all_pages(ADMIN_KEY, "/v1/sessions", 100).await;
     let completed = sessions
         .iter()
         .filter(|s| s["status"] == "completed")
@@ -923,7 +901,9 @@ async fn reports_agree_with_sessions_and_the_ledger() {
     .max(0);
     assert_eq!(pool["remaining_minutes"], expected);
 
-    let rows = all_pages(&sandbox, ADMIN_KEY, "/v1/reports/users?sort=sessions", 2).await;
+    let rows = sandbox
+        .all_pages(ADMIN_KEY, "/v1/reports/users?sort=sessions", 2)
+        .await;
     let row_ids: BTreeSet<&str> = rows
         .iter()
         .map(|r| r["user_id"].as_str().unwrap())

@@ -3,7 +3,7 @@
 //! validation naming the field, minute charging, dry runs), and signed webhook delivery to a
 //! loopback receiver, including retries of a failing one.
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, items};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -12,10 +12,6 @@ use std::time::Duration;
 const NO_SUCH_USER: &str = "usr_0000000000000000";
 const NO_SUCH_SKILL: &str = "skl_0000000000000000";
 const NO_SUCH_WEBHOOK: &str = "whk_0000000000000000";
-
-fn items(page: &Value) -> &Vec<Value> {
-    page["data"].as_array().expect("a page has data")
-}
 
 fn id(object: &Value) -> String {
     object["id"]
