@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Tool};
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::selection::Selection;
-use crate::mcp::session::Session;
+use crate::mcp::session::{LogLevel, Session};
 use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
@@ -155,6 +155,7 @@ impl Core {
         let result = match request.method.as_str() {
             "initialize" => Ok(self.initialize(session, &request.params)),
             "ping" => Ok(json!({})),
+            "logging/setLevel" => set_log_level(session, &request),
             "tools/list" => {
                 return Some(match self.list_tools(principal, session, &request) {
                     Ok(page) => Reply::raw_success(&id, &page),
@@ -199,7 +200,7 @@ impl Core {
             .unwrap_or_else(|p| p.into_inner()) = version.to_string();
         json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": false}},
+            "capabilities": {"tools": {"listChanged": false}, "logging": {}},
             "serverInfo": {"name": "trainar-mcp", "title": "TrainAR", "version": env!("CARGO_PKG_VERSION")},
             "instructions": "Tools for one TrainAR tenant: users and AR devices, training sessions, tasks and skills, \
                 the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools \
@@ -274,13 +275,23 @@ impl Core {
         };
         let started = Instant::now();
         let (outcome, status) = self.run_tool(principal, tool, arguments).await;
-        tracing::info!(
-            key_id = %principal.key_id,
-            tool = tool.name(),
-            status,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "tools/call"
-        );
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(key_id = %principal.key_id, tool = tool.name(), status, duration_ms, "tools/call");
+        // The client's own log, if it asked for one (logging/setLevel): the same line, minus the key.
+        let level = if status == "ok" {
+            LogLevel::Info
+        } else {
+            LogLevel::Warning
+        };
+        if session.wants_log(level) {
+            let data = json!({"tool": tool.name(), "status": status, "duration_ms": duration_ms});
+            session.send(Reply::notification(
+                "notifications/message",
+                &json!({
+                    "level": level.as_str(), "logger": "trainar-mcp", "data": data,
+                }),
+            ));
+        }
         Ok(outcome)
     }
 
@@ -400,6 +411,26 @@ impl Core {
         notice.push_str(".]");
         tool_result(format!("{}{notice}", &text[..cut]), None, false)
     }
+}
+
+/// `logging/setLevel`: from now on the session receives `notifications/message` at `level` and
+/// above (on transports that can carry them: SSE and stdio).
+fn set_log_level(session: &Session, request: &Request) -> Result<Value, RpcError> {
+    let level = request
+        .params
+        .get("level")
+        .and_then(Value::as_str)
+        .and_then(LogLevel::parse)
+        .ok_or_else(|| {
+            let names: Vec<&str> = LogLevel::ALL.iter().map(|l| l.as_str()).collect();
+            RpcError::new(
+                request.id.clone(),
+                ErrorCode::InvalidParams,
+                format!("`level` must be one of: {}", names.join(", ")),
+            )
+        })?;
+    session.set_log_level(level);
+    Ok(json!({}))
 }
 
 fn error_result(text: String) -> Value {

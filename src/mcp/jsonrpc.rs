@@ -137,6 +137,10 @@ impl Reply {
         ))
     }
 
+    pub fn notification(method: &str, params: &Value) -> Reply {
+        Reply(json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string())
+    }
+
     pub fn error(error: &RpcError) -> Reply {
         Reply(error.to_json().to_string())
     }

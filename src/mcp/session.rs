@@ -25,6 +25,53 @@ pub struct Session {
     /// or it was closed. Bounded: a client that stops reading is dropped, not buffered for.
     outbound: Mutex<Option<mpsc::Sender<Reply>>>,
     last_seen: Mutex<Instant>,
+    /// The least severe level the client wants as `notifications/message`; None: no log.
+    log_level: Mutex<Option<LogLevel>>,
+}
+
+/// The syslog severities MCP logging uses, least severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Notice,
+    Warning,
+    Error,
+    Critical,
+    Alert,
+    Emergency,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 8] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Notice,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+        LogLevel::Alert,
+        LogLevel::Emergency,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Notice => "notice",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+            LogLevel::Alert => "alert",
+            LogLevel::Emergency => "emergency",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<LogLevel> {
+        LogLevel::ALL
+            .into_iter()
+            .find(|level| level.as_str() == name)
+    }
 }
 
 impl Session {
@@ -41,6 +88,7 @@ impl Session {
             in_flight: Mutex::new(HashMap::new()),
             outbound: Mutex::new(outbound),
             last_seen: Mutex::new(Instant::now()),
+            log_level: Mutex::new(None),
         }
     }
 
@@ -50,6 +98,15 @@ impl Session {
 
     pub fn idle_for(&self) -> Duration {
         lock(&self.last_seen).elapsed()
+    }
+
+    pub fn set_log_level(&self, level: LogLevel) {
+        *lock(&self.log_level) = Some(level);
+    }
+
+    /// Whether a message at `level` should go to the client (and there is a stream to carry it).
+    pub fn wants_log(&self, level: LogLevel) -> bool {
+        lock(&self.log_level).is_some_and(|least| level >= least) && self.has_stream()
     }
 
     pub fn protocol_version(&self) -> String {

@@ -40,12 +40,14 @@ where
                 failure.message().to_string(),
             )
         })?;
+    let (replies, mut outbox) = mpsc::channel::<Reply>(64);
+    // The session's stream is stdout too: server-initiated messages (notifications/message)
+    // share the writer with replies.
     let session = Arc::new(Session::new(
         &principal.fingerprint,
         gateway.core.options().selection.clone(),
-        None,
+        Some(replies.clone()),
     ));
-    let (replies, mut outbox) = mpsc::channel::<Reply>(64);
     let writer = tokio::spawn(async move {
         while let Some(reply) = outbox.recv().await {
             let mut line = reply.into_string();
@@ -102,6 +104,8 @@ where
     }
     tasks.close();
     tasks.wait().await;
+    // The session holds a sender too (its stream): close it, or the writer would wait forever.
+    session.close();
     drop(replies);
     writer.await.map_err(std::io::Error::other)?
 }

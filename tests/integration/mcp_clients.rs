@@ -170,3 +170,36 @@ fn stdio_answers_in_order_and_batches_only_under_2025_03_26() {
         "2025-06-18 removed batches"
     );
 }
+
+#[test]
+fn stdio_sends_the_clients_log_after_logging_set_level() {
+    let rpc = |id: i64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let replies = stdio_exchange(&[
+        rpc(1, "initialize", json!({"protocolVersion": "2025-11-25"})),
+        rpc(2, "logging/setLevel", json!({"level": "loud"})),
+        rpc(3, "logging/setLevel", json!({"level": "info"})),
+        rpc(
+            4,
+            "tools/call",
+            json!({"name": "get_task", "arguments": {"task_id": "tsk_0000000000000000"}}),
+        ),
+    ]);
+    assert_eq!(replies[0]["result"]["capabilities"]["logging"], json!({}));
+    assert_eq!(replies[1]["error"]["code"], -32602, "an unknown level");
+    assert_eq!(replies[2]["result"], json!({}));
+    let log = replies
+        .iter()
+        .find(|r| r["method"] == "notifications/message")
+        .expect("a log message");
+    assert_eq!(
+        log["params"]["level"], "warning",
+        "a failed call logs a warning"
+    );
+    assert_eq!(log["params"]["data"]["tool"], "get_task");
+    assert_eq!(log["params"]["data"]["status"], "upstream_error");
+    assert!(
+        replies
+            .iter()
+            .any(|r| r["id"] == 4 && r["result"]["isError"] == true)
+    );
+}
