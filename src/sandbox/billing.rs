@@ -8,13 +8,12 @@
 //! period's remaining balance, which is what `balance_after_minutes` promises.
 
 use crate::generated::api::Operation;
-use crate::sandbox::db::{Store, decode_cursor, encode_cursor};
+use crate::sandbox::db::{Filter, Store, TimeWindow};
 use crate::sandbox::error::ApiError;
 use crate::sandbox::ledger::{self, Reference};
 use crate::sandbox::request::{Input, Reply, created, ok};
 use crate::sandbox::{Ctx, ids, not_served};
 use chrono::{DateTime, Datelike, Duration, Months, Utc};
-use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 
 const KIND: &str = "subscription";
@@ -598,52 +597,23 @@ fn transactions(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     if from >= to {
         return Err(ApiError::invalid_field("from", "must be before `to`"));
     }
-    let mut sql = String::from(
-        "SELECT seq, body FROM objects WHERE tenant_id = ?1 AND kind = ?2
-           AND json_extract(body, '$.created_at') >= ?3 AND json_extract(body, '$.created_at') < ?4",
-    );
-    let mut values: Vec<rusqlite::types::Value> = vec![
-        store.tenant_id().to_string().into(),
-        ledger::KIND.to_string().into(),
-        ids::timestamp(from).into(),
-        ids::timestamp(to).into(),
-    ];
-    if let Some(kind) = input.str("kind") {
-        values.push(kind.to_string().into());
-        sql.push_str(&format!(
-            " AND json_extract(body, '$.kind') = ?{}",
-            values.len()
-        ));
-    }
-    if let Some(cursor) = input.cursor() {
-        let (seq, created_at) = cursor_position(store, cursor)?;
-        values.push(created_at.into());
-        values.push(seq.into());
-        let (c, s) = (values.len() - 1, values.len());
-        sql.push_str(&format!(
-            " AND (json_extract(body, '$.created_at') < ?{c}
-                   OR (json_extract(body, '$.created_at') = ?{c} AND seq < ?{s}))"
-        ));
-    }
-    let limit = input.limit();
-    sql.push_str(&format!(
-        " ORDER BY json_extract(body, '$.created_at') DESC, seq DESC LIMIT {}",
-        limit + 1
-    ));
-    let mut statement = store.tx().prepare_cached(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-    })?;
-    let mut rows: Vec<(i64, String)> = rows.collect::<Result<_, _>>()?;
-    let next_cursor = (rows.len() > limit).then(|| {
-        rows.truncate(limit);
-        rows.last().map(|(seq, _)| encode_cursor(*seq))
-    });
-    let data: Vec<Value> = rows
+    let filters: Vec<Filter> = input
+        .get("kind")
+        .map(|kind| Filter::field("kind", kind.clone()))
         .into_iter()
-        .map(|(_, body)| serde_json::from_str(&body).map_err(ApiError::internal))
-        .collect::<Result<_, _>>()?;
-    ok(json!({"data": data, "next_cursor": next_cursor.flatten()}))
+        .collect();
+    let page = store.list_by_time(
+        ledger::KIND,
+        &TimeWindow {
+            field: "created_at",
+            from,
+            to,
+        },
+        &filters,
+        input.limit(),
+        input.cursor(),
+    )?;
+    ok(page.into_json())
 }
 
 /// `from`/`to` as instants (any offset is accepted; the UTC year must have four digits).
@@ -652,23 +622,6 @@ fn window_bound(input: &Input, field: &str) -> Result<Option<DateTime<Utc>>, Api
         .str(field)
         .map(|text| ids::parse_client_timestamp(field, text))
         .transpose()
-}
-
-/// Where a cursor points: the seq and `created_at` of the previous page's last entry.
-fn cursor_position(store: &Store, cursor: &str) -> Result<(i64, String), ApiError> {
-    let seq = decode_cursor(cursor)?;
-    let created_at: Option<String> = store
-        .tx()
-        .query_row(
-            "SELECT json_extract(body, '$.created_at') FROM objects
-             WHERE tenant_id = ?1 AND kind = ?2 AND seq = ?3",
-            rusqlite::params![store.tenant_id(), ledger::KIND, seq],
-            |row| row.get(0),
-        )
-        .optional()?;
-    created_at
-        .map(|at| (seq, at))
-        .ok_or_else(crate::sandbox::db::invalid_cursor)
 }
 
 /// An active Team subscription, started a month before its current period (which began 20

@@ -11,6 +11,7 @@
 //! is the crash the sandbox promises to survive.
 
 use crate::sandbox::error::ApiError;
+use crate::sandbox::ids;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::path::Path;
@@ -169,6 +170,14 @@ impl<'a> Filter<'a> {
     }
 }
 
+/// [`from`, `to`) on a timestamp field of the body, for `Store::list_by_time`.
+pub struct TimeWindow {
+    /// The field's name: fixed in code, never client input (it is spliced into SQL).
+    pub field: &'static str,
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
 /// One page of a list, newest first.
 pub struct Page {
     pub data: Vec<Value>,
@@ -210,6 +219,28 @@ pub fn invalid_cursor() -> ApiError {
         "cursor",
         "is not a cursor this API returned; omit it to start over",
     )
+}
+
+type SqlValue = rusqlite::types::Value;
+
+/// Appends `AND json_extract(body, $.path) = value` (or `IS NULL`) per filter, values bound.
+fn push_filters(sql: &mut String, values: &mut Vec<SqlValue>, filters: &[Filter]) {
+    for filter in filters {
+        values.push(format!("$.{}", filter.path).into());
+        if filter.value.is_null() {
+            sql.push_str(&format!(
+                " AND json_extract(body, ?{}) IS NULL",
+                values.len()
+            ));
+        } else {
+            values.push(sql_value(&filter.value));
+            sql.push_str(&format!(
+                " AND json_extract(body, ?{}) = ?{}",
+                values.len() - 1,
+                values.len()
+            ));
+        }
+    }
 }
 
 fn sql_value(value: &Value) -> rusqlite::types::Value {
@@ -359,30 +390,69 @@ impl<'t> Store<'t> {
         let mut sql = String::from(
             "SELECT seq, body FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND seq < ?3",
         );
-        let mut values: Vec<rusqlite::types::Value> = vec![
+        let mut values: Vec<SqlValue> = vec![
             self.tenant_id.to_string().into(),
             kind.to_string().into(),
             before.into(),
         ];
-        for filter in filters {
-            let path = format!("$.{}", filter.path);
-            if filter.value.is_null() {
-                sql.push_str(&format!(
-                    " AND json_extract(body, ?{}) IS NULL",
-                    values.len() + 1
-                ));
-                values.push(path.into());
-            } else {
-                sql.push_str(&format!(
-                    " AND json_extract(body, ?{}) = ?{}",
-                    values.len() + 1,
-                    values.len() + 2
-                ));
-                values.push(path.into());
-                values.push(sql_value(&filter.value));
-            }
+        push_filters(&mut sql, &mut values, filters);
+        sql.push_str(" ORDER BY seq DESC");
+        self.fetch_page(&sql, values, limit)
+    }
+
+    /// One page of `kind` whose timestamp field lies in `window`, newest first by that field,
+    /// with the filters. Rows
+    /// may be recorded after the fact, so the order is by that field, not by insertion; the
+    /// cursor still names a row's seq, and the page after it starts strictly after that row's
+    /// (time, seq), which keeps pages stable while rows are inserted.
+    pub fn list_by_time(
+        &self,
+        kind: &str,
+        window: &TimeWindow,
+        filters: &[Filter],
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page, ApiError> {
+        let time = format!("json_extract(body, '$.{}')", window.field);
+        let mut sql = format!(
+            "SELECT seq, body FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND {time} >= ?3 AND {time} < ?4"
+        );
+        let mut values: Vec<SqlValue> = vec![
+            self.tenant_id.to_string().into(),
+            kind.to_string().into(),
+            ids::timestamp(window.from).into(),
+            ids::timestamp(window.to).into(),
+        ];
+        push_filters(&mut sql, &mut values, filters);
+        if let Some(cursor) = cursor {
+            let seq = decode_cursor(cursor)?;
+            let at: String = self
+                .tx
+                .query_row(
+                    &format!(
+                        "SELECT {time} FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND seq = ?3"
+                    ),
+                    params![self.tenant_id, kind, seq],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()?
+                .flatten()
+                .ok_or_else(invalid_cursor)?;
+            values.push(at.into());
+            values.push(seq.into());
+            let (a, s) = (values.len() - 1, values.len());
+            sql.push_str(&format!(
+                " AND ({time} < ?{a} OR ({time} = ?{a} AND seq < ?{s}))"
+            ));
         }
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", limit + 1));
+        sql.push_str(&format!(" ORDER BY {time} DESC, seq DESC"));
+        self.fetch_page(&sql, values, limit)
+    }
+
+    /// Runs a `SELECT seq, body … ORDER BY …` for one page of `limit` (fetching one more row to
+    /// know whether another page follows).
+    fn fetch_page(&self, sql: &str, values: Vec<SqlValue>, limit: usize) -> Result<Page, ApiError> {
+        let sql = format!("{sql} LIMIT {}", limit + 1);
         let mut statement = self.tx.prepare_cached(&sql)?;
         let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))

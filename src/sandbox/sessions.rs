@@ -10,7 +10,7 @@
 //! session's row order and start order ever differ.
 
 use crate::generated::api::Operation;
-use crate::sandbox::db::{Page, Store, decode_cursor, encode_cursor};
+use crate::sandbox::db::{Filter, Page, Store, TimeWindow};
 use crate::sandbox::error::ApiError;
 use crate::sandbox::ledger::{self, Reference};
 use crate::sandbox::reports::{
@@ -19,7 +19,6 @@ use crate::sandbox::reports::{
 use crate::sandbox::request::{Input, Reply, ok, page};
 use crate::sandbox::{Ctx, ids, not_served};
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -37,76 +36,25 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
 /// One page of sessions started in the period, newest `started_at` first, with the filters.
 fn list(store: &Store, input: &Input) -> Result<Page, ApiError> {
     let period = Period::from_input(input)?;
-    let mut sql = String::from(
-        "SELECT seq, body FROM objects WHERE tenant_id = ?1 AND kind = ?2
-         AND json_extract(body, '$.started_at') >= ?3 AND json_extract(body, '$.started_at') < ?4",
-    );
-    let mut values: Vec<rusqlite::types::Value> = vec![
-        store.tenant_id().to_string().into(),
-        KIND.to_string().into(),
-        ids::timestamp(period.from).into(),
-        ids::timestamp(period.to).into(),
-    ];
-    for field in ["user_id", "device_id", "skill_id", "status"] {
-        if let Some(value) = input.str(field) {
-            values.push(value.to_string().into());
-            sql.push_str(&format!(
-                " AND json_extract(body, '$.{field}') = ?{}",
-                values.len()
-            ));
-        }
-    }
-    if let Some(cursor) = input.cursor() {
-        let (started_at, seq) = cursor_row(store, cursor)?;
-        values.push(started_at.into());
-        values.push(seq.into());
-        let (at, seq) = (values.len() - 1, values.len());
-        sql.push_str(&format!(
-            " AND (json_extract(body, '$.started_at') < ?{at}
-               OR (json_extract(body, '$.started_at') = ?{at} AND seq < ?{seq}))"
-        ));
-    }
-    let limit = input.limit();
-    sql.push_str(&format!(
-        " ORDER BY json_extract(body, '$.started_at') DESC, seq DESC LIMIT {}",
-        limit + 1
-    ));
-    let mut statement = store.tx().prepare(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-    })?;
-    let mut found = Vec::new();
-    for row in rows {
-        found.push(row?);
-    }
-    let next_cursor = if found.len() > limit {
-        found.truncate(limit);
-        found.last().map(|(seq, _)| encode_cursor(*seq))
-    } else {
-        None
-    };
-    let data = found
+    let filters: Vec<Filter> = ["user_id", "device_id", "skill_id", "status"]
         .into_iter()
-        .map(|(_, body)| serde_json::from_str(&body).map_err(ApiError::internal))
-        .collect::<Result<_, _>>()?;
-    Ok(Page { data, next_cursor })
-}
-
-/// The (`started_at`, `seq`) of the session a cursor points after.
-fn cursor_row(store: &Store, cursor: &str) -> Result<(String, i64), ApiError> {
-    let seq = decode_cursor(cursor)?;
-    let started_at: Option<String> = store
-        .tx()
-        .query_row(
-            "SELECT json_extract(body, '$.started_at') FROM objects
-             WHERE tenant_id = ?1 AND kind = ?2 AND seq = ?3",
-            rusqlite::params![store.tenant_id(), KIND, seq],
-            |row| row.get(0),
-        )
-        .optional()?;
-    started_at
-        .map(|at| (at, seq))
-        .ok_or_else(crate::sandbox::db::invalid_cursor)
+        .filter_map(|field| {
+            input
+                .get(field)
+                .map(|value| Filter::field(field, value.clone()))
+        })
+        .collect();
+    store.list_by_time(
+        KIND,
+        &TimeWindow {
+            field: "started_at",
+            from: period.from,
+            to: period.to,
+        },
+        &filters,
+        input.limit(),
+        input.cursor(),
+    )
 }
 
 fn analytics(store: &Store, input: &Input) -> Result<Reply, ApiError> {
