@@ -51,6 +51,8 @@ pub struct Operation {
     pub has_body: bool,
     pub output_schema: Value,
     pub annotations: Map<String, Value>,
+    /// A long operation (`x-mcp: {progress: true}`): the gateway reports progress on it.
+    pub progress: bool,
 }
 
 impl Operation {
@@ -165,6 +167,15 @@ impl Operation {
             return Err("the success body must be an object (MCP outputSchema)".into());
         }
 
+        let x_mcp = op["x-mcp"].as_object().cloned().unwrap_or_default();
+        for (key, value) in &x_mcp {
+            let expected_bool = matches!(key.as_str(), "exclude" | "progress");
+            if !(expected_bool && value.is_boolean() || key == "annotations" && value.is_object()) {
+                return Err(format!(
+                    "x-mcp.{key} is not understood (expected exclude: bool, progress: bool, annotations: object)"
+                ));
+            }
+        }
         let mut annotations = default_annotations(&raw.method);
         if let Some(overrides) = op["x-mcp"]["annotations"].as_object() {
             for (hint, value) in overrides {
@@ -188,6 +199,7 @@ impl Operation {
             has_body,
             output_schema,
             annotations,
+            progress: op["x-mcp"]["progress"].as_bool().unwrap_or(false),
         })
     }
 
@@ -226,6 +238,13 @@ impl Operation {
         }
         let mut annotations = self.annotations.clone();
         annotations.insert("title".into(), json!(self.title));
+        let mut meta = json!({
+            "ai.trainar/category": self.category,
+            "ai.trainar/requiredScopes": self.scopes,
+        });
+        if self.progress {
+            meta["ai.trainar/progress"] = json!(true);
+        }
         Ok(json!({
             "name": self.id,
             "title": self.title,
@@ -233,10 +252,7 @@ impl Operation {
             "inputSchema": input,
             "outputSchema": self.output_schema,
             "annotations": annotations,
-            "_meta": {
-                "ai.trainar/category": self.category,
-                "ai.trainar/requiredScopes": self.scopes,
-            },
+            "_meta": meta,
         }))
     }
 }

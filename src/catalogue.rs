@@ -14,6 +14,9 @@ pub struct Tool {
     pub definition: Value,
     /// `definition` serialised once at load: tools/list joins these instead of re-serialising.
     pub definition_json: Box<str>,
+    /// A long operation (`x-mcp: {progress: true}` in the spec): calls with a progressToken
+    /// get `notifications/progress`.
+    pub reports_progress: bool,
 }
 
 impl Tool {
@@ -45,10 +48,12 @@ static CATALOGUE: LazyLock<Catalogue> = LazyLock::new(|| {
             let operation =
                 Operation::from_name(name).expect("build.rs names every tool after an operation");
             let definition_json = definition.to_string().into_boxed_str();
+            let reports_progress = definition["_meta"]["ai.trainar/progress"] == true;
             Tool {
                 operation,
                 definition,
                 definition_json,
+                reports_progress,
             }
         })
         .collect();

@@ -7,19 +7,49 @@
 
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Tool};
+use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::selection::Selection;
-use crate::mcp::session::{LogLevel, Session};
+use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Protocol versions of the handshake eras, newest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-pub const LATEST_VERSION: &str = SUPPORTED_VERSIONS[0];
+pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub const LATEST_HANDSHAKE_VERSION: &str = HANDSHAKE_VERSIONS[0];
+
+/// Every version served, both eras, newest first.
+pub fn all_versions() -> Vec<&'static str> {
+    MODERN_VERSIONS
+        .iter()
+        .chain(HANDSHAKE_VERSIONS)
+        .copied()
+        .collect()
+}
+/// How often a long tool call reports that it is still waiting for the API.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a 2026-07-28 client may cache tools/list and server/discover: the catalogue is fixed
+/// for the life of the process, and a key's scopes never change (it is revoked instead).
+const MODERN_CACHE_TTL_MS: u64 = 60_000;
+const INSTRUCTIONS: &str = "Tools for one TrainAR tenant: users and AR devices, training sessions, tasks and skills, \
+    the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools \
+    are listed and callable. Lists are paginated: pass `next_cursor` back as `cursor`.";
+
+fn server_info() -> Value {
+    json!({"name": "trainar-mcp", "title": "TrainAR", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The members every 2026-07-28 result carries, as JSON text to splice into a result object.
+static MODERN_RESULT_MEMBERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#""resultType":"complete","_meta":{{"io.modelcontextprotocol/serverInfo":{}}}"#,
+        server_info()
+    )
+});
 /// The only version with JSON-RPC batches (added in it, removed in 2025-06-18).
 const BATCH_VERSION: &str = "2025-03-26";
 
@@ -82,10 +112,11 @@ impl Core {
         principal: &Principal,
         session: &Session,
         value: Value,
+        notify: &Notify,
     ) -> Option<Reply> {
         let Value::Array(items) = value else {
             return match Incoming::parse(value) {
-                Ok(message) => self.handle(principal, session, message).await,
+                Ok(message) => self.handle(principal, session, message, notify).await,
                 Err(error) => Some(Reply::error(&error)),
             };
         };
@@ -114,7 +145,7 @@ impl Core {
                         "initialize cannot be part of a batch",
                     )))
                 }
-                Ok(message) => self.handle(principal, session, message).await,
+                Ok(message) => self.handle(principal, session, message, notify).await,
                 Err(error) => Some(Reply::error(&error)),
             };
             replies.extend(reply);
@@ -129,10 +160,11 @@ impl Core {
         principal: &Principal,
         session: &Session,
         message: Incoming,
+        notify: &Notify,
     ) -> Option<Reply> {
         session.touch();
         match message {
-            Incoming::Request(request) => self.request(principal, session, request).await,
+            Incoming::Request(request) => self.request(principal, session, request, notify).await,
             Incoming::Notification(notification) => {
                 if notification.method == "notifications/cancelled"
                     && let Some(id) = notification.params.get("requestId")
@@ -150,35 +182,56 @@ impl Core {
         principal: &Principal,
         session: &Session,
         request: Request,
+        notify: &Notify,
     ) -> Option<Reply> {
         let id = request.id.clone();
-        let result = match request.method.as_str() {
-            "initialize" => Ok(self.initialize(session, &request.params)),
-            "ping" => Ok(json!({})),
-            "logging/setLevel" => set_log_level(session, &request),
-            "tools/list" => {
+        let modern = session.is_modern();
+        let result = match (request.method.as_str(), modern) {
+            ("initialize", false) => Ok(self.initialize(session, &request.params)),
+            ("ping", false) => Ok(json!({})),
+            ("logging/setLevel", false) => set_log_level(session, &request),
+            ("server/discover", true) => Ok(discover()),
+            ("tools/list", _) => {
                 return Some(match self.list_tools(principal, session, &request) {
                     Ok(page) => Reply::raw_success(&id, &page),
                     Err(error) => Reply::error(&error),
                 });
             }
-            "tools/call" => {
+            ("tools/call", _) => {
                 let cancelled = session.start_request(&id);
                 let outcome = tokio::select! {
-                    outcome = self.call_tool(principal, session, &request) => Some(outcome),
+                    outcome = self.call_tool(principal, session, &request, notify) => Some(outcome),
                     _ = cancelled => None,
                 };
                 session.finish_request(&id);
                 outcome?
             }
-            other => Err(RpcError::new(
+            ("initialize" | "ping" | "logging/setLevel", true) => Err(RpcError::new(
+                id.clone(),
+                ErrorCode::MethodNotFound,
+                format!(
+                    "{} is not part of protocol {} (it belongs to the handshake eras, which begin \
+                     with initialize and carry no `_meta` envelope)",
+                    request.method, MODERN_VERSIONS[0]
+                ),
+            )),
+            (other, _) => Err(RpcError::new(
                 id.clone(),
                 ErrorCode::MethodNotFound,
                 format!("method not found: {other}"),
             )),
         };
         Some(match result {
-            Ok(result) => Reply::success(&id, &result),
+            Ok(mut result) => {
+                if modern && let Value::Object(members) = &mut result {
+                    members.insert("resultType".into(), json!("complete"));
+                    members.insert(
+                        "_meta".into(),
+                        json!({"io.modelcontextprotocol/serverInfo": server_info()}),
+                    );
+                }
+                Reply::success(&id, &result)
+            }
             Err(error) => Reply::error(&error),
         })
     }
@@ -189,22 +242,17 @@ impl Core {
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let version = if SUPPORTED_VERSIONS.contains(&requested) {
+        let version = if HANDSHAKE_VERSIONS.contains(&requested) {
             requested
         } else {
-            LATEST_VERSION
+            LATEST_HANDSHAKE_VERSION
         };
-        *session
-            .protocol_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = version.to_string();
+        session.set_protocol_version(version);
         json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": false}, "logging": {}},
-            "serverInfo": {"name": "trainar-mcp", "title": "TrainAR", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": "Tools for one TrainAR tenant: users and AR devices, training sessions, tasks and skills, \
-                the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools \
-                are listed and callable. Lists are paginated: pass `next_cursor` back as `cursor`."
+            "capabilities": capabilities(),
+            "serverInfo": server_info(),
+            "instructions": INSTRUCTIONS,
         })
     }
 
@@ -247,6 +295,12 @@ impl Core {
         if end < offered.len() {
             page.push_str(&format!(r#","nextCursor":"tools:{end}""#));
         }
+        if session.is_modern() {
+            page.push_str(&format!(
+                r#",{},"ttlMs":{MODERN_CACHE_TTL_MS},"cacheScope":"private""#,
+                *MODERN_RESULT_MEMBERS
+            ));
+        }
         page.push('}');
         Ok(page)
     }
@@ -256,6 +310,7 @@ impl Core {
         principal: &Principal,
         session: &Session,
         request: &Request,
+        notify: &Notify,
     ) -> Result<Value, RpcError> {
         let invalid =
             |message: String| RpcError::new(request.id.clone(), ErrorCode::InvalidParams, message);
@@ -273,8 +328,20 @@ impl Core {
             Some(Value::Object(arguments)) => arguments.clone(),
             Some(_) => return Err(invalid("`arguments` must be an object".into())),
         };
+        let progress = request
+            .params
+            .get("_meta")
+            .and_then(|meta| meta.get("progressToken"))
+            .filter(|token| token.is_string() || token.is_i64() || token.is_u64())
+            .filter(|_| tool.reports_progress && notify.is_open(session))
+            .map(|token| Progress {
+                token: token.clone(),
+                session,
+                notify,
+                count: 0,
+            });
         let started = Instant::now();
-        let (outcome, status) = self.run_tool(principal, tool, arguments).await;
+        let (outcome, status) = self.run_tool(principal, tool, arguments, progress).await;
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(key_id = %principal.key_id, tool = tool.name(), status, duration_ms, "tools/call");
         // The client's own log, if it asked for one (logging/setLevel): the same line, minus the key.
@@ -283,14 +350,17 @@ impl Core {
         } else {
             LogLevel::Warning
         };
-        if session.wants_log(level) {
+        if session.wants_log(level) && notify.is_open(session) {
             let data = json!({"tool": tool.name(), "status": status, "duration_ms": duration_ms});
-            session.send(Reply::notification(
-                "notifications/message",
-                &json!({
-                    "level": level.as_str(), "logger": "trainar-mcp", "data": data,
-                }),
-            ));
+            notify.send(
+                session,
+                Reply::notification(
+                    "notifications/message",
+                    &json!({
+                        "level": level.as_str(), "logger": "trainar-mcp", "data": data,
+                    }),
+                ),
+            );
         }
         Ok(outcome)
     }
@@ -301,6 +371,7 @@ impl Core {
         principal: &Principal,
         tool: &Tool,
         arguments: Map<String, Value>,
+        progress: Option<Progress<'_>>,
     ) -> (Value, &'static str) {
         let missing = principal.scopes.missing_for(tool.operation);
         if !missing.is_empty() {
@@ -320,11 +391,14 @@ impl Core {
             );
             return (error_result(text), "invalid_arguments");
         }
-        match self
+        let call = self
             .upstream
-            .call(&principal.key, tool.operation, arguments)
-            .await
-        {
+            .call(&principal.key, tool.operation, arguments);
+        let answer = match progress {
+            Some(progress) => progress.around(tool, call).await,
+            None => call.await,
+        };
+        match answer {
             Ok(body) => (self.success_result(body), "ok"),
             Err(DispatchError::Upstream {
                 status: 403,
@@ -413,8 +487,71 @@ impl Core {
     }
 }
 
+/// `notifications/progress` for one tool call. The API answers each call in one response, so the
+/// steps are the gateway's: the call sent, each `PROGRESS_INTERVAL` spent waiting, the answer.
+struct Progress<'a> {
+    token: Value,
+    session: &'a Session,
+    notify: &'a Notify,
+    count: u64,
+}
+
+impl Progress<'_> {
+    async fn around<T>(mut self, tool: &Tool, call: impl Future<Output = T>) -> T {
+        self.step(format!("Calling the TrainAR API: {}", tool.name()), false);
+        let mut call = std::pin::pin!(call);
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + PROGRESS_INTERVAL,
+            PROGRESS_INTERVAL,
+        );
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break answer,
+                _ = ticks.tick() => self.step(
+                    format!("Waiting for the TrainAR API ({} s)", started.elapsed().as_secs()),
+                    false,
+                ),
+            }
+        };
+        self.step("The TrainAR API answered".into(), true);
+        answer
+    }
+
+    /// Sends the next step; `last` also states the total, so clients can show completion.
+    fn step(&mut self, message: String, last: bool) {
+        self.count += 1;
+        let mut params = json!({
+            "progressToken": self.token, "progress": self.count, "message": message,
+        });
+        if last {
+            params["total"] = json!(self.count);
+        }
+        self.notify.send(
+            self.session,
+            Reply::notification("notifications/progress", &params),
+        );
+    }
+}
+
+/// The capabilities both eras announce.
+fn capabilities() -> Value {
+    json!({"tools": {"listChanged": false}, "logging": {}})
+}
+
+/// `server/discover` (2026-07-28): what initialize says, minus the negotiation.
+fn discover() -> Value {
+    json!({
+        "supportedVersions": MODERN_VERSIONS,
+        "capabilities": capabilities(),
+        "instructions": INSTRUCTIONS,
+        "ttlMs": MODERN_CACHE_TTL_MS,
+        "cacheScope": "private",
+    })
+}
+
 /// `logging/setLevel`: from now on the session receives `notifications/message` at `level` and
-/// above (on transports that can carry them: SSE and stdio).
+/// above, on whatever carries the request's notifications (see `Notify`).
 fn set_log_level(session: &Session, request: &Request) -> Result<Value, RpcError> {
     let level = request
         .params

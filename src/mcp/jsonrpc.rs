@@ -12,6 +12,10 @@ pub enum ErrorCode {
     MethodNotFound,
     InvalidParams,
     InternalError,
+    /// 2026-07-28: a routing header disagrees with the body.
+    HeaderMismatch,
+    /// 2026-07-28: the request's protocol version is not served here.
+    UnsupportedProtocolVersion,
 }
 
 impl ErrorCode {
@@ -22,6 +26,18 @@ impl ErrorCode {
             ErrorCode::MethodNotFound => -32601,
             ErrorCode::InvalidParams => -32602,
             ErrorCode::InternalError => -32603,
+            ErrorCode::HeaderMismatch => -32020,
+            ErrorCode::UnsupportedProtocolVersion => -32022,
+        }
+    }
+
+    /// The HTTP status a 2026-07-28 reply carrying this error is sent with (the handshake eras
+    /// answer JSON-RPC errors with 200 once the message itself was accepted).
+    pub fn modern_http_status(self) -> u16 {
+        match self {
+            ErrorCode::MethodNotFound => 404,
+            ErrorCode::InternalError => 500,
+            _ => 400,
         }
     }
 }
@@ -32,6 +48,8 @@ pub struct RpcError {
     pub id: Value,
     pub code: ErrorCode,
     pub message: String,
+    /// The error's `data` member, when it has one (-32022 says what is supported).
+    pub data: Option<Value>,
 }
 
 impl RpcError {
@@ -40,11 +58,21 @@ impl RpcError {
             id,
             code,
             message: message.into(),
+            data: None,
         }
     }
 
+    pub fn with_data(mut self, data: Value) -> RpcError {
+        self.data = Some(data);
+        self
+    }
+
     pub fn to_json(&self) -> Value {
-        failure(&self.id, self.code, &self.message)
+        let mut reply = failure(&self.id, self.code, &self.message);
+        if let Some(data) = &self.data {
+            reply["error"]["data"] = data.clone();
+        }
+        reply
     }
 }
 
@@ -123,7 +151,11 @@ impl Incoming {
 /// One reply, already serialised: transports write it as it is. Serialising once, from borrowed
 /// parts, saves the copies that building a `Value` tree and then serialising it would make.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply(String);
+pub struct Reply {
+    text: String,
+    /// The error it carries, if it is an error reply (HTTP transports pick a status by it).
+    error: Option<ErrorCode>,
+}
 
 impl Reply {
     pub fn success(id: &Value, result: &Value) -> Reply {
@@ -132,31 +164,42 @@ impl Reply {
 
     /// A success whose result is already JSON text (the cached tool catalogue).
     pub fn raw_success(id: &Value, result_json: &str) -> Reply {
-        Reply(format!(
+        Reply::text(format!(
             r#"{{"jsonrpc":"2.0","id":{id},"result":{result_json}}}"#
         ))
     }
 
     pub fn notification(method: &str, params: &Value) -> Reply {
-        Reply(json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string())
+        Reply::text(json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string())
     }
 
     pub fn error(error: &RpcError) -> Reply {
-        Reply(error.to_json().to_string())
+        Reply {
+            text: error.to_json().to_string(),
+            error: Some(error.code),
+        }
     }
 
     /// The replies to a batch, as one JSON array.
     pub fn batch(replies: Vec<Reply>) -> Reply {
-        let parts: Vec<String> = replies.into_iter().map(|r| r.0).collect();
-        Reply(format!("[{}]", parts.join(",")))
+        let parts: Vec<String> = replies.into_iter().map(|r| r.text).collect();
+        Reply::text(format!("[{}]", parts.join(",")))
+    }
+
+    fn text(text: String) -> Reply {
+        Reply { text, error: None }
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.error
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.text
     }
 }
 

@@ -1,11 +1,13 @@
 //! The MCP protocol core, shared by every transport.
 //!
 //! - `jsonrpc`: messages and error codes.
-//! - `core`: lifecycle, ping, tools/list, tools/call.
-//! - `session`: handshake-era sessions and the `SessionStore` seam.
+//! - `core`: lifecycle, discovery, ping, tools/list, tools/call, progress.
+//! - `envelope`: the 2026-07-28 era's per-request envelope and its checks.
+//! - `session`: sessions, where a request's notifications go, and the `SessionStore` seam.
 //! - `selection`: which tools a connection is offered.
 
 pub mod core;
+pub mod envelope;
 pub mod jsonrpc;
 pub mod selection;
 pub mod session;

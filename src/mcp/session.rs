@@ -4,6 +4,7 @@
 //! same id presented with another key is unknown. Replacing `MemorySessionStore` with a shared
 //! store is what running several replicas takes.
 
+use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use serde_json::Value;
@@ -17,8 +18,9 @@ pub struct Session {
     /// SHA-256 of the key that created the session.
     pub key_fingerprint: String,
     pub selection: Selection,
-    /// The negotiated protocol version, set by `initialize`.
-    pub protocol_version: Mutex<String>,
+    /// The negotiated protocol version, set by `initialize` (or by the 2026-07-28 envelope of
+    /// the one request a stateless session lives for).
+    protocol_version: Mutex<String>,
     /// Cancels an in-flight request: its JSON-RPC id (as JSON text) → the sender that aborts it.
     in_flight: Mutex<HashMap<String, oneshot::Sender<()>>>,
     /// Where server-to-client messages go (the legacy SSE stream); None when there is no stream
@@ -104,13 +106,23 @@ impl Session {
         *lock(&self.log_level) = Some(level);
     }
 
-    /// Whether a message at `level` should go to the client (and there is a stream to carry it).
+    /// Whether the client asked for messages at `level` (logging/setLevel, or the 2026-07-28
+    /// per-request `io.modelcontextprotocol/logLevel`).
     pub fn wants_log(&self, level: LogLevel) -> bool {
-        lock(&self.log_level).is_some_and(|least| level >= least) && self.has_stream()
+        lock(&self.log_level).is_some_and(|least| level >= least)
     }
 
     pub fn protocol_version(&self) -> String {
         lock(&self.protocol_version).clone()
+    }
+
+    pub fn set_protocol_version(&self, version: &str) {
+        *lock(&self.protocol_version) = version.to_string();
+    }
+
+    /// Whether this session serves the stateless era (it then lives for one request).
+    pub fn is_modern(&self) -> bool {
+        MODERN_VERSIONS.contains(&lock(&self.protocol_version).as_str())
     }
 
     /// Registers a cancellable request; the receiver fires when `cancel` is called for its id.
@@ -162,6 +174,43 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where the notifications about one request (progress, log messages) go.
+#[derive(Clone, Debug, Default)]
+pub enum Notify {
+    /// Nowhere: the request is answered with one JSON object.
+    #[default]
+    Nowhere,
+    /// The session's own stream (legacy SSE, stdio).
+    Session,
+    /// This request's response stream (Streamable HTTP answering with `text/event-stream`).
+    Stream(mpsc::Sender<Reply>),
+}
+
+impl Notify {
+    /// Whether a notification sent now could reach the client.
+    pub fn is_open(&self, session: &Session) -> bool {
+        match self {
+            Notify::Nowhere => false,
+            Notify::Session => session.has_stream(),
+            Notify::Stream(sender) => !sender.is_closed(),
+        }
+    }
+
+    /// Sends `message`. Notifications are advisory: one that finds a response stream's queue
+    /// full is dropped rather than waited for (the session's stream drops its client instead).
+    pub fn send(&self, session: &Session, message: Reply) {
+        match self {
+            Notify::Nowhere => {}
+            Notify::Session => {
+                session.send(message);
+            }
+            Notify::Stream(sender) => {
+                let _ = sender.try_send(message);
+            }
+        }
+    }
 }
 
 /// 128 random bits, hex: unguessable, visible ASCII.

@@ -5,7 +5,7 @@
 //! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
 
 use crate::mcp::jsonrpc::Reply;
-use crate::mcp::session::{Session, SessionStore};
+use crate::mcp::session::{Notify, Session, SessionStore};
 use crate::server::{SharedGateway, http_error, method_not_allowed};
 use axum::Router;
 use axum::body::Bytes;
@@ -169,7 +169,10 @@ async fn post_message(
     let worker = gateway.clone();
     gateway.tasks.spawn(async move {
         // Replies, and JSON-RPC errors about the message, travel on the stream.
-        if let Some(reply) = worker.core.handle_json(&principal, &session, value).await
+        if let Some(reply) = worker
+            .core
+            .handle_json(&principal, &session, value, &Notify::Session)
+            .await
             && !session.send(reply)
         {
             // The client stopped reading (or left): end the session rather than buffer for it.

@@ -7,7 +7,7 @@
 //! Invariant: stdout carries protocol messages only; logs go to stderr.
 
 use crate::mcp::jsonrpc::{ErrorCode, Reply, RpcError};
-use crate::mcp::session::Session;
+use crate::mcp::session::{Notify, Session};
 use crate::server::SharedGateway;
 use serde_json::Value;
 use std::sync::Arc;
@@ -119,7 +119,12 @@ async fn answer(
     value: Value,
 ) {
     let reply = match gateway.auth.authenticate(Some(&authorization)).await {
-        Ok(principal) => gateway.core.handle_json(&principal, &session, value).await,
+        Ok(principal) => {
+            gateway
+                .core
+                .handle_json(&principal, &session, value, &Notify::Session)
+                .await
+        }
         Err(failure) => {
             let id = value.get("id").cloned().unwrap_or(Value::Null);
             let message = format!("the API key is no longer accepted: {}", failure.message());

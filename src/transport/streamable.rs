@@ -1,25 +1,45 @@
-//! Streamable HTTP (2025-03-26 … 2025-11-25) on `/mcp` (and `/mcp/`, never redirected):
-//! POST carries one message, answered with one JSON object (202 for notifications); GET is 405
-//! (no server stream is offered); DELETE ends the session.
+//! Streamable HTTP on `/mcp` (and `/mcp/`, never redirected), for both eras:
+//!
+//! - the handshake eras (2025-03-26 … 2025-11-25): `initialize` opens a session named by
+//!   `Mcp-Session-Id`; DELETE ends it;
+//! - the stateless era (2026-07-28): every POST carries its own envelope (see `envelope`), no
+//!   session is kept, and any replica can answer.
+//!
+//! POST carries one message (a batch under 2025-03-26). A request is answered with one JSON
+//! object, or, when the client accepts `text/event-stream` and the core has something to say
+//! first (progress, log messages), with an SSE stream that ends on the reply; closing that stream
+//! cancels the call. Notifications are 202. GET is 405: no standalone server stream is offered.
 
-use crate::mcp::core::SUPPORTED_VERSIONS;
+use crate::auth::Principal;
+use crate::mcp::core::{HANDSHAKE_VERSIONS, all_versions};
+use crate::mcp::envelope::{self, RoutingHeaders};
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, RpcError};
-use crate::mcp::session::Session;
+use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::server::{SharedGateway, http_error, method_not_allowed, rpc_error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+/// Notifications a response stream may have queued; beyond that they are dropped (advisory).
+const STREAM_QUEUE: usize = 32;
 pub fn routes() -> Router<SharedGateway> {
     let endpoint = get(get_mcp).post(post_mcp).delete(delete_mcp);
     Router::new()
@@ -57,20 +77,6 @@ async fn post_mcp(
             );
         }
     };
-    if let Some(version) = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())
-        && !SUPPORTED_VERSIONS.contains(&version)
-    {
-        let message = format!(
-            "unsupported MCP-Protocol-Version {version}; supported: {}",
-            SUPPORTED_VERSIONS.join(", ")
-        );
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            ErrorCode::InvalidRequest,
-            &message,
-        );
-    }
     if let Err(response) = gateway.check_rate(&principal) {
         return *response;
     }
@@ -85,84 +91,236 @@ async fn post_mcp(
             );
         }
     };
-    if value.is_array() {
-        // A batch: only within an existing session (initialize cannot be batched).
-        let Some(session) = headers
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|id| gateway.sessions.get(id, &principal.fingerprint))
-        else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                ErrorCode::InvalidRequest,
-                "a batch needs a session",
-            );
-        };
-        return reply_response(gateway.core.handle_json(&principal, &session, value).await);
-    }
-    let message = match Incoming::parse(value) {
-        Ok(message) => message,
-        Err(error) => {
-            return (StatusCode::BAD_REQUEST, axum::Json(error.to_json())).into_response();
-        }
+    let exchange = Exchange {
+        gateway,
+        principal,
+        streams: accepts_event_stream(&headers),
     };
+    if envelope::is_modern(header(&headers, VERSION_HEADER), HANDSHAKE_VERSIONS, &value) {
+        return exchange.modern(&query, &headers, value).await;
+    }
+    exchange.handshake(&query, &headers, value).await
+}
 
-    if let Incoming::Request(request) = &message
-        && request.method == "initialize"
-    {
-        let selection = match gateway.selection_for(&query) {
+/// One POST being answered.
+struct Exchange {
+    gateway: SharedGateway,
+    principal: Arc<Principal>,
+    /// The client accepts `text/event-stream` responses.
+    streams: bool,
+}
+
+impl Exchange {
+    /// A message of the handshake eras: `initialize` opens a session, the rest need one.
+    async fn handshake(
+        self,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+        value: Value,
+    ) -> Response {
+        let (gateway, principal) = (&self.gateway, &self.principal);
+        if value.is_array() {
+            // A batch: only within an existing session (initialize cannot be batched).
+            let Some(session) = header(headers, SESSION_HEADER)
+                .and_then(|id| gateway.sessions.get(id, &principal.fingerprint))
+            else {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    ErrorCode::InvalidRequest,
+                    "a batch needs a session",
+                );
+            };
+            let reply = gateway
+                .core
+                .handle_json(principal, &session, value, &Notify::Nowhere)
+                .await;
+            return reply_response(reply, false);
+        }
+        let message = match Incoming::parse(value) {
+            Ok(message) => message,
+            Err(error) => {
+                return (StatusCode::BAD_REQUEST, axum::Json(error.to_json())).into_response();
+            }
+        };
+
+        if let Incoming::Request(request) = &message
+            && request.method == "initialize"
+        {
+            let selection = match gateway.selection_for(query) {
+                Ok(selection) => selection,
+                Err(response) => return *response,
+            };
+            if let Err(response) = gateway.check_session_cap(principal) {
+                return *response;
+            }
+            let session = Arc::new(Session::new(&principal.fingerprint, selection, None));
+            gateway.sessions.insert(session.clone());
+            let reply = gateway
+                .core
+                .handle(principal, &session, message, &Notify::Nowhere)
+                .await;
+            let mut response = reply_response(reply, false);
+            if let Ok(id) = HeaderValue::from_str(&session.id) {
+                response.headers_mut().insert(SESSION_HEADER, id);
+            }
+            return response;
+        }
+
+        let session = match header(headers, SESSION_HEADER) {
+            Some(id) => match gateway.sessions.get(id, &principal.fingerprint) {
+                Some(session) => session,
+                None => {
+                    let id = request_id(&message);
+                    return rpc_error(
+                        StatusCode::NOT_FOUND,
+                        &id,
+                        ErrorCode::InvalidRequest,
+                        "unknown or expired session; initialize again",
+                    );
+                }
+            },
+            None => match &message {
+                // Without a session only what needs no session is answered: ping, and -32601
+                // for methods no era here knows.
+                Incoming::Request(request) if !request.method.starts_with("tools/") => {
+                    Arc::new(Session::new(
+                        &principal.fingerprint,
+                        gateway.selection_for(query).unwrap_or_default(),
+                        None,
+                    ))
+                }
+                Incoming::Request(request) => {
+                    let error = RpcError::new(
+                        request.id.clone(),
+                        ErrorCode::InvalidRequest,
+                        "missing Mcp-Session-Id header; send initialize first (or use protocol \
+                         2026-07-28, which needs no session)",
+                    );
+                    return (StatusCode::BAD_REQUEST, axum::Json(error.to_json())).into_response();
+                }
+                _ => return StatusCode::ACCEPTED.into_response(),
+            },
+        };
+        self.answer(session, message).await
+    }
+
+    /// A message of the stateless era: checked against its envelope, answered by a session
+    /// that lives for this request only.
+    async fn modern(
+        self,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+        value: Value,
+    ) -> Response {
+        if value.is_array() {
+            return modern_error(RpcError::new(
+                Value::Null,
+                ErrorCode::InvalidRequest,
+                "protocol 2026-07-28 takes one message per POST (batches belong to 2025-03-26)",
+            ));
+        }
+        let request = match Incoming::parse(value) {
+            Ok(Incoming::Request(request)) => request,
+            // The era defines no client notifications on HTTP (cancelling is closing the
+            // response stream); they are acknowledged and dropped, as the handshake eras do.
+            Ok(_) => return StatusCode::ACCEPTED.into_response(),
+            Err(error) => return modern_error(error),
+        };
+        if let Some(name) = [VERSION_HEADER, METHOD_HEADER, NAME_HEADER]
+            .into_iter()
+            .find(|name| headers.get_all(*name).iter().count() > 1)
+        {
+            return modern_error(RpcError::new(
+                request.id,
+                ErrorCode::HeaderMismatch,
+                format!("the {name} header appears more than once"),
+            ));
+        }
+        let routing = RoutingHeaders {
+            protocol_version: header(headers, VERSION_HEADER),
+            method: header(headers, METHOD_HEADER),
+            name: header(headers, NAME_HEADER),
+        };
+        let envelope = match envelope::check(&request, routing, &all_versions()) {
+            Ok(envelope) => envelope,
+            Err(error) => return modern_error(error),
+        };
+        let selection = match self.gateway.selection_for(query) {
             Ok(selection) => selection,
             Err(response) => return *response,
         };
-        if let Err(response) = gateway.check_session_cap(&principal) {
-            return *response;
+        let session = Session::new(&self.principal.fingerprint, selection, None);
+        session.set_protocol_version(&envelope.protocol_version);
+        if let Some(level) = envelope.log_level {
+            session.set_log_level(level);
         }
-        let session = Arc::new(Session::new(&principal.fingerprint, selection, None));
-        gateway.sessions.insert(session.clone());
-        let reply = gateway.core.handle(&principal, &session, message).await;
-        let mut response = reply_response(reply);
-        if let Ok(id) = HeaderValue::from_str(&session.id) {
-            response.headers_mut().insert(SESSION_HEADER, id);
-        }
-        return response;
+        self.answer(Arc::new(session), Incoming::Request(request))
+            .await
     }
 
-    let session = match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(id) => match gateway.sessions.get(id, &principal.fingerprint) {
-            Some(session) => session,
-            None => {
-                let id = request_id(&message);
-                return rpc_error(
-                    StatusCode::NOT_FOUND,
-                    &id,
-                    ErrorCode::InvalidRequest,
-                    "unknown or expired session; initialize again",
-                );
-            }
-        },
-        None => match &message {
-            // Without a session only what needs no session is answered: ping, and -32601 for
-            // methods this era does not know (clients probe with them, e.g. server/discover).
-            Incoming::Request(request) if !request.method.starts_with("tools/") => {
-                Arc::new(Session::new(
-                    &principal.fingerprint,
-                    gateway.selection_for(&query).unwrap_or_default(),
-                    None,
-                ))
-            }
-            Incoming::Request(request) => {
-                let error = RpcError::new(
-                    request.id.clone(),
-                    ErrorCode::InvalidRequest,
-                    "missing Mcp-Session-Id header; send initialize first",
-                );
-                return (StatusCode::BAD_REQUEST, axum::Json(error.to_json())).into_response();
-            }
-            _ => return StatusCode::ACCEPTED.into_response(),
-        },
-    };
-    reply_response(gateway.core.handle(&principal, &session, message).await)
+    /// Answers one message of `session`: with one JSON object, or with an SSE stream when the
+    /// client accepts one and the request may produce notifications before its reply.
+    async fn answer(self, session: Arc<Session>, message: Incoming) -> Response {
+        let modern = session.is_modern();
+        if !(self.streams && may_notify(&message, &session)) {
+            let reply = self
+                .gateway
+                .core
+                .handle(&self.principal, &session, message, &Notify::Nowhere)
+                .await;
+            return reply_response(reply, modern);
+        }
+        let (sender, mut notifications) = mpsc::channel(STREAM_QUEUE);
+        let worker = self.gateway.clone();
+        let principal = self.principal;
+        let mut call = AbortOnDrop(self.gateway.tasks.spawn(async move {
+            let notify = Notify::Stream(sender);
+            worker
+                .core
+                .handle(&principal, &session, message, &notify)
+                .await
+        }));
+        // The first notification commits the response to a stream; a reply that comes first
+        // (nothing to report) goes out as JSON, with the status its era gives it.
+        tokio::select! {
+            biased;
+            Some(first) = notifications.recv() => event_stream(ReplyStream {
+                first: Some(first),
+                notifications,
+                call: Some(call),
+            }),
+            reply = &mut call.0 => reply_response(joined(reply), modern),
+        }
+    }
+}
+
+/// Whether answering `message` may send notifications first: a tool call that asked for
+/// progress, or one of a session that wants log messages.
+fn may_notify(message: &Incoming, session: &Session) -> bool {
+    match message {
+        Incoming::Request(request) if request.method == "tools/call" => {
+            let wants_progress = request
+                .params
+                .get("_meta")
+                .is_some_and(|meta| meta.get("progressToken").is_some());
+            // Emergency is the most severe level: wanted if any level at all was asked for.
+            wants_progress || session.wants_log(LogLevel::Emergency)
+        }
+        _ => false,
+    }
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| accept.contains("text/event-stream"))
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn request_id(message: &Incoming) -> Value {
@@ -172,15 +330,92 @@ fn request_id(message: &Incoming) -> Value {
     }
 }
 
-/// A reply as one JSON object; no reply (a notification, a cancelled request) is 202.
-fn reply_response(reply: Option<Reply>) -> Response {
-    match reply {
-        Some(reply) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            reply.into_string(),
+/// A reply as one JSON object; no reply (a notification, a cancelled request) is 202. In the
+/// stateless era an error reply carries its HTTP status (-32601 is 404, the client's errors 400).
+fn reply_response(reply: Option<Reply>, modern: bool) -> Response {
+    let Some(reply) = reply else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let status = match reply.error_code() {
+        Some(code) if modern => {
+            StatusCode::from_u16(code.modern_http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        _ => StatusCode::OK,
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.into_string(),
+    )
+        .into_response()
+}
+
+fn modern_error(error: RpcError) -> Response {
+    reply_response(Some(Reply::error(&error)), true)
+}
+
+/// The reply of a spawned call; a call that panicked is a -32603 (its id is lost with it).
+fn joined(result: Result<Option<Reply>, tokio::task::JoinError>) -> Option<Reply> {
+    result.unwrap_or_else(|_| {
+        Some(Reply::error(&RpcError::new(
+            Value::Null,
+            ErrorCode::InternalError,
+            "the call failed inside the gateway",
+        )))
+    })
+}
+
+fn event_stream(stream: ReplyStream) -> Response {
+    let mut response = Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("ping"),
         )
-            .into_response(),
-        None => StatusCode::ACCEPTED.into_response(),
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Aborts the task when dropped: a response stream the client closed takes its call with it.
+struct AbortOnDrop(JoinHandle<Option<Reply>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One request's response stream: its notifications as they come, then its reply, then the end.
+struct ReplyStream {
+    first: Option<Reply>,
+    notifications: mpsc::Receiver<Reply>,
+    call: Option<AbortOnDrop>,
+}
+
+impl futures_core::Stream for ReplyStream {
+    type Item = Result<Event, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let message =
+            |reply: Reply| Ok(Event::default().event("message").data(reply.into_string()));
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(message(first)));
+        }
+        // The call holds the sending side: the queue ends only when the call has finished.
+        match self.notifications.poll_recv(cx) {
+            Poll::Ready(Some(notification)) => return Poll::Ready(Some(message(notification))),
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {}
+        }
+        let Some(call) = self.call.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let reply = std::task::ready!(Pin::new(&mut call.0).poll(cx));
+        self.call = None;
+        Poll::Ready(joined(reply).map(message))
     }
 }
 

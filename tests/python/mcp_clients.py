@@ -47,10 +47,15 @@ def text(result):
     return "".join(getattr(c, "text", "") for c in result.content)
 
 
+def expected_version(mode):
+    """What each client mode must negotiate with us: auto takes the stateless era."""
+    return "2026-07-28" if mode == "auto" else "2025-11-25"
+
+
 async def admin_session(name, mode, connect):
     async with Client(connect(), mode=mode) as client:
         tag = f"[{name}/{mode}]"
-        check(client.protocol_version in ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"), f"{tag} negotiated {client.protocol_version}")
+        check(client.protocol_version == expected_version(mode), f"{tag} negotiated {client.protocol_version}")
         tools = await all_tools(client)
         names = {t.name for t in tools}
         check(len(tools) == 67, f"{tag} tools/list pages through all 67 tools ({len(tools)})")
@@ -75,8 +80,49 @@ async def admin_session(name, mode, connect):
             check(False, f"{tag} unknown tool is a JSON-RPC error")
         except MCPError as error:
             check(error.error.code == -32602, f"{tag} unknown tool → -32602")
-        await client.send_ping()
-        check(True, f"{tag} ping")
+        if client.protocol_version == "2026-07-28":
+            try:
+                await client.send_ping()
+                check(False, f"{tag} ping is not part of 2026-07-28")
+            except MCPError as error:
+                check(error.error.code == -32601, f"{tag} ping → -32601 (removed in 2026-07-28)")
+        else:
+            await client.send_ping()
+            check(True, f"{tag} ping")
+
+
+def sample_arguments(schema):
+    """Values for a skill's required arguments, enough to pass its input_schema."""
+    samples = {"string": "FL-7", "integer": 1, "number": 1, "boolean": True}
+    properties = schema.get("properties", {})
+    return {name: samples.get(properties[name].get("type"), "x") for name in schema.get("required", [])}
+
+
+async def progress_session(name, mode, connect):
+    """A long tool (execute_skill) with a progressToken sends increasing progress; log messages
+    arrive when asked for (logging/setLevel, or the per-request logLevel of 2026-07-28)."""
+    logs, progress = [], []
+
+    async def on_log(params):
+        logs.append(params)
+
+    async def on_progress(value, total, message):
+        progress.append((value, total, message))
+
+    async with Client(connect(), mode=mode, logging_callback=on_log, log_level="info") as client:
+        tag = f"[{name}/{mode} progress]"
+        if client.protocol_version != "2026-07-28":
+            await client.set_logging_level("info")
+        skills = await client.call_tool("list_skills", {"status": "published", "limit": 1})
+        skill = skills.structured_content["data"][0]
+        arguments = {"skill_id": skill["id"], "dry_run": True, "arguments": sample_arguments(skill["input_schema"])}
+        result = await client.call_tool("execute_skill", arguments, progress_callback=on_progress)
+        check(not result.is_error, f"{tag} execute_skill dry run: {text(result)[:80]}")
+        values = [value for value, _, _ in progress]
+        check(len(values) >= 2 and values == sorted(set(values)), f"{tag} progress increases: {values}")
+        check(progress[-1][1] == progress[-1][0], f"{tag} the last progress states the total")
+        await anyio.sleep(0.2)  # the log line may trail the result on SSE
+        check(any(getattr(log, "data", {}).get("tool") == "execute_skill" for log in logs), f"{tag} notifications/message for the call")
 
 
 async def reader_session(name, mode, connect):
@@ -105,6 +151,9 @@ async def main():
     await admin_session("stdio", "legacy", stdio_transport)
     for name, mode, connect in transports(ADMIN):
         await admin_session(name, mode, connect)
+    await progress_session("stdio", "legacy", stdio_transport)
+    for name, mode, connect in transports(ADMIN):
+        await progress_session(name, mode, connect)
     for name, mode, connect in transports(READER):
         await reader_session(name, mode, connect)
     for name, mode, connect in transports(ADMIN, "?toolsets=tasks&read_only=true"):
