@@ -2,8 +2,13 @@
 //! upstream), plus a raw MCP-over-HTTP client for protocol-level assertions.
 
 use crate::sandbox_fixture::TestSandbox;
+use axum::Router;
+use axum::routing::get;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use trainar_mcp::server::{self, Gateway, GatewayConfig};
 
 pub struct TestGateway {
@@ -177,4 +182,66 @@ pub fn text_of(result: &Value) -> String {
         .flatten()
         .filter_map(|c| c["text"].as_str())
         .collect()
+}
+
+/// An API whose introspection answers at once and whose every other operation hangs; it records
+/// whether a hanging request was abandoned by the gateway.
+pub async fn hanging_api(abandoned: Arc<AtomicBool>) -> String {
+    struct Abandoned(Arc<AtomicBool>);
+    impl Drop for Abandoned {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let app = Router::new()
+        .route(
+            "/v1/api-keys/current",
+            get(|| async {
+                axum::Json(json!({"id": "key_0123456789ab", "tenant_id": "ten_0123456789ab", "tenant_name": "Slow",
+                    "name": "k", "scopes": ["read:tasks", "execute:skills"], "prefix": "tak_AAAAAAAA", "expires_at": null}))
+            }),
+        )
+        .fallback(move || {
+            let guard = Abandoned(abandoned.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(guard);
+                "never"
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+pub const SLOW_KEY: &str = "tak_AAAAAAAAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// Reads SSE events (`event`, `data`) from a streaming response until `count` have arrived.
+pub async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, String)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        let Some(chunk) = chunk else { break };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = (String::from("message"), String::new());
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event.0 = name.trim().to_string();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    event.1.push_str(data.trim_start());
+                }
+            }
+            if !event.1.is_empty() {
+                events.push(event);
+            }
+        }
+    }
+    events
 }

@@ -7,6 +7,7 @@ mod dispatch;
 mod gateway_fixture;
 mod mcp_clients;
 mod mcp_http;
+mod mcp_modern;
 mod sandbox_billing_devices;
 mod sandbox_core;
 mod sandbox_fixture;

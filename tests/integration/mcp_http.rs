@@ -2,9 +2,7 @@
 //! binding, auth, Origin and CORS, limits, scopes, results, timeouts, cancellation, SSE framing,
 //! idle expiry and graceful shutdown.
 
-use crate::gateway_fixture::{TestGateway, text_of};
-use axum::Router;
-use axum::routing::get;
+use crate::gateway_fixture::{SLOW_KEY, TestGateway, hanging_api, read_events, text_of};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -429,39 +427,6 @@ async fn results_mirror_json_and_large_ones_are_truncated_with_a_hint() {
     assert!(big.get("structuredContent").is_none());
 }
 
-/// An API whose introspection answers at once and whose every other operation hangs; it records
-/// whether a hanging request was abandoned by the gateway.
-async fn hanging_api(abandoned: Arc<AtomicBool>) -> String {
-    struct Abandoned(Arc<AtomicBool>);
-    impl Drop for Abandoned {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-    let app = Router::new()
-        .route(
-            "/v1/api-keys/current",
-            get(|| async {
-                axum::Json(json!({"id": "key_0123456789ab", "tenant_id": "ten_0123456789ab", "tenant_name": "Slow",
-                    "name": "k", "scopes": ["read:tasks"], "prefix": "tak_AAAAAAAA", "expires_at": null}))
-            }),
-        )
-        .fallback(move || {
-            let guard = Abandoned(abandoned.clone());
-            async move {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                drop(guard);
-                "never"
-            }
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
-const SLOW_KEY: &str = "tak_AAAAAAAAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-
 #[tokio::test]
 async fn a_slow_api_becomes_an_error_result_within_the_timeout() {
     let abandoned = Arc::new(AtomicBool::new(false));
@@ -534,35 +499,6 @@ async fn cancellation_aborts_the_upstream_request_and_sends_no_reply() {
         abandoned.load(Ordering::SeqCst),
         "the upstream request was aborted"
     );
-}
-
-/// Reads SSE events (`event`, `data`) from a streaming response until `count` have arrived.
-async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, String)> {
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
-            .await
-            .expect("an event in time")
-            .unwrap();
-        let Some(chunk) = chunk else { break };
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut event = (String::from("message"), String::new());
-            for line in block.lines() {
-                if let Some(name) = line.strip_prefix("event:") {
-                    event.0 = name.trim().to_string();
-                } else if let Some(data) = line.strip_prefix("data:") {
-                    event.1.push_str(data.trim_start());
-                }
-            }
-            if !event.1.is_empty() {
-                events.push(event);
-            }
-        }
-    }
-    events
 }
 
 #[tokio::test]
