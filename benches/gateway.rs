@@ -7,7 +7,7 @@
 //! shares the machine with what it measures, so it must cost little.
 //!
 //! One table is printed: get_task and create_task (direct REST, MCP Streamable HTTP, MCP legacy
-//! SSE, the 2026-07-28 stateless era once it exists) as p50/p99 at c=1 and calls/s at c=16 and
+//! SSE, the 2026-07-28 stateless era) as p50/p99 at c=1 and calls/s at c=16 and
 //! c=64, with ratios to direct; tools/list latency and payload; the gateway's RSS with idle SSE
 //! sessions; start-to-ready and build-script times; and the targets, met or missed. Nothing is
 //! asserted about speed: the run fails only when something could not be measured at all.
@@ -364,7 +364,7 @@ async fn measure_case(env: &Arc<Env>, op: Op, via: Via, plan: &Plan) -> Case {
     }
 }
 
-/// Whether the gateway negotiates the stateless era: initialize asking for it must echo it.
+/// Whether the gateway serves the stateless era: server/discover must list it.
 async fn stateless_era_exists(env: &Env) -> Result<bool, String> {
     let mut conn = http::Conn::connect(env.gateway)
         .await
@@ -378,18 +378,20 @@ async fn stateless_era_exists(env: &Env) -> Result<bool, String> {
             ("authorization", auth.as_str()),
             ("content-type", "application/json"),
             ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", load::STATELESS_ERA),
+            ("mcp-method", "server/discover"),
         ],
     );
     let body = format!(
-        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{}","capabilities":{{}},"clientInfo":{{"name":"trainar-bench","version":"1"}}}}}}"#,
-        load::STATELESS_ERA
+        r#"{{"jsonrpc":"2.0","id":0,"method":"server/discover","params":{{{}}}}}"#,
+        load::ENVELOPE
     );
     let reply = conn
         .send(&head, body.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let echoed = format!(r#""protocolVersion":"{}""#, load::STATELESS_ERA);
-    Ok(reply.status == 200 && reply.contains(echoed.as_bytes()))
+    let listed = format!(r#""supportedVersions":["{}""#, load::STATELESS_ERA);
+    Ok(reply.status == 200 && reply.contains(listed.as_bytes()))
 }
 
 async fn measure(

@@ -55,6 +55,8 @@ pub enum Client {
     Mcp {
         conn: Conn,
         head: String,
+        /// 2026-07-28: no session; the envelope rides in every body (get_task only).
+        stateless: bool,
     },
     Sse {
         stream: Box<EventStream>,
@@ -76,6 +78,13 @@ fn rpc(op: Op, id: u64, task_id: &str) -> String {
         }
         Op::Ping => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
     }
+}
+
+/// The 2026-07-28 envelope every request of that era carries in `params._meta`.
+pub const ENVELOPE: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"trainar-bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+fn with_envelope(message: &str) -> String {
+    message.replacen(r#""params":{"#, &format!(r#""params":{{{ENVELOPE},"#), 1)
 }
 
 fn initialize(version: &str) -> String {
@@ -130,9 +139,17 @@ impl Client {
                 ];
                 if via == Via::Stateless {
                     let mut headers = base.to_vec();
-                    headers.push(("mcp-protocol-version", STATELESS_ERA));
+                    headers.extend([
+                        ("mcp-protocol-version", STATELESS_ERA),
+                        ("mcp-method", "tools/call"),
+                        ("mcp-name", "get_task"),
+                    ]);
                     let head = http::head("POST", "/mcp", env.gateway, &headers);
-                    return Ok(Client::Mcp { conn, head });
+                    return Ok(Client::Mcp {
+                        conn,
+                        head,
+                        stateless: true,
+                    });
                 }
                 let init_head = http::head("POST", "/mcp", env.gateway, &base);
                 let reply = conn
@@ -161,7 +178,11 @@ impl Client {
                         reply.text()
                     ));
                 }
-                Ok(Client::Mcp { conn, head })
+                Ok(Client::Mcp {
+                    conn,
+                    head,
+                    stateless: false,
+                })
             }
             Via::Sse => {
                 let open = http::head(
@@ -255,9 +276,18 @@ impl Client {
                 }
                 Ok(reply.body)
             }
-            Client::Mcp { conn, head } => {
+            Client::Mcp {
+                conn,
+                head,
+                stateless,
+            } => {
+                let body = match (*stateless, op) {
+                    (false, _) => rpc(op, seq, task_id),
+                    (true, Op::GetTask) => with_envelope(&rpc(op, seq, task_id)),
+                    (true, _) => return Err("the stateless client calls get_task only".into()),
+                };
                 let reply = conn
-                    .send(head, rpc(op, seq, task_id).as_bytes())
+                    .send(head, body.as_bytes())
                     .await
                     .map_err(io_error("request"))?;
                 if reply.status != 200 || !reply.contains(success_marker(op)) {
