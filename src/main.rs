@@ -445,7 +445,7 @@ fn print_banner(base: &str, upstream: &str, embedded: bool, first: Option<&sandb
     );
     println!("\nMCP Inspector CLI:");
     println!(
-        "  npx @modelcontextprotocol/inspector --cli {base}/mcp --transport http --header \"Authorization: Bearer {key}\" --method tools/list"
+        "  npx -y -p node@22 -p @modelcontextprotocol/inspector@2.12.0 mcp-inspector --cli {base}/mcp --header \"Authorization: Bearer {key}\" --method tools/list"
     );
     println!();
 }
