@@ -245,3 +245,14 @@ pub async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<
     }
     events
 }
+
+/// Waits (up to 2 s) for the hanging API to see its request abandoned.
+pub async fn until_abandoned(abandoned: &AtomicBool) -> bool {
+    for _ in 0..100 {
+        if abandoned.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

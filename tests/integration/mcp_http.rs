@@ -2,10 +2,12 @@
 //! binding, auth, Origin and CORS, limits, scopes, results, timeouts, cancellation, SSE framing,
 //! idle expiry and graceful shutdown.
 
-use crate::gateway_fixture::{SLOW_KEY, TestGateway, hanging_api, read_events, text_of};
+use crate::gateway_fixture::{
+    SLOW_KEY, TestGateway, hanging_api, read_events, text_of, until_abandoned,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 fn rpc(id: i64, method: &str, params: Value) -> Value {
@@ -489,14 +491,8 @@ async fn cancellation_aborts_the_upstream_request_and_sends_no_reply() {
         reply.status, 202,
         "a cancelled request gets no JSON-RPC reply"
     );
-    for _ in 0..50 {
-        if abandoned.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        abandoned.load(Ordering::SeqCst),
+        until_abandoned(&abandoned).await,
         "the upstream request was aborted"
     );
 }

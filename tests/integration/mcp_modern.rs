@@ -2,7 +2,9 @@
 //! header checks with their codes and statuses, no sessions (two replicas answer one client),
 //! and streamed responses: progress, log messages, and cancellation by closing the stream.
 
-use crate::gateway_fixture::{SLOW_KEY, TestGateway, hanging_api, read_events, text_of};
+use crate::gateway_fixture::{
+    SLOW_KEY, TestGateway, hanging_api, read_events, text_of, until_abandoned,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -333,16 +335,6 @@ fn parsed(events: &[(String, String)]) -> Vec<Value> {
         .iter()
         .map(|(_, data)| serde_json::from_str(data).unwrap())
         .collect()
-}
-
-async fn until_abandoned(abandoned: &AtomicBool) -> bool {
-    for _ in 0..100 {
-        if abandoned.load(Ordering::SeqCst) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test]
