@@ -30,6 +30,7 @@ pub fn all_versions() -> Vec<&'static str> {
         .copied()
         .collect()
 }
+
 /// How often a long tool call reports that it is still waiting for the API.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a 2026-07-28 client may cache tools/list and server/discover: the catalogue is fixed
