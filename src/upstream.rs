@@ -226,19 +226,35 @@ impl Arguments {
     }
 }
 
+/// A success body as the generated client returns it: JSON already decoded into a `Value` (build.rs
+/// retypes progenitor's JSON success bodies, see build/client.rs), or nothing (no content).
+pub trait SuccessBody {
+    fn into_json(self) -> Value;
+}
+
+impl SuccessBody for Value {
+    fn into_json(self) -> Value {
+        self
+    }
+}
+
+/// No content: `null`, as serialising `()` gave.
+impl SuccessBody for () {
+    fn into_json(self) -> Value {
+        Value::Null
+    }
+}
+
 /// Maps the generated client's result into JSON or a `DispatchError`.
-pub fn respond<T: Serialize, E: Serialize + std::fmt::Debug>(
+pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
     client: &Client,
     result: Result<ResponseValue<T>, progenitor_client::Error<E>>,
 ) -> Result<Value, DispatchError> {
     use progenitor_client::Error as ClientError;
     let last_status = client.inner().last_status.load(Ordering::Relaxed);
     match result {
-        Ok(response) => {
-            serde_json::to_value(response.into_inner()).map_err(|e| DispatchError::Transport {
-                message: format!("the response could not be re-encoded: {e}"),
-            })
-        }
+        // The body as the API sent it, decoded once: no typed struct in between.
+        Ok(response) => Ok(response.into_inner().into_json()),
         Err(ClientError::ErrorResponse(response)) => {
             let status = response.status().as_u16();
             let body = serde_json::to_value(response.into_inner()).ok();
@@ -273,8 +289,9 @@ pub fn respond<T: Serialize, E: Serialize + std::fmt::Debug>(
             }
             Err(error)
         }
+        // A success status whose body is not JSON at all (its shape is the API's to keep).
         Err(ClientError::InvalidResponsePayload(_, e)) => Err(DispatchError::Transport {
-            message: format!("the response does not match the API's schema: {e}"),
+            message: format!("the response is not the API's JSON: {e}"),
         }),
         Err(ClientError::ResponseBodyError(e)) => Err(DispatchError::Transport {
             message: describe(e),
