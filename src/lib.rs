@@ -14,12 +14,14 @@
 //! - `server`: the gateway's router, Origin/CORS, limits, health, graceful shutdown.
 //! - `sandbox`: the embedded REST API (a second implementation of the spec; no gateway inside).
 //! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
+//! - `logging`: the process's log lines, batched to stderr by a thread of their own.
 
 pub mod api_key;
 pub mod auth;
 pub mod catalogue;
 pub mod diff;
 pub mod generated;
+pub mod logging;
 pub mod mcp;
 pub mod sandbox;
 pub mod scopes;
