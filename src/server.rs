@@ -415,7 +415,13 @@ pub fn router(gateway: SharedGateway) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` resolves; then stops accepting, ends sessions (closing
-/// SSE streams), and lets in-flight calls finish (bounded by 10 s).
+/// SSE streams), lets in-flight calls finish (bounded by 10 s), and waits for every connection to
+/// finish its last response.
+///
+/// HTTP/1.1 only, driven through hyper's own connection builder rather than `axum::serve`: axum's
+/// HTTP/1-or-2 detection reads the first bytes of each connection on their own, after which hyper
+/// grows that connection's read buffer from 8 to 16 KiB for the rest of the request, and an idle
+/// SSE connection keeps it for as long as it is open.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: SharedGateway,
@@ -423,16 +429,61 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(expire_idle_sessions(gateway.clone()));
     let draining = gateway.clone();
-    // into_make_service builds the route table once, not once per connection (~3.5 KB each).
-    let result = axum::serve(listener, router(gateway).into_make_service())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sessions and draining in-flight calls");
-            draining.drain(Duration::from_secs(10)).await;
-        })
-        .await;
+    let mut shutdown = std::pin::pin!(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing sessions and draining in-flight calls");
+        draining.drain(Duration::from_secs(10)).await;
+    });
+    // The route table is built once and shared by every connection (cloning it is an Arc).
+    let app = router(gateway);
+    let http = hyper::server::conn::http1::Builder::new();
+    // Connections finish their current response and close once this says so.
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let connections = TaskTracker::new();
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+        let mut stopped = stopped.clone();
+        // hyper's connection is Unpin: the task drives it where it lies instead of moving it into
+        // a pinned local (which can leave the task holding room for two).
+        connections.spawn(async move {
+            tokio::select! {
+                _ = &mut connection => return,
+                _ = stopped.changed() => std::pin::Pin::new(&mut connection).graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    drop(stop);
+    connections.close();
+    connections.wait().await;
     sweeper.abort();
-    result
+    Ok(())
+}
+
+/// As axum::serve and hyper 0.14 did: a failed connection is the client's business; anything
+/// else (out of file descriptors, typically) is logged and waited out for a second.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn expire_idle_sessions(gateway: SharedGateway) {
