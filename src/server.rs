@@ -173,16 +173,25 @@ impl Gateway {
             })
     }
 
-    /// 429 when `principal` already holds the maximum number of sessions.
+    /// Room for one more session of `principal`. At the cap, the key's longest-idle session that
+    /// is neither streaming nor busy makes way (clients that never DELETE their Streamable HTTP
+    /// sessions, such as the Inspector, would otherwise be locked out until idle expiry; the
+    /// evicted session's next request gets 404, which tells its client to initialize again).
+    /// 429 when every session of the key is in use.
     pub fn check_session_cap(&self, principal: &Principal) -> Result<(), Refused> {
         if self.sessions.count_for_key(&principal.fingerprint) < self.options.sessions_per_key {
+            return Ok(());
+        }
+        if let Some(evicted) = self.sessions.evict_idlest(&principal.fingerprint) {
+            evicted.close();
+            tracing::info!(key_id = %principal.key_id, idle_secs = evicted.idle_for().as_secs(), "session evicted for a new one");
             return Ok(());
         }
         let mut response = http_error(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_sessions",
             &format!(
-                "this key already holds {} sessions; close one first",
+                "this key already holds {} sessions, all streaming or busy; close one first",
                 self.options.sessions_per_key
             ),
         );

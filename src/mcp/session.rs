@@ -147,6 +147,11 @@ impl Session {
         lock(&self.outbound).is_some()
     }
 
+    /// Whether a request of this session is being answered.
+    pub fn is_busy(&self) -> bool {
+        !lock(&self.in_flight).is_empty()
+    }
+
     /// Queues a message on the stream. A full queue means the client stopped reading: the stream
     /// is closed and false returned, so the caller can drop the session.
     pub fn send(&self, message: Reply) -> bool {
@@ -227,23 +232,54 @@ pub trait SessionStore: Send + Sync {
     fn get(&self, id: &str, key_fingerprint: &str) -> Option<Arc<Session>>;
     fn remove(&self, id: &str) -> Option<Arc<Session>>;
     fn count_for_key(&self, key_fingerprint: &str) -> usize;
+    /// Removes and returns the key's longest-idle session that is neither streaming nor busy
+    /// (a Streamable HTTP session between requests), to make room under the per-key cap.
+    fn evict_idlest(&self, key_fingerprint: &str) -> Option<Arc<Session>>;
     /// Removes and returns the sessions idle for longer than `idle`.
     fn remove_idle(&self, idle: Duration) -> Vec<Arc<Session>>;
     fn drain(&self) -> Vec<Arc<Session>>;
 }
 
+/// Sessions in memory, indexed by id and by key (so per-key counting does not scan them all).
 #[derive(Default)]
 pub struct MemorySessionStore {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Arc<Session>>,
+    /// Key fingerprint → the ids of its sessions.
+    by_key: HashMap<String, Vec<String>>,
+}
+
+impl Sessions {
+    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let session = self.by_id.remove(id)?;
+        if let Some(ids) = self.by_key.get_mut(&session.key_fingerprint) {
+            ids.retain(|other| other != id);
+            if ids.is_empty() {
+                self.by_key.remove(&session.key_fingerprint);
+            }
+        }
+        Some(session)
+    }
 }
 
 impl SessionStore for MemorySessionStore {
     fn insert(&self, session: Arc<Session>) {
-        lock(&self.sessions).insert(session.id.clone(), session);
+        let mut sessions = lock(&self.sessions);
+        sessions
+            .by_key
+            .entry(session.key_fingerprint.clone())
+            .or_default()
+            .push(session.id.clone());
+        sessions.by_id.insert(session.id.clone(), session);
     }
 
     fn get(&self, id: &str, key_fingerprint: &str) -> Option<Arc<Session>> {
         lock(&self.sessions)
+            .by_id
             .get(id)
             .filter(|s| s.key_fingerprint == key_fingerprint)
             .cloned()
@@ -255,14 +291,29 @@ impl SessionStore for MemorySessionStore {
 
     fn count_for_key(&self, key_fingerprint: &str) -> usize {
         lock(&self.sessions)
-            .values()
-            .filter(|s| s.key_fingerprint == key_fingerprint)
-            .count()
+            .by_key
+            .get(key_fingerprint)
+            .map_or(0, Vec::len)
+    }
+
+    fn evict_idlest(&self, key_fingerprint: &str) -> Option<Arc<Session>> {
+        let mut sessions = lock(&self.sessions);
+        let idlest = sessions
+            .by_key
+            .get(key_fingerprint)?
+            .iter()
+            .filter_map(|id| sessions.by_id.get(id))
+            .filter(|s| !s.has_stream() && !s.is_busy())
+            .max_by_key(|s| s.idle_for())?
+            .id
+            .clone();
+        sessions.remove(&idlest)
     }
 
     fn remove_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
         let mut sessions = lock(&self.sessions);
         let expired: Vec<String> = sessions
+            .by_id
             .values()
             .filter(|s| !s.has_stream() && s.idle_for() > idle)
             .map(|s| s.id.clone())
@@ -274,7 +325,9 @@ impl SessionStore for MemorySessionStore {
     }
 
     fn drain(&self) -> Vec<Arc<Session>> {
-        lock(&self.sessions).drain().map(|(_, s)| s).collect()
+        let mut sessions = lock(&self.sessions);
+        sessions.by_key.clear();
+        sessions.by_id.drain().map(|(_, s)| s).collect()
     }
 }
 
@@ -305,6 +358,35 @@ mod tests {
         assert!(store.get(&session.id, "key-a").is_some());
         assert!(store.get(&session.id, "key-b").is_none());
         assert_eq!(store.count_for_key("key-a"), 1);
+    }
+
+    #[test]
+    fn the_idlest_quiet_session_of_the_key_is_evicted() {
+        let store = MemorySessionStore::default();
+        let (sender, _receiver) = mpsc::channel(2);
+        let streaming = Arc::new(Session::new("key-a", Selection::default(), Some(sender)));
+        let oldest = Arc::new(Session::new("key-a", Selection::default(), None));
+        let busy = Arc::new(Session::new("key-a", Selection::default(), None));
+        let newest = Arc::new(Session::new("key-a", Selection::default(), None));
+        let other_key = Arc::new(Session::new("key-b", Selection::default(), None));
+        for session in [&streaming, &oldest, &busy, &newest, &other_key] {
+            store.insert(session.clone());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _in_flight = busy.start_request(&json!(1));
+        newest.touch();
+        assert_eq!(store.count_for_key("key-a"), 4);
+        assert_eq!(store.evict_idlest("key-a").unwrap().id, oldest.id);
+        assert_eq!(store.evict_idlest("key-a").unwrap().id, newest.id);
+        assert!(
+            store.evict_idlest("key-a").is_none(),
+            "streaming and busy sessions stay"
+        );
+        assert_eq!(store.count_for_key("key-a"), 2);
+        assert_eq!(store.count_for_key("key-b"), 1);
+        store.remove(&busy.id);
+        store.remove(&streaming.id);
+        assert_eq!(store.count_for_key("key-a"), 0);
     }
 
     #[test]

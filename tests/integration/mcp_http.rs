@@ -271,13 +271,33 @@ async fn limits_answer_413_and_429_with_retry_after() {
     let big = rpc(1, "ping", json!({"pad": "x".repeat(100 * 1024)}));
     assert_eq!(gateway.post(Some(&admin), None, big, &[]).await.status, 413);
 
+    // At the cap, the longest-idle quiet session makes way for a new one...
+    let evicted = gateway.initialize(&admin, "/mcp").await;
     let first = gateway.initialize(&admin, "/mcp").await;
-    let _second = gateway.initialize(&admin, "/mcp").await;
-    let third = gateway
+    let _third = gateway.initialize(&admin, "/mcp").await;
+    let gone = gateway
+        .post(Some(&admin), Some(&evicted), rpc(1, "ping", json!({})), &[])
+        .await;
+    assert_eq!(gone.status, 404, "the evicted session is unknown");
+    // ...but sessions holding an open stream are never evicted: with both slots streaming, 429.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let stream = gateway
+            .http()
+            .get(format!("{}/sse", gateway.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let refused = gateway
         .post(Some(&admin), None, rpc(1, "initialize", json!({})), &[])
         .await;
-    assert_eq!(third.status, 429, "the session cap");
-    assert!(third.headers.contains_key("retry-after"));
+    assert_eq!(refused.status, 429, "the session cap");
+    assert!(refused.headers.contains_key("retry-after"));
+    drop(streams);
 
     let mut limited = None;
     for _ in 0..20 {
