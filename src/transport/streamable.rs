@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
@@ -30,7 +30,6 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -285,7 +284,7 @@ impl Exchange {
         // (nothing to report) goes out as JSON, with the status its era gives it.
         tokio::select! {
             biased;
-            Some(first) = notifications.recv() => event_stream(ReplyStream {
+            Some(first) = notifications.recv() => super::event_stream(ReplyStream {
                 first: Some(first),
                 notifications,
                 call: Some(call),
@@ -363,20 +362,6 @@ fn joined(result: Result<Option<Reply>, tokio::task::JoinError>) -> Option<Reply
             "the call failed inside the gateway",
         )))
     })
-}
-
-fn event_stream(stream: ReplyStream) -> Response {
-    let mut response = Sse::new(stream)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(15))
-                .text("ping"),
-        )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
 }
 
 /// Aborts the task when dropped: a response stream the client closed takes its call with it.

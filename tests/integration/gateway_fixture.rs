@@ -82,6 +82,25 @@ impl TestGateway {
         &self.http
     }
 
+    /// GET `path` as `key` (streams stay open until the response is dropped).
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sends `notifications/cancelled` for request `id` of `session`; returns the HTTP status.
+    pub async fn cancel(&self, key: &str, session: &str, id: i64) -> u16 {
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "user"}});
+        self.post(Some(key), Some(session), cancel, &[])
+            .await
+            .status
+    }
+
     /// POST /mcp with `message`, as `key`, in `session` (if any), with extra headers.
     pub async fn post(
         &self,

@@ -151,13 +151,7 @@ async fn sessions_are_bound_to_their_key_and_end_on_delete() {
         .post(Some(&admin), Some(&session), rpc(1, "ping", json!({})), &[])
         .await;
     assert_eq!(reply.status, 404, "a deleted session is unknown");
-    let get = gateway
-        .http()
-        .get(format!("{}/mcp", gateway.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let get = gateway.get(&admin, "/mcp").await;
     assert_eq!(get.status(), 405);
     let post_sse = gateway
         .http()
@@ -282,13 +276,7 @@ async fn limits_answer_413_and_429_with_retry_after() {
     // ...but sessions holding an open stream are never evicted: with both slots streaming, 429.
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let stream = gateway
-            .http()
-            .get(format!("{}/sse", gateway.url))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+        let stream = gateway.get(&admin, "/sse").await;
         assert_eq!(stream.status(), 200);
         streams.push(stream);
     }
@@ -495,14 +483,7 @@ async fn cancellation_aborts_the_upstream_request_and_sends_no_reply() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 42, "reason": "user"}});
-    assert_eq!(
-        gateway
-            .post(Some(SLOW_KEY), Some(&session), cancel, &[])
-            .await
-            .status,
-        202
-    );
+    assert_eq!(gateway.cancel(SLOW_KEY, &session, 42).await, 202);
     let reply = tokio::time::timeout(Duration::from_secs(5), call)
         .await
         .expect("the call ends promptly")
@@ -521,13 +502,7 @@ async fn cancellation_aborts_the_upstream_request_and_sends_no_reply() {
 async fn legacy_sse_sends_a_relative_endpoint_and_replies_on_the_stream() {
     let gateway = TestGateway::demo(|_| {}).await;
     let admin = gateway.admin();
-    let mut stream = gateway
-        .http()
-        .get(format!("{}/sse", gateway.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = gateway.get(&admin, "/sse").await;
     assert_eq!(stream.status(), 200);
     assert!(
         stream.headers()["content-type"]
@@ -605,13 +580,7 @@ async fn idle_sessions_expire() {
 async fn shutdown_closes_streams_and_returns() {
     let mut gateway = TestGateway::demo(|_| {}).await;
     let admin = gateway.admin();
-    let mut stream = gateway
-        .http()
-        .get(format!("{}/sse", gateway.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = gateway.get(&admin, "/sse").await;
     read_events(&mut stream, 1).await;
     tokio::time::timeout(Duration::from_secs(15), gateway.shutdown())
         .await

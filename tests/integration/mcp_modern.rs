@@ -412,15 +412,7 @@ async fn handshake_sessions_stream_progress_and_cancel_by_notification() {
         first[0]["params"],
         json!({"progressToken": 77, "progress": 1, "message": "Calling the TrainAR API: execute_skill"})
     );
-    let cancel =
-        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 12}});
-    assert_eq!(
-        gateway
-            .post(Some(SLOW_KEY), Some(&session), cancel, &[])
-            .await
-            .status,
-        202
-    );
+    assert_eq!(gateway.cancel(SLOW_KEY, &session, 12).await, 202);
     // The stream ends without a reply (a cancelled request gets none); progress may precede it.
     let rest = tokio::time::timeout(Duration::from_secs(5), response.text())
         .await
