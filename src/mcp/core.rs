@@ -187,17 +187,14 @@ impl Core {
     ) -> Option<Reply> {
         let id = request.id.clone();
         let modern = session.is_modern();
-        let result = match (request.method.as_str(), modern) {
-            ("initialize", false) => Ok(self.initialize(session, &request.params)),
-            ("ping", false) => Ok(json!({})),
+        // Every result as JSON text: tools/list joins cached tool JSON and tools/call serialises
+        // the API's body once, so neither builds a `Value` only to serialise it again.
+        let result: Result<String, RpcError> = match (request.method.as_str(), modern) {
+            ("initialize", false) => Ok(self.initialize(session, &request.params).to_string()),
+            ("ping", false) => Ok("{}".into()),
             ("logging/setLevel", false) => set_log_level(session, &request),
-            ("server/discover", true) => Ok(discover()),
-            ("tools/list", _) => {
-                return Some(match self.list_tools(principal, session, &request) {
-                    Ok(page) => Reply::raw_success(&id, &page),
-                    Err(error) => Reply::error(&error),
-                });
-            }
+            ("server/discover", true) => Ok(discover().to_string()),
+            ("tools/list", _) => self.list_tools(principal, session, &request),
             ("tools/call", _) => {
                 let cancelled = session.start_request(&id);
                 let outcome = tokio::select! {
@@ -223,16 +220,10 @@ impl Core {
             )),
         };
         Some(match result {
-            Ok(mut result) => {
-                if modern && let Value::Object(members) = &mut result {
-                    members.insert("resultType".into(), json!("complete"));
-                    members.insert(
-                        "_meta".into(),
-                        json!({"io.modelcontextprotocol/serverInfo": server_info()}),
-                    );
-                }
-                Reply::success(&id, &result)
+            Ok(result) if modern => {
+                Reply::raw_success(&id, &with_members(result, &MODERN_RESULT_MEMBERS))
             }
+            Ok(result) => Reply::raw_success(&id, &result),
             Err(error) => Reply::error(&error),
         })
     }
@@ -298,8 +289,7 @@ impl Core {
         }
         if session.is_modern() {
             page.push_str(&format!(
-                r#",{},"ttlMs":{MODERN_CACHE_TTL_MS},"cacheScope":"private""#,
-                *MODERN_RESULT_MEMBERS
+                r#","ttlMs":{MODERN_CACHE_TTL_MS},"cacheScope":"private""#
             ));
         }
         page.push('}');
@@ -312,7 +302,7 @@ impl Core {
         session: &Session,
         request: &Request,
         notify: &Notify,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<String, RpcError> {
         let invalid =
             |message: String| RpcError::new(request.id.clone(), ErrorCode::InvalidParams, message);
         let name = request
@@ -373,7 +363,7 @@ impl Core {
         tool: &Tool,
         arguments: Map<String, Value>,
         progress: Option<Progress<'_>>,
-    ) -> (Value, &'static str) {
+    ) -> (String, &'static str) {
         let missing = principal.scopes.missing_for(tool.operation);
         if !missing.is_empty() {
             let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
@@ -465,11 +455,11 @@ impl Core {
 
     /// `structuredContent` plus the same JSON as text; over the cap, the text is cut and the
     /// structured copy dropped (it could not be cut and still match the output schema).
-    fn success_result(&self, body: Value) -> Value {
+    fn success_result(&self, body: Value) -> String {
         let text = body.to_string();
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
-            return tool_result(text, Some(body), false);
+            return tool_result(&text, Some(&text), false);
         }
         let mut cut = cap;
         while !text.is_char_boundary(cut) {
@@ -484,7 +474,7 @@ impl Core {
             notice.push_str(&format!(", then continue with `cursor`: \"{next}\""));
         }
         notice.push_str(".]");
-        tool_result(format!("{}{notice}", &text[..cut]), None, false)
+        tool_result(&format!("{}{notice}", &text[..cut]), None, false)
     }
 }
 
@@ -553,7 +543,7 @@ fn discover() -> Value {
 
 /// `logging/setLevel`: from now on the session receives `notifications/message` at `level` and
 /// above, on whatever carries the request's notifications (see `Notify`).
-fn set_log_level(session: &Session, request: &Request) -> Result<Value, RpcError> {
+fn set_log_level(session: &Session, request: &Request) -> Result<String, RpcError> {
     let level = request
         .params
         .get("level")
@@ -568,28 +558,36 @@ fn set_log_level(session: &Session, request: &Request) -> Result<Value, RpcError
             )
         })?;
     session.set_log_level(level);
-    Ok(json!({}))
+    Ok("{}".into())
 }
 
-fn error_result(text: String) -> Value {
-    tool_result(text, None, true)
+fn error_result(text: String) -> String {
+    tool_result(&text, None, true)
 }
 
-/// A tools/call result, built by moving its parts in (`json!` would copy the body).
-fn tool_result(text: String, structured: Option<Value>, is_error: bool) -> Value {
-    let mut content = Map::new();
-    content.insert("type".into(), Value::from("text"));
-    content.insert("text".into(), Value::String(text));
-    let mut result = Map::new();
-    result.insert("content".into(), Value::Array(vec![Value::Object(content)]));
-    if let Some(structured) = structured {
-        result.insert("structuredContent".into(), structured);
+/// A tools/call result as JSON text; `structured_json` is the structured content, already JSON.
+fn tool_result(text: &str, structured_json: Option<&str>, is_error: bool) -> String {
+    // Serialising the &str escapes it without copying it into a `Value` first.
+    let text = serde_json::to_string(text).unwrap_or_default();
+    let structured = structured_json
+        .map(|json| format!(r#","structuredContent":{json}"#))
+        .unwrap_or_default();
+    format!(r#"{{"content":[{{"type":"text","text":{text}}}]{structured},"isError":{is_error}}}"#)
+}
+
+/// `object` (JSON text of an object) with `members` (JSON text of members) added at its end.
+fn with_members(mut object: String, members: &str) -> String {
+    debug_assert!(object.ends_with('}'), "{object}");
+    object.pop();
+    if !object.ends_with('{') {
+        object.push(',');
     }
-    result.insert("isError".into(), Value::Bool(is_error));
-    Value::Object(result)
+    object.push_str(members);
+    object.push('}');
+    object
 }
 
-fn denied(tool: &Tool, missing: &[&str], held: &[String]) -> Value {
+fn denied(tool: &Tool, missing: &[&str], held: &[String]) -> String {
     let held = if held.is_empty() {
         "none".to_string()
     } else {
