@@ -82,8 +82,17 @@ impl Session {
         selection: Selection,
         outbound: Option<mpsc::Sender<Reply>>,
     ) -> Session {
+        Session::new_with_id(new_session_id(), key_fingerprint, selection, outbound)
+    }
+
+    fn new_with_id(
+        id: String,
+        key_fingerprint: &str,
+        selection: Selection,
+        outbound: Option<mpsc::Sender<Reply>>,
+    ) -> Session {
         Session {
-            id: new_session_id(),
+            id,
             key_fingerprint: key_fingerprint.to_string(),
             selection,
             protocol_version: Mutex::new(String::new()),
@@ -92,6 +101,14 @@ impl Session {
             last_seen: Mutex::new(Instant::now()),
             log_level: Mutex::new(None),
         }
+    }
+
+    /// A session that answers one request and is never stored (the 2026-07-28 era, and
+    /// handshake-era requests that need none): it has no id, so no random bytes are drawn for it.
+    pub fn for_one_request(key_fingerprint: &str, selection: Selection, version: &str) -> Session {
+        let session = Session::new_with_id(String::new(), key_fingerprint, selection, None);
+        session.set_protocol_version(version);
+        session
     }
 
     pub fn touch(&self) {

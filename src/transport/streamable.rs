@@ -183,10 +183,10 @@ impl Exchange {
                 // Without a session only what needs no session is answered: ping, and -32601
                 // for methods no era here knows.
                 Incoming::Request(request) if !request.method.starts_with("tools/") => {
-                    Arc::new(Session::new(
+                    Arc::new(Session::for_one_request(
                         &principal.fingerprint,
                         gateway.selection_for(query).unwrap_or_default(),
-                        None,
+                        "",
                     ))
                 }
                 Incoming::Request(request) => {
@@ -249,8 +249,11 @@ impl Exchange {
             Ok(selection) => selection,
             Err(response) => return *response,
         };
-        let session = Session::new(&self.principal.fingerprint, selection, None);
-        session.set_protocol_version(&envelope.protocol_version);
+        let session = Session::for_one_request(
+            &self.principal.fingerprint,
+            selection,
+            &envelope.protocol_version,
+        );
         if let Some(level) = envelope.log_level {
             session.set_log_level(level);
         }
