@@ -39,6 +39,7 @@ const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 /// Notifications a response stream may have queued; beyond that they are dropped (advisory).
 const STREAM_QUEUE: usize = 32;
+
 pub fn routes() -> Router<SharedGateway> {
     let endpoint = get(get_mcp).post(post_mcp).delete(delete_mcp);
     Router::new()
