@@ -456,7 +456,9 @@ impl Core {
     /// `structuredContent` plus the same JSON as text; over the cap, the text is cut and the
     /// structured copy dropped (it could not be cut and still match the output schema).
     fn success_result(&self, body: Value) -> String {
-        let text = body.to_string();
+        // serde_json's writer, not `Display` (which goes through `fmt::Write` a token at a time and
+        // cost twice the instructions); a `Value` always serialises.
+        let text = serde_json::to_string(&body).unwrap_or_default();
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
             return tool_result(&text, Some(&text), false);
