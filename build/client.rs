@@ -4,7 +4,7 @@
 //! (`crate::upstream::Caller`, the caller's key) while sharing one `reqwest::Client`, hence one
 //! connection pool, across every key. `HooksMode::Expected` makes a missing auth hook a compile error.
 //!
-//! One adjustment to progenitor's output: success bodies are decoded into `serde_json::Value`, not
+//! One adjustment to progenitor's output: success bodies are kept as JSON text (`RawValue`), not
 //! into the schema's Rust type (see `json_success_bodies`).
 
 use crate::spec::Spec;
@@ -32,20 +32,22 @@ pub fn generate(spec: &Spec) -> Result<String, String> {
     ))
 }
 
-/// Retypes every client method's JSON success body from the schema's type to `serde_json::Value`.
+/// Retypes every client method's JSON success body from the schema's type to JSON text,
+/// `Box<serde_json::value::RawValue>` (checked to be JSON, never parsed into a tree).
 ///
 /// Why: the gateway passes a success body on as JSON and never looks inside it, so decoding it into
 /// progenitor's typed struct only to serialise that struct back into a `Value` cost a decode and an
-/// encode per call (for a `get_task`, about 28k of the gateway's 226k instructions per call, where
-/// decoding straight into a `Value` takes 12k; callgrind). Only the return type
-/// changes, `Result<ResponseValue<T>, Error<E>>` → `Result<ResponseValue<serde_json::Value>,
+/// encode per call (for a `get_task`, about 28k of the gateway's 226k instructions per call;
+/// callgrind), and even a `Value` tree costs a parse, a serialisation and a drop (about 30k of
+/// 192k) for text the gateway hands on as it came. Only the return type
+/// changes, `Result<ResponseValue<T>, Error<E>>` → `Result<ResponseValue<Box<RawValue>>,
 /// Error<E>>`: progenitor's own `ResponseValue::from_response(response)` in the success arms then
-/// decodes straight into a `Value` by inference. Everything else stays progenitor's: the request
+/// decodes into the raw value by inference. Everything else stays progenitor's: the request
 /// (typed parameters and body), the hooks, the status match, and the typed error bodies (`E`).
 /// Bodies that are not JSON (`()` for no content, `ByteStream`, `Upgraded`) keep their types; had
 /// progenitor used anything but a JSON decode for a retyped success arm, the crate would not compile.
 fn json_success_bodies(file: &mut syn::File) -> Result<(), String> {
-    let value: syn::Type = syn::parse_quote!(serde_json::Value);
+    let value: syn::Type = syn::parse_quote!(Box<serde_json::value::RawValue>);
     let mut retyped = 0;
     for item in &mut file.items {
         let syn::Item::Impl(block) = item else {

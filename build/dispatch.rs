@@ -56,7 +56,7 @@ pub fn generate(operations: &[Operation], client_source: &str) -> Result<String,
             client: &Client,
             operation: Operation,
             arguments: serde_json::Map<String, serde_json::Value>,
-        ) -> Result<serde_json::Value, DispatchError> {{
+        ) -> Result<Box<serde_json::value::RawValue>, DispatchError> {{
             #[allow(unused_mut)]
             let mut arguments = Arguments::new(arguments);
             match operation {{ {arms} }}

@@ -125,6 +125,11 @@ impl Authenticator {
             .await
         {
             Ok(me) => {
+                let Ok(me) = serde_json::from_str::<serde_json::Value>(me.get()) else {
+                    return Err(AuthFailure::Unavailable(
+                        "key introspection answered with something that is not JSON".into(),
+                    ));
+                };
                 let scope_names: Vec<String> = me["scopes"]
                     .as_array()
                     .into_iter()

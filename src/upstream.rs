@@ -13,6 +13,7 @@ use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -68,7 +69,7 @@ impl Upstream {
         key: &ApiKey,
         operation: Operation,
         arguments: Map<String, Value>,
-    ) -> Result<Value, DispatchError> {
+    ) -> Result<Box<RawValue>, DispatchError> {
         dispatch(&self.client_for(key), operation, arguments).await
     }
 }
@@ -229,19 +230,19 @@ impl Arguments {
 /// A success body as the generated client returns it: JSON already decoded into a `Value` (build.rs
 /// retypes progenitor's JSON success bodies, see build/client.rs), or nothing (no content).
 pub trait SuccessBody {
-    fn into_json(self) -> Value;
+    fn into_json(self) -> Box<RawValue>;
 }
 
-impl SuccessBody for Value {
-    fn into_json(self) -> Value {
+impl SuccessBody for Box<RawValue> {
+    fn into_json(self) -> Box<RawValue> {
         self
     }
 }
 
-/// No content: `null`, as serialising `()` gave.
+/// No content: `null`.
 impl SuccessBody for () {
-    fn into_json(self) -> Value {
-        Value::Null
+    fn into_json(self) -> Box<RawValue> {
+        RawValue::NULL.to_owned()
     }
 }
 
@@ -249,11 +250,11 @@ impl SuccessBody for () {
 pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
     client: &Client,
     result: Result<ResponseValue<T>, progenitor_client::Error<E>>,
-) -> Result<Value, DispatchError> {
+) -> Result<Box<RawValue>, DispatchError> {
     use progenitor_client::Error as ClientError;
     let last_status = client.inner().last_status.load(Ordering::Relaxed);
     match result {
-        // The body as the API sent it, decoded once: no typed struct in between.
+        // The body as the API sent it: checked to be JSON, not parsed into a tree.
         Ok(response) => Ok(response.into_inner().into_json()),
         Err(ClientError::ErrorResponse(response)) => {
             let status = response.status().as_u16();

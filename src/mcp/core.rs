@@ -13,6 +13,7 @@ use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -390,7 +391,7 @@ impl Core {
             None => call.await,
         };
         match answer {
-            Ok(body) => (self.success_result(body), "ok"),
+            Ok(body) => (self.success_result(&body), "ok"),
             Err(DispatchError::Upstream {
                 status: 403,
                 body,
@@ -455,13 +456,11 @@ impl Core {
 
     /// `structuredContent` plus the same JSON as text; over the cap, the text is cut and the
     /// structured copy dropped (it could not be cut and still match the output schema).
-    fn success_result(&self, body: Value) -> String {
-        // serde_json's writer, not `Display` (which goes through `fmt::Write` a token at a time and
-        // cost twice the instructions); a `Value` always serialises.
-        let text = serde_json::to_string(&body).unwrap_or_default();
+    fn success_result(&self, body: &RawValue) -> String {
+        let text = body.get();
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
-            return tool_result(&text, Some(&text), false);
+            return tool_result(text, Some(text), false);
         }
         let mut cut = cap;
         while !text.is_char_boundary(cut) {
@@ -472,7 +471,9 @@ impl Core {
             cut,
             text.len()
         );
-        if let Some(next) = body.get("next_cursor").and_then(Value::as_str) {
+        // Parsed only here, where the cursor is wanted.
+        let parsed = serde_json::from_str::<Value>(text).unwrap_or_default();
+        if let Some(next) = parsed.get("next_cursor").and_then(Value::as_str) {
             notice.push_str(&format!(", then continue with `cursor`: \"{next}\""));
         }
         notice.push_str(".]");

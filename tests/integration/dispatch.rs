@@ -61,6 +61,7 @@ async fn get_puts_filters_in_the_query_and_the_key_in_authorization() {
         )
         .await
         .unwrap();
+    let result: Value = serde_json::from_str(result.get()).unwrap();
     assert_eq!(result["data"][0]["id"], TASK_ID);
     let seen = server.last();
     assert_eq!(seen.method, Method::GET);
@@ -142,6 +143,7 @@ async fn put_and_delete_reach_their_paths() {
         )
         .await
         .unwrap();
+    let result: Value = serde_json::from_str(result.get()).unwrap();
     assert_eq!(result, json!({"id": TASK_ID, "deleted": true}));
     let seen = server.last();
     assert_eq!(
