@@ -8,6 +8,7 @@
 //! `data.supported` and `data.requested`). Invariant: nothing here touches HTTP types; the
 //! transport passes the header values it read.
 
+use crate::mcp::core::{HANDSHAKE_VERSIONS, all_versions};
 use crate::mcp::jsonrpc::{ErrorCode, Request, RpcError};
 use crate::mcp::session::LogLevel;
 use serde_json::{Value, json};
@@ -40,27 +41,23 @@ pub struct Envelope {
 
 /// Whether a message belongs to the stateless era: its `MCP-Protocol-Version` header names no
 /// handshake-era version, or its body carries the envelope's version key.
-pub fn is_modern(header_version: Option<&str>, handshake_versions: &[&str], body: &Value) -> bool {
+pub fn is_modern(header_version: Option<&str>, body: &Value) -> bool {
     match header_version {
-        Some(version) => !handshake_versions.contains(&version),
+        Some(version) => !HANDSHAKE_VERSIONS.contains(&version),
         None => body["params"]["_meta"].get(PROTOCOL_VERSION_KEY).is_some(),
     }
 }
 
-/// Runs the envelope checks over one request. `all_versions` is what -32022 lists when the
-/// request has no envelope at all (a handshake-era client with an unknown version header).
-pub fn check(
-    request: &Request,
-    headers: RoutingHeaders,
-    all_versions: &[&str],
-) -> Result<Envelope, RpcError> {
+/// Runs the envelope checks over one request. A request with no envelope at all but an unknown
+/// version header (a handshake-era client) is told every version served, both eras.
+pub fn check(request: &Request, headers: RoutingHeaders) -> Result<Envelope, RpcError> {
     let fail = |code, message: String| RpcError::new(request.id.clone(), code, message);
     let meta = request.params.get("_meta").and_then(Value::as_object);
     let Some(meta) = meta.filter(|m| m.contains_key(PROTOCOL_VERSION_KEY)) else {
         if let Some(requested) = headers.protocol_version
             && !MODERN_VERSIONS.contains(&requested)
         {
-            return Err(unsupported(request, requested, all_versions));
+            return Err(unsupported(request, requested, &all_versions()));
         }
         return Err(fail(
             ErrorCode::InvalidParams,
@@ -178,7 +175,7 @@ mod tests {
             "tools/call",
             json!({"name": "list_tasks", "_meta": envelope("2026-07-28")}),
         );
-        let envelope = check(&call, HEADERS, &[]).unwrap();
+        let envelope = check(&call, HEADERS).unwrap();
         assert_eq!(envelope.protocol_version, "2026-07-28");
         assert_eq!(envelope.log_level, None);
     }
@@ -223,7 +220,7 @@ mod tests {
             ),
         ];
         for (params, headers, code) in cases {
-            let error = check(&request("tools/call", params.clone()), headers, &[]).unwrap_err();
+            let error = check(&request("tools/call", params.clone()), headers).unwrap_err();
             assert_eq!(error.code.code(), code, "{params}: {}", error.message);
         }
     }
@@ -239,13 +236,13 @@ mod tests {
             method: Some("tools/list"),
             name: None,
         };
-        let error = check(&call, headers, &[]).unwrap_err();
+        let error = check(&call, headers).unwrap_err();
         assert_eq!(
             error.data,
             Some(json!({"supported": ["2026-07-28"], "requested": "2030-01-01"}))
         );
         let bare = request("tools/list", Value::Object(Map::new()));
-        let error = check(&bare, headers, &["2026-07-28", "2025-11-25"]).unwrap_err();
+        let error = check(&bare, headers).unwrap_err();
         assert_eq!(error.data.unwrap()["supported"][1], "2025-11-25");
     }
 
@@ -259,11 +256,11 @@ mod tests {
         };
         let list = request("tools/list", json!({"_meta": meta}));
         assert_eq!(
-            check(&list, headers, &[]).unwrap().log_level,
+            check(&list, headers).unwrap().log_level,
             Some(LogLevel::Warning)
         );
         meta[LOG_LEVEL_KEY] = json!("loud");
         let list = request("tools/list", json!({"_meta": meta}));
-        assert_eq!(check(&list, headers, &[]).unwrap_err().code.code(), -32602);
+        assert_eq!(check(&list, headers).unwrap_err().code.code(), -32602);
     }
 }

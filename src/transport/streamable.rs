@@ -11,7 +11,6 @@
 //! cancels the call. Notifications are 202. GET is 405: no standalone server stream is offered.
 
 use crate::auth::Principal;
-use crate::mcp::core::{HANDSHAKE_VERSIONS, all_versions};
 use crate::mcp::envelope::{self, RoutingHeaders};
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, RpcError};
 use crate::mcp::session::{LogLevel, Notify, Session};
@@ -96,7 +95,7 @@ async fn post_mcp(
         principal,
         streams: accepts_event_stream(&headers),
     };
-    if envelope::is_modern(header(&headers, VERSION_HEADER), HANDSHAKE_VERSIONS, &value) {
+    if envelope::is_modern(header(&headers, VERSION_HEADER), &value) {
         return exchange.modern(&query, &headers, value).await;
     }
     exchange.handshake(&query, &headers, value).await
@@ -242,7 +241,7 @@ impl Exchange {
             method: header(headers, METHOD_HEADER),
             name: header(headers, NAME_HEADER),
         };
-        let envelope = match envelope::check(&request, routing, &all_versions()) {
+        let envelope = match envelope::check(&request, routing) {
             Ok(envelope) => envelope,
             Err(error) => return modern_error(error),
         };
