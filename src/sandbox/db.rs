@@ -307,15 +307,11 @@ impl<'t> Store<'t> {
     }
 
     pub fn get(&self, kind: &str, id: &str) -> Result<Option<Value>, ApiError> {
-        let text: Option<String> = self
-            .tx
-            .query_row(
-                "SELECT body FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
-                params![self.tenant_id, kind, id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        text.map(parse).transpose()
+        self.column(
+            "SELECT body FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+            kind,
+            id,
+        )
     }
 
     /// Like `get`, but a missing object is the API's 404 naming it.
@@ -325,17 +321,21 @@ impl<'t> Store<'t> {
     }
 
     pub fn private(&self, kind: &str, id: &str) -> Result<Value, ApiError> {
+        self.column(
+            "SELECT private FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
+            kind,
+            id,
+        )?
+        .ok_or_else(|| ApiError::not_found(format!("no {kind} {id} in this tenant")))
+    }
+
+    /// The one JSON column `sql` selects for object `kind`/`id` of this tenant, if it exists.
+    fn column(&self, sql: &str, kind: &str, id: &str) -> Result<Option<Value>, ApiError> {
         let text: Option<String> = self
             .tx
-            .query_row(
-                "SELECT private FROM objects WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3",
-                params![self.tenant_id, kind, id],
-                |row| row.get(0),
-            )
+            .query_row(sql, params![self.tenant_id, kind, id], |row| row.get(0))
             .optional()?;
-        text.map(parse)
-            .transpose()?
-            .ok_or_else(|| ApiError::not_found(format!("no {kind} {id} in this tenant")))
+        text.map(parse).transpose()
     }
 
     /// Replaces the body (and keeps `seq`, so list order is creation order).
