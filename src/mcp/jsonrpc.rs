@@ -158,11 +158,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn success(id: &Value, result: &Value) -> Reply {
-        Reply::raw_success(id, &result.to_string())
-    }
-
-    /// A success whose result is already JSON text (the cached tool catalogue).
+    /// A success whose result is already JSON text (the core builds every result as text).
     pub fn raw_success(id: &Value, result_json: &str) -> Reply {
         Reply::text(format!(
             r#"{{"jsonrpc":"2.0","id":{id},"result":{result_json}}}"#
@@ -213,7 +209,7 @@ mod tests {
 
     #[test]
     fn replies_are_valid_json_rpc() {
-        let reply = Reply::success(&json!(7), &json!({"ok": true}));
+        let reply = Reply::raw_success(&json!(7), r#"{"ok":true}"#);
         let parsed: Value = serde_json::from_str(reply.as_str()).unwrap();
         assert_eq!(
             parsed,

@@ -357,7 +357,7 @@ mod tests {
     fn a_client_that_stops_reading_is_dropped_not_buffered() {
         let (sender, _receiver) = mpsc::channel(2);
         let session = Session::new("fp", Selection::default(), Some(sender));
-        let message = |n: i64| Reply::success(&json!(n), &json!({}));
+        let message = |n: i64| Reply::raw_success(&json!(n), "{}");
         assert!(session.send(message(1)) && session.send(message(2)));
         assert!(
             !session.send(message(3)),
