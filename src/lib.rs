@@ -23,6 +23,7 @@ pub mod diff;
 pub mod generated;
 pub mod logging;
 pub mod mcp;
+pub mod replicas;
 pub mod sandbox;
 pub mod scopes;
 pub mod server;

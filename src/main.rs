@@ -9,6 +9,7 @@ use trainar_mcp::catalogue::Catalogue;
 use trainar_mcp::diff;
 use trainar_mcp::mcp::core::CoreOptions;
 use trainar_mcp::mcp::selection::Selection;
+use trainar_mcp::replicas::RedisOptions;
 use trainar_mcp::sandbox;
 use trainar_mcp::server::{self, Gateway, GatewayConfig, ServerOptions};
 use trainar_mcp::transport;
@@ -65,6 +66,25 @@ struct ServeArgs {
     /// Seconds without activity after which a session ends.
     #[arg(long, env = "TRAINAR_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
     idle_timeout_secs: u64,
+    /// Share sessions, SSE routing and per-key limits with other replicas through this Redis
+    /// (`redis://[:password@]host:port[/db]`, or `rediss://` for TLS). Without it, everything
+    /// stays in this process.
+    #[arg(long = "redis", env = "TRAINAR_REDIS_URL", value_parser = parse_redis_url)]
+    redis_url: Option<String>,
+    /// How long one exchange with Redis may take before the request gets 503, in milliseconds.
+    #[arg(long, env = "TRAINAR_REDIS_TIMEOUT_MS", default_value_t = 500)]
+    redis_timeout_ms: u64,
+}
+
+/// Checks a `--redis` URL at start, so a typo is refused at once and not on the first request.
+fn parse_redis_url(url: &str) -> Result<String, String> {
+    redis::Client::open(url).map_err(|e| {
+        format!(
+            "{e} (expected redis://[:password@]host:port[/db] or rediss://…; got {})",
+            trainar_mcp::replicas::redis::redacted(url)
+        )
+    })?;
+    Ok(url.to_string())
 }
 
 /// What `serve` and `stdio` share: the upstream, tool selection, and per-call limits.
@@ -311,6 +331,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
         max_body_bytes: args.max_body_bytes,
         public_url: args.public_url.clone(),
+        redis: args.redis_url.clone().map(|url| RedisOptions {
+            url,
+            timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+        }),
     };
     let config = match args.gateway.config(server_options) {
         Ok(config) => config,

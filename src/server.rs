@@ -8,7 +8,8 @@ use crate::auth::{AuthFailure, Authenticator, Principal};
 use crate::mcp::core::Core;
 use crate::mcp::jsonrpc::{ErrorCode, failure};
 use crate::mcp::selection::Selection;
-use crate::mcp::session::SessionStore;
+use crate::mcp::session::Session;
+use crate::replicas::{Admitted, Limits, RedisOptions, Refusal, Replicas};
 use crate::transport::{sse, streamable};
 use crate::upstream::Upstream;
 use axum::Router;
@@ -19,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 /// Limits and policies of one gateway.
@@ -39,6 +40,8 @@ pub struct ServerOptions {
     /// The public base URL (e.g. `https://mcp.trainar.ai/prefix`), for the SSE endpoint event;
     /// without it the endpoint is relative to /sse, which works behind path prefixes.
     pub public_url: Option<String>,
+    /// Share sessions and limits with other replicas through Redis (None: in this process).
+    pub redis: Option<RedisOptions>,
 }
 
 impl Default for ServerOptions {
@@ -50,6 +53,7 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(30 * 60),
             max_body_bytes: 4 * 1024 * 1024,
             public_url: None,
+            redis: None,
         }
     }
 }
@@ -58,10 +62,10 @@ impl Default for ServerOptions {
 pub struct Gateway {
     pub core: Core,
     pub auth: Authenticator,
-    pub sessions: Arc<dyn SessionStore>,
+    /// Sessions and per-key limits, in process or shared with the other replicas.
+    pub replicas: Arc<Replicas>,
     pub options: ServerOptions,
     pub upstream: Upstream,
-    limiter: RateLimiter,
     /// Spawned work (SSE message handling) that graceful shutdown waits for.
     pub tasks: TaskTracker,
 }
@@ -91,36 +95,26 @@ impl Default for GatewayConfig {
 }
 
 impl Gateway {
-    /// A gateway to the API at `upstream_url` (production, or a sandbox), with in-memory sessions.
+    /// A gateway to the API at `upstream_url` (production, or a sandbox): sessions in process,
+    /// or in Redis when `config.server.redis` says so.
     pub fn build(upstream_url: &str, config: GatewayConfig) -> Result<SharedGateway, String> {
         let upstream = Upstream::new(upstream_url, config.call_timeout)
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Arc::new(Gateway::new(
-            Core::new(upstream.clone(), config.core),
-            Authenticator::new(upstream.clone(), config.auth_cache_ttl),
-            Arc::new(crate::mcp::session::MemorySessionStore::default()),
-            config.server,
+        let limits = Limits {
+            sessions_per_key: config.server.sessions_per_key,
+            requests_per_minute: config.server.requests_per_minute,
+            idle_timeout: config.server.idle_timeout,
+            call_timeout: config.call_timeout,
+        };
+        let replicas = Replicas::new(limits, config.server.redis.as_ref())?;
+        Ok(Arc::new(Gateway {
+            core: Core::new(upstream.clone(), config.core),
+            auth: Authenticator::new(upstream.clone(), config.auth_cache_ttl),
+            replicas: Arc::new(replicas),
+            options: config.server,
             upstream,
-        )))
-    }
-
-    pub fn new(
-        core: Core,
-        auth: Authenticator,
-        sessions: Arc<dyn SessionStore>,
-        options: ServerOptions,
-        upstream: Upstream,
-    ) -> Gateway {
-        let limiter = RateLimiter::new(options.requests_per_minute);
-        Gateway {
-            core,
-            auth,
-            sessions,
-            options,
-            upstream,
-            limiter,
             tasks: TaskTracker::new(),
-        }
+        }))
     }
 
     /// The caller, or the response that refuses them (401, or 503 when the API is unreachable).
@@ -156,49 +150,36 @@ impl Gateway {
             })
     }
 
-    /// 429 with Retry-After when `principal` is over its request rate.
-    pub fn check_rate(&self, principal: &Principal) -> Result<(), Refused> {
-        self.limiter
-            .check(&principal.fingerprint)
-            .map_err(|retry_after| {
-                let mut response = http_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    &format!("too many requests for this key; retry in {retry_after} s"),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-                Box::new(response)
-            })
+    /// 429 with Retry-After when `principal` is over its request rate (a request that needs no
+    /// session).
+    pub async fn check_rate(&self, principal: &Principal) -> Result<(), Refused> {
+        self.replicas
+            .rate(&principal.fingerprint)
+            .await
+            .map_err(|refusal| Box::new(refused(refusal)))
     }
 
-    /// Room for one more session of `principal`. At the cap, the key's longest-idle session that
-    /// is neither streaming nor busy makes way (clients that never DELETE their Streamable HTTP
-    /// sessions, such as the Inspector, would otherwise be locked out until idle expiry; the
-    /// evicted session's next request gets 404, which tells its client to initialize again).
-    /// 429 when every session of the key is in use.
-    pub fn check_session_cap(&self, principal: &Principal) -> Result<(), Refused> {
-        if self.sessions.count_for_key(&principal.fingerprint) < self.options.sessions_per_key {
-            return Ok(());
-        }
-        if let Some(evicted) = self.sessions.evict_idlest(&principal.fingerprint) {
-            evicted.close();
-            tracing::info!(key_id = %principal.key_id, idle_secs = evicted.idle_for().as_secs(), "session evicted for a new one");
-            return Ok(());
-        }
-        let mut response = http_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_sessions",
-            &format!(
-                "this key already holds {} sessions, all streaming or busy; close one first",
-                self.options.sessions_per_key
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(30u32));
-        Err(Box::new(response))
+    /// The per-key rate, then `principal`'s session `id`. `call`: the message calls a tool.
+    pub async fn admit(
+        &self,
+        principal: &Principal,
+        id: &str,
+        call: bool,
+    ) -> Result<Admitted, Refusal> {
+        self.replicas.admit(&principal.fingerprint, id, call).await
+    }
+
+    /// Stores a new session within the per-key cap (see `Replicas::open`); `rate`: the request
+    /// that opens it counts against the rate limit.
+    pub async fn open_session(
+        &self,
+        session: Session,
+        rate: bool,
+    ) -> Result<Arc<Session>, Refused> {
+        self.replicas
+            .open(session, rate)
+            .await
+            .map_err(|refusal| Box::new(refused(refusal)))
     }
 
     /// The server's selection narrowed by a connection's `?toolsets=&tools=&read_only=`.
@@ -222,11 +203,10 @@ impl Gateway {
         Ok(self.core.options().selection.intersect(&connection))
     }
 
-    /// Ends every session (their streams close) and waits for spawned work, bounded by `grace`.
+    /// Ends this replica's sessions (their streams close) and waits for spawned work, bounded by
+    /// `grace`.
     pub async fn drain(&self, grace: Duration) {
-        for session in self.sessions.drain() {
-            session.close();
-        }
+        self.replicas.drain().await;
         self.tasks.close();
         let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
     }
@@ -271,41 +251,49 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-/// A token bucket per key: `per_minute` requests a minute, bursts up to a sixth of that.
-struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    fn new(per_minute: u32) -> RateLimiter {
-        let per_minute = f64::from(per_minute.max(1));
-        RateLimiter {
-            per_second: per_minute / 60.0,
-            burst: (per_minute / 6.0).max(1.0),
-            buckets: Mutex::new(HashMap::new()),
+/// The response to a refused admission. An unknown session is worded by each transport (its
+/// client reconnects differently); this is the general form.
+pub fn refused(refusal: Refusal) -> Response {
+    let (status, code, message, retry_after) = match refusal {
+        Refusal::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this key; retry in {retry_after} s"),
+            retry_after,
+        ),
+        Refusal::SessionCap { held } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "this key already holds {held} sessions, all streaming or busy; close one first"
+            ),
+            30,
+        ),
+        Refusal::UnknownSession => (
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "unknown or expired session; start a new one".to_string(),
+            0,
+        ),
+        Refusal::Unavailable { reason } => {
+            tracing::warn!(%reason, "a session request was refused: the shared store is unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions_unavailable",
+                "sessions are briefly unavailable (the gateway cannot reach its session store); \
+                 retry in a second, or use protocol 2026-07-28, which needs no session"
+                    .to_string(),
+                1,
+            )
         }
+    };
+    let mut response = http_error(status, code, &message);
+    if retry_after > 0 {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     }
-
-    /// Takes one token, or says how many seconds until one is available.
-    fn check(&self, key: &str) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(600));
-        }
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
-        }
-    }
+    response
 }
 
 /// Whether a browser origin may talk to us: localhost by default, plus the configured list.
@@ -388,9 +376,25 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready when the API answers. With Redis, its state is reported too, but an unreachable Redis
+/// does not make the replica unready: the stateless era still works, and a load balancer that
+/// took every replica out at once would turn a Redis outage into a full one.
 async fn readyz(State(gateway): State<SharedGateway>) -> Response {
+    let redis = gateway
+        .replicas
+        .redis_reachable()
+        .map(|up| if up { "reachable" } else { "unreachable" });
     match gateway.upstream.probe().await {
-        Ok(()) => axum::Json(json!({"status": "ready", "upstream": "reachable"})).into_response(),
+        Ok(()) => {
+            let mut body = json!({"status": "ready", "upstream": "reachable"});
+            if let Some(redis) = redis {
+                body["redis"] = json!(redis);
+                if redis != "reachable" {
+                    body["status"] = json!("degraded");
+                }
+            }
+            axum::Json(body).into_response()
+        }
         Err(message) => http_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_unreachable",
@@ -436,7 +440,7 @@ pub async fn serve(
     gateway: SharedGateway,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let sweeper = tokio::spawn(expire_idle_sessions(gateway.clone()));
+    let background = gateway.replicas.start();
     let draining = gateway.clone();
     let mut shutdown = std::pin::pin!(async move {
         shutdown.await;
@@ -477,7 +481,9 @@ pub async fn serve(
     drop(stop);
     connections.close();
     connections.wait().await;
-    sweeper.abort();
+    for task in background {
+        task.abort();
+    }
     Ok(())
 }
 
@@ -493,17 +499,6 @@ async fn accept_failed(e: std::io::Error) {
     }
     tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-async fn expire_idle_sessions(gateway: SharedGateway) {
-    let period = (gateway.options.idle_timeout / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(30));
-    loop {
-        tokio::time::sleep(period).await;
-        for session in gateway.sessions.remove_idle(gateway.options.idle_timeout) {
-            session.close();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -531,14 +526,5 @@ mod tests {
             "https://app.trainar.ai",
             &["https://app.trainar.ai".into()]
         ));
-    }
-
-    #[test]
-    fn the_rate_limiter_allows_a_burst_then_says_when_to_retry() {
-        let limiter = RateLimiter::new(60);
-        let allowed = (0..20).filter(|_| limiter.check("k").is_ok()).count();
-        assert_eq!(allowed, 10);
-        assert!(limiter.check("k").unwrap_err() >= 1);
-        assert!(limiter.check("other").is_ok());
     }
 }

@@ -191,9 +191,19 @@ impl Core {
         // Every result as JSON text: tools/list joins cached tool JSON and tools/call serialises
         // the API's body once, so neither builds a `Value` only to serialise it again.
         let result: Result<String, RpcError> = match (request.method.as_str(), modern) {
-            ("initialize", false) => Ok(self.initialize(session, &request.params).to_string()),
+            ("initialize", false) => {
+                let result = self.initialize(session, &request.params).to_string();
+                match session.share_protocol_version().await {
+                    Ok(()) => Ok(result),
+                    Err(reason) => Err(RpcError::new(
+                        id.clone(),
+                        ErrorCode::InternalError,
+                        format!("the session could not be saved ({reason}); try again"),
+                    )),
+                }
+            }
             ("ping", false) => Ok("{}".into()),
-            ("logging/setLevel", false) => set_log_level(session, &request),
+            ("logging/setLevel", false) => set_log_level(session, &request).await,
             ("server/discover", true) => Ok(discover().to_string()),
             ("tools/list", _) => self.list_tools(principal, session, &request),
             ("tools/call", _) => {
@@ -546,7 +556,7 @@ fn discover() -> Value {
 
 /// `logging/setLevel`: from now on the session receives `notifications/message` at `level` and
 /// above, on whatever carries the request's notifications (see `Notify`).
-fn set_log_level(session: &Session, request: &Request) -> Result<String, RpcError> {
+async fn set_log_level(session: &Session, request: &Request) -> Result<String, RpcError> {
     let level = request
         .params
         .get("level")
@@ -560,7 +570,13 @@ fn set_log_level(session: &Session, request: &Request) -> Result<String, RpcErro
                 format!("`level` must be one of: {}", names.join(", ")),
             )
         })?;
-    session.set_log_level(level);
+    session.set_log_level(level).await.map_err(|reason| {
+        RpcError::new(
+            request.id.clone(),
+            ErrorCode::InternalError,
+            format!("the log level could not be saved ({reason}); try again"),
+        )
+    })?;
     Ok("{}".into())
 }
 

@@ -165,6 +165,11 @@ impl Reply {
         ))
     }
 
+    /// A message another replica built, as the JSON text it sent (for a stream held here).
+    pub fn relayed(text: String) -> Reply {
+        Reply::text(text)
+    }
+
     pub fn notification(method: &str, params: &Value) -> Reply {
         Reply::text(json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string())
     }
@@ -201,6 +206,17 @@ impl Reply {
 
 pub fn failure(id: &Value, code: ErrorCode, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code.code(), "message": message}})
+}
+
+/// Whether `value` (one message or a batch) calls a tool: such a request may stay in flight for
+/// as long as the call timeout, which the session store needs to know.
+pub fn calls_a_tool(value: &Value) -> bool {
+    let is_call =
+        |message: &Value| message.get("method").and_then(Value::as_str) == Some("tools/call");
+    match value {
+        Value::Array(items) => items.iter().any(is_call),
+        message => is_call(message),
+    }
 }
 
 #[cfg(test)]

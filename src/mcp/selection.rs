@@ -5,7 +5,9 @@ use crate::catalogue::{Catalogue, Tool};
 use crate::scopes::ScopeSet;
 use std::collections::BTreeSet;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Serialisable: replicas share it as JSON (`replicas`); fields added later default when absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Selection {
     /// Only these categories, when set.
     pub toolsets: Option<BTreeSet<String>>,

@@ -1,14 +1,18 @@
-//! Sessions of the handshake eras, and the one seam they are kept behind (`SessionStore`).
+//! Sessions of the handshake eras: what one client's conversation holds (its key, version,
+//! selection, log level), its calls in flight, and where its server-to-client messages go.
 //!
 //! A session is bound to the key that created it (by the key's SHA-256, never the key itself): the
-//! same id presented with another key is unknown. Replacing `MemorySessionStore` with a shared
-//! store is what running several replicas takes.
+//! same id presented with another key is unknown. Where sessions are kept, in this process or in
+//! Redis for several replicas, is `replicas`' business; a session held elsewhere reaches the
+//! other replicas through a `Relay`.
 
 use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -23,12 +27,39 @@ pub struct Session {
     protocol_version: Mutex<String>,
     /// Cancels an in-flight request: its JSON-RPC id (as JSON text) → the sender that aborts it.
     in_flight: Mutex<HashMap<String, oneshot::Sender<()>>>,
-    /// Where server-to-client messages go (the legacy SSE stream); None when there is no stream
-    /// or it was closed. Bounded: a client that stops reading is dropped, not buffered for.
-    outbound: Mutex<Option<mpsc::Sender<Reply>>>,
+    /// Where server-to-client messages go (the legacy SSE stream).
+    outbound: Mutex<Outbound>,
     last_seen: Mutex<Instant>,
     /// The least severe level the client wants as `notifications/message`; None: no log.
     log_level: Mutex<Option<LogLevel>>,
+    /// The other replicas, when sessions are shared (None: this process is the only one).
+    relay: Option<Arc<dyn Relay>>,
+}
+
+/// Where a session's server-to-client messages go.
+pub enum Outbound {
+    /// No stream, or it was closed.
+    Closed,
+    /// A stream in this process. Bounded: a client that stops reading is dropped, not buffered for.
+    Local(mpsc::Sender<Reply>),
+    /// A stream held by the replica named here; messages travel through the session's relay.
+    Remote(String),
+}
+
+/// What a session shared between replicas asks of the others. Implemented by `replicas`, so
+/// that the protocol core never sees how replicas talk.
+pub trait Relay: Send + Sync {
+    /// Queues `message` for the stream of session `session_id`, held by replica `owner`, in order.
+    fn deliver(&self, owner: &str, session_id: &str, message: Reply);
+    /// Asks every replica to cancel request `request_id` of session `session_id`.
+    fn cancel(&self, session_id: &str, request_id: &Value);
+    /// Records one field of the session (`log`, `version`) where every replica reads it.
+    fn save<'a>(
+        &'a self,
+        session_id: &'a str,
+        field: &'static str,
+        value: String,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// The syslog severities MCP logging uses, least severe first.
@@ -82,6 +113,7 @@ impl Session {
         selection: Selection,
         outbound: Option<mpsc::Sender<Reply>>,
     ) -> Session {
+        let outbound = outbound.map_or(Outbound::Closed, Outbound::Local);
         Session::new_with_id(new_session_id(), key_fingerprint, selection, outbound)
     }
 
@@ -89,7 +121,7 @@ impl Session {
         id: String,
         key_fingerprint: &str,
         selection: Selection,
-        outbound: Option<mpsc::Sender<Reply>>,
+        outbound: Outbound,
     ) -> Session {
         Session {
             id,
@@ -100,13 +132,51 @@ impl Session {
             outbound: Mutex::new(outbound),
             last_seen: Mutex::new(Instant::now()),
             log_level: Mutex::new(None),
+            relay: None,
         }
+    }
+
+    /// A session shared between replicas, as read back from where they keep it.
+    pub fn shared(record: SessionRecord, outbound: Outbound, relay: Arc<dyn Relay>) -> Session {
+        let mut session = Session::new_with_id(
+            record.id,
+            &record.key_fingerprint,
+            record.selection,
+            outbound,
+        );
+        session.set_protocol_version(&record.protocol_version);
+        *lock(&session.log_level) = record.log_level;
+        session.relay = Some(relay);
+        session
+    }
+
+    /// The same session, now shared with the other replicas through `relay`.
+    pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> Session {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// What other replicas need to know of this session (see `shared`).
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            id: self.id.clone(),
+            key_fingerprint: self.key_fingerprint.clone(),
+            selection: self.selection.clone(),
+            protocol_version: self.protocol_version(),
+            log_level: *lock(&self.log_level),
+        }
+    }
+
+    /// Takes the log level another replica recorded (the one that answered logging/setLevel).
+    pub fn refresh_log_level(&self, level: Option<LogLevel>) {
+        *lock(&self.log_level) = level;
     }
 
     /// A session that answers one request and is never stored (the 2026-07-28 era, and
     /// handshake-era requests that need none): it has no id, so no random bytes are drawn for it.
     pub fn for_one_request(key_fingerprint: &str, selection: Selection, version: &str) -> Session {
-        let session = Session::new_with_id(String::new(), key_fingerprint, selection, None);
+        let session =
+            Session::new_with_id(String::new(), key_fingerprint, selection, Outbound::Closed);
         session.set_protocol_version(version);
         session
     }
@@ -119,8 +189,26 @@ impl Session {
         lock(&self.last_seen).elapsed()
     }
 
-    pub fn set_log_level(&self, level: LogLevel) {
+    /// Sets the level, and records it for the other replicas when sessions are shared.
+    pub async fn set_log_level(&self, level: LogLevel) -> Result<(), String> {
+        if let Some(relay) = &self.relay {
+            relay.save(&self.id, "log", level.as_str().into()).await?;
+        }
         *lock(&self.log_level) = Some(level);
+        Ok(())
+    }
+
+    /// Records the negotiated version for the other replicas, when sessions are shared (a legacy
+    /// SSE session exists before its `initialize`, which any replica may answer).
+    pub async fn share_protocol_version(&self) -> Result<(), String> {
+        match &self.relay {
+            Some(relay) => {
+                relay
+                    .save(&self.id, "version", self.protocol_version())
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether the client asked for messages at `level` (logging/setLevel, or the 2026-07-28
@@ -153,7 +241,20 @@ impl Session {
         lock(&self.in_flight).remove(&id.to_string());
     }
 
+    /// Cancels request `id` here, or, when sessions are shared and it runs on no call here, on
+    /// whichever replica runs it.
     pub fn cancel(&self, id: &Value) -> bool {
+        if self.cancel_here(id) {
+            return true;
+        }
+        if let Some(relay) = &self.relay {
+            relay.cancel(&self.id, id);
+        }
+        false
+    }
+
+    /// Cancels request `id` if this process runs it.
+    pub fn cancel_here(&self, id: &Value) -> bool {
         match lock(&self.in_flight).remove(&id.to_string()) {
             Some(cancel) => cancel.send(()).is_ok(),
             None => false,
@@ -161,7 +262,12 @@ impl Session {
     }
 
     pub fn has_stream(&self) -> bool {
-        lock(&self.outbound).is_some()
+        !matches!(*lock(&self.outbound), Outbound::Closed)
+    }
+
+    /// Whether this process holds the session's stream.
+    pub fn streams_here(&self) -> bool {
+        matches!(*lock(&self.outbound), Outbound::Local(_))
     }
 
     /// Whether a request of this session is being answered.
@@ -170,26 +276,47 @@ impl Session {
     }
 
     /// Queues a message on the stream. A full queue means the client stopped reading: the stream
-    /// is closed and false returned, so the caller can drop the session.
+    /// is closed and false returned, so the caller can drop the session. A stream held by another
+    /// replica is handed to the relay (that replica drops a client that stopped reading).
     pub fn send(&self, message: Reply) -> bool {
         let mut outbound = lock(&self.outbound);
-        let Some(sender) = outbound.as_ref() else {
-            return false;
-        };
-        if sender.try_send(message).is_ok() {
-            return true;
+        match &*outbound {
+            Outbound::Closed => false,
+            Outbound::Local(sender) => {
+                if sender.try_send(message).is_ok() {
+                    return true;
+                }
+                *outbound = Outbound::Closed;
+                false
+            }
+            Outbound::Remote(owner) => match &self.relay {
+                Some(relay) => {
+                    relay.deliver(owner, &self.id, message);
+                    true
+                }
+                None => false,
+            },
         }
-        *outbound = None;
-        false
     }
 
     /// Ends the stream (its receiver sees the end) and cancels everything in flight.
     pub fn close(&self) {
-        lock(&self.outbound).take();
+        *lock(&self.outbound) = Outbound::Closed;
         for (_, cancel) in lock(&self.in_flight).drain() {
             let _ = cancel.send(());
         }
     }
+}
+
+/// A session as replicas share it: everything but what lives only in one process (calls in
+/// flight, the stream itself).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub key_fingerprint: String,
+    pub selection: Selection,
+    pub protocol_version: String,
+    pub log_level: Option<LogLevel>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -236,116 +363,10 @@ impl Notify {
 }
 
 /// 128 random bits, hex: unguessable, visible ASCII.
-fn new_session_id() -> String {
+pub fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source is available");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Where sessions live. Every method is quick and synchronous.
-pub trait SessionStore: Send + Sync {
-    fn insert(&self, session: Arc<Session>);
-    /// The session `id`, if it exists and belongs to the key with `key_fingerprint`.
-    fn get(&self, id: &str, key_fingerprint: &str) -> Option<Arc<Session>>;
-    fn remove(&self, id: &str) -> Option<Arc<Session>>;
-    fn count_for_key(&self, key_fingerprint: &str) -> usize;
-    /// Removes and returns the key's longest-idle session that is neither streaming nor busy
-    /// (a Streamable HTTP session between requests), to make room under the per-key cap.
-    fn evict_idlest(&self, key_fingerprint: &str) -> Option<Arc<Session>>;
-    /// Removes and returns the sessions idle for longer than `idle`.
-    fn remove_idle(&self, idle: Duration) -> Vec<Arc<Session>>;
-    fn drain(&self) -> Vec<Arc<Session>>;
-}
-
-/// Sessions in memory, indexed by id and by key (so per-key counting does not scan them all).
-#[derive(Default)]
-pub struct MemorySessionStore {
-    sessions: Mutex<Sessions>,
-}
-
-#[derive(Default)]
-struct Sessions {
-    by_id: HashMap<String, Arc<Session>>,
-    /// Key fingerprint → the ids of its sessions.
-    by_key: HashMap<String, Vec<String>>,
-}
-
-impl Sessions {
-    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
-        let session = self.by_id.remove(id)?;
-        if let Some(ids) = self.by_key.get_mut(&session.key_fingerprint) {
-            ids.retain(|other| other != id);
-            if ids.is_empty() {
-                self.by_key.remove(&session.key_fingerprint);
-            }
-        }
-        Some(session)
-    }
-}
-
-impl SessionStore for MemorySessionStore {
-    fn insert(&self, session: Arc<Session>) {
-        let mut sessions = lock(&self.sessions);
-        sessions
-            .by_key
-            .entry(session.key_fingerprint.clone())
-            .or_default()
-            .push(session.id.clone());
-        sessions.by_id.insert(session.id.clone(), session);
-    }
-
-    fn get(&self, id: &str, key_fingerprint: &str) -> Option<Arc<Session>> {
-        lock(&self.sessions)
-            .by_id
-            .get(id)
-            .filter(|s| s.key_fingerprint == key_fingerprint)
-            .cloned()
-    }
-
-    fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        lock(&self.sessions).remove(id)
-    }
-
-    fn count_for_key(&self, key_fingerprint: &str) -> usize {
-        lock(&self.sessions)
-            .by_key
-            .get(key_fingerprint)
-            .map_or(0, Vec::len)
-    }
-
-    fn evict_idlest(&self, key_fingerprint: &str) -> Option<Arc<Session>> {
-        let mut sessions = lock(&self.sessions);
-        let idlest = sessions
-            .by_key
-            .get(key_fingerprint)?
-            .iter()
-            .filter_map(|id| sessions.by_id.get(id))
-            .filter(|s| !s.has_stream() && !s.is_busy())
-            .max_by_key(|s| s.idle_for())?
-            .id
-            .clone();
-        sessions.remove(&idlest)
-    }
-
-    fn remove_idle(&self, idle: Duration) -> Vec<Arc<Session>> {
-        let mut sessions = lock(&self.sessions);
-        let expired: Vec<String> = sessions
-            .by_id
-            .values()
-            .filter(|s| !s.has_stream() && s.idle_for() > idle)
-            .map(|s| s.id.clone())
-            .collect();
-        expired
-            .iter()
-            .filter_map(|id| sessions.remove(id))
-            .collect()
-    }
-
-    fn drain(&self) -> Vec<Arc<Session>> {
-        let mut sessions = lock(&self.sessions);
-        sessions.by_key.clear();
-        sessions.by_id.drain().map(|(_, s)| s).collect()
-    }
 }
 
 #[cfg(test)]
@@ -365,45 +386,6 @@ mod tests {
         );
         assert!(!session.has_stream(), "and the stream is closed");
         assert!(!session.send(message(4)));
-    }
-
-    #[test]
-    fn sessions_are_found_only_with_their_key() {
-        let store = MemorySessionStore::default();
-        let session = Arc::new(Session::new("key-a", Selection::default(), None));
-        store.insert(session.clone());
-        assert!(store.get(&session.id, "key-a").is_some());
-        assert!(store.get(&session.id, "key-b").is_none());
-        assert_eq!(store.count_for_key("key-a"), 1);
-    }
-
-    #[test]
-    fn the_idlest_quiet_session_of_the_key_is_evicted() {
-        let store = MemorySessionStore::default();
-        let (sender, _receiver) = mpsc::channel(2);
-        let streaming = Arc::new(Session::new("key-a", Selection::default(), Some(sender)));
-        let oldest = Arc::new(Session::new("key-a", Selection::default(), None));
-        let busy = Arc::new(Session::new("key-a", Selection::default(), None));
-        let newest = Arc::new(Session::new("key-a", Selection::default(), None));
-        let other_key = Arc::new(Session::new("key-b", Selection::default(), None));
-        for session in [&streaming, &oldest, &busy, &newest, &other_key] {
-            store.insert(session.clone());
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _in_flight = busy.start_request(&json!(1));
-        newest.touch();
-        assert_eq!(store.count_for_key("key-a"), 4);
-        assert_eq!(store.evict_idlest("key-a").unwrap().id, oldest.id);
-        assert_eq!(store.evict_idlest("key-a").unwrap().id, newest.id);
-        assert!(
-            store.evict_idlest("key-a").is_none(),
-            "streaming and busy sessions stay"
-        );
-        assert_eq!(store.count_for_key("key-a"), 2);
-        assert_eq!(store.count_for_key("key-b"), 1);
-        store.remove(&busy.id);
-        store.remove(&streaming.id);
-        assert_eq!(store.count_for_key("key-a"), 0);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //!
 //! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
 
-use crate::mcp::jsonrpc::Reply;
-use crate::mcp::session::{Notify, Session, SessionStore};
-use crate::server::{SharedGateway, http_error, method_not_allowed};
+use crate::mcp::jsonrpc::{Reply, calls_a_tool};
+use crate::mcp::session::{Notify, Session};
+use crate::replicas::{Refusal, Replicas};
+use crate::server::{SharedGateway, http_error, method_not_allowed, refused};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -50,16 +51,12 @@ async fn open_stream(
         Ok(selection) => selection,
         Err(response) => return *response,
     };
-    if let Err(response) = gateway.check_session_cap(&principal) {
-        return *response;
-    }
     let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
-    let session = Arc::new(Session::new(
-        &principal.fingerprint,
-        selection,
-        Some(sender),
-    ));
-    gateway.sessions.insert(session.clone());
+    let session = Session::new(&principal.fingerprint, selection, Some(sender));
+    let session = match gateway.open_session(session, false).await {
+        Ok(session) => session,
+        Err(response) => return *response,
+    };
     let endpoint = match &gateway.options.public_url {
         Some(base) => format!(
             "{}/messages?sessionId={}",
@@ -71,7 +68,7 @@ async fn open_stream(
     let stream = SessionStream {
         endpoint: Some(endpoint),
         receiver,
-        owner: Some((gateway.sessions.clone(), session.id.clone())),
+        owner: Some((gateway.replicas.clone(), session)),
     };
     super::event_stream(stream)
 }
@@ -81,7 +78,7 @@ async fn open_stream(
 struct SessionStream {
     endpoint: Option<String>,
     receiver: mpsc::Receiver<Reply>,
-    owner: Option<(Arc<dyn SessionStore>, String)>,
+    owner: Option<(Arc<Replicas>, Arc<Session>)>,
 }
 
 impl futures_core::Stream for SessionStream {
@@ -103,10 +100,8 @@ impl futures_core::Stream for SessionStream {
 
 impl Drop for SessionStream {
     fn drop(&mut self) {
-        if let Some((sessions, id)) = self.owner.take()
-            && let Some(session) = sessions.remove(&id)
-        {
-            session.close();
+        if let Some((replicas, session)) = self.owner.take() {
+            replicas.stream_closed(&session);
         }
     }
 }
@@ -129,22 +124,12 @@ async fn post_message(
             "the sessionId query parameter is required",
         );
     };
-    let Some(session) = gateway.sessions.get(session_id, &principal.fingerprint) else {
-        return http_error(
-            StatusCode::NOT_FOUND,
-            "unknown_session",
-            "unknown or expired session; open /sse again",
-        );
-    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
             return http_error(rejection.status(), "invalid_body", &rejection.body_text());
         }
     };
-    if let Err(response) = gateway.check_rate(&principal) {
-        return *response;
-    }
     let value = match serde_json::from_slice::<Value>(&body) {
         Ok(value) => value,
         Err(e) => {
@@ -155,18 +140,32 @@ async fn post_message(
             );
         }
     };
+    let admitted = match gateway
+        .admit(&principal, session_id, calls_a_tool(&value))
+        .await
+    {
+        Ok(admitted) => admitted,
+        Err(Refusal::UnknownSession) => {
+            return http_error(
+                StatusCode::NOT_FOUND,
+                "unknown_session",
+                "unknown or expired session; open /sse again",
+            );
+        }
+        Err(refusal) => return refused(refusal),
+    };
     let worker = gateway.clone();
     gateway.tasks.spawn(async move {
+        let session = &admitted.session;
         // Replies, and JSON-RPC errors about the message, travel on the stream.
         if let Some(reply) = worker
             .core
-            .handle_json(&principal, &session, value, &Notify::Session)
+            .handle_json(&principal, session, value, &Notify::Session)
             .await
             && !session.send(reply)
         {
             // The client stopped reading (or left): end the session rather than buffer for it.
-            worker.sessions.remove(&session.id);
-            session.close();
+            worker.replicas.stream_closed(session);
         }
     });
     (StatusCode::ACCEPTED, "Accepted").into_response()

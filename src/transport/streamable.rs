@@ -12,9 +12,10 @@
 
 use crate::auth::Principal;
 use crate::mcp::envelope::{self, RoutingHeaders};
-use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, RpcError};
+use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, RpcError, calls_a_tool};
 use crate::mcp::session::{LogLevel, Notify, Session};
-use crate::server::{SharedGateway, http_error, method_not_allowed, rpc_error};
+use crate::replicas::{Admitted, Refusal};
+use crate::server::{Refused, SharedGateway, http_error, method_not_allowed, refused, rpc_error};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -76,9 +77,6 @@ async fn post_mcp(
             );
         }
     };
-    if let Err(response) = gateway.check_rate(&principal) {
-        return *response;
-    }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => {
@@ -96,6 +94,9 @@ async fn post_mcp(
         streams: accepts_event_stream(&headers),
     };
     if envelope::is_modern(header(&headers, VERSION_HEADER), &value) {
+        if let Err(response) = exchange.gateway.check_rate(&exchange.principal).await {
+            return *response;
+        }
         return exchange.modern(&query, &headers, value).await;
     }
     exchange.handshake(&query, &headers, value).await
@@ -118,11 +119,13 @@ impl Exchange {
         value: Value,
     ) -> Response {
         let (gateway, principal) = (&self.gateway, &self.principal);
+        let session_id = header(headers, SESSION_HEADER);
         if value.is_array() {
             // A batch: only within an existing session (initialize cannot be batched).
-            let Some(session) = header(headers, SESSION_HEADER)
-                .and_then(|id| gateway.sessions.get(id, &principal.fingerprint))
-            else {
+            let Some(id) = session_id else {
+                if let Err(response) = gateway.check_rate(principal).await {
+                    return *response;
+                }
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
                     &Value::Null,
@@ -130,12 +133,17 @@ impl Exchange {
                     "a batch needs a session",
                 );
             };
+            let admitted = match self.admit(id, calls_a_tool(&value), &Value::Null).await {
+                Ok(admitted) => admitted,
+                Err(response) => return *response,
+            };
             let reply = gateway
                 .core
-                .handle_json(principal, &session, value, &Notify::Nowhere)
+                .handle_json(principal, &admitted.session, value, &Notify::Nowhere)
                 .await;
             return reply_response(reply, false);
         }
+        let call = calls_a_tool(&value);
         let message = match Incoming::parse(value) {
             Ok(message) => message,
             Err(error) => {
@@ -150,15 +158,17 @@ impl Exchange {
                 Ok(selection) => selection,
                 Err(response) => return *response,
             };
-            if let Err(response) = gateway.check_session_cap(principal) {
-                return *response;
-            }
-            let session = Arc::new(Session::new(&principal.fingerprint, selection, None));
-            gateway.sessions.insert(session.clone());
+            // Answered first, stored after: the stored session carries its negotiated version,
+            // and storing is the one step that counts the request and checks the cap.
+            let session = Session::new(&principal.fingerprint, selection, None);
             let reply = gateway
                 .core
                 .handle(principal, &session, message, &Notify::Nowhere)
                 .await;
+            let session = match gateway.open_session(session, true).await {
+                Ok(session) => session,
+                Err(response) => return *response,
+            };
             let mut response = reply_response(reply, false);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
                 response.headers_mut().insert(SESSION_HEADER, id);
@@ -166,42 +176,61 @@ impl Exchange {
             return response;
         }
 
-        let session = match header(headers, SESSION_HEADER) {
-            Some(id) => match gateway.sessions.get(id, &principal.fingerprint) {
-                Some(session) => session,
-                None => {
-                    let id = request_id(&message);
-                    return rpc_error(
+        let admitted = match session_id {
+            Some(id) => match self.admit(id, call, &request_id(&message)).await {
+                Ok(admitted) => admitted,
+                Err(response) => return *response,
+            },
+            None => {
+                if let Err(response) = gateway.check_rate(principal).await {
+                    return *response;
+                }
+                match &message {
+                    // Without a session only what needs no session is answered: ping, and
+                    // -32601 for methods no era here knows.
+                    Incoming::Request(request) if !request.method.starts_with("tools/") => {
+                        let session = Session::for_one_request(
+                            &principal.fingerprint,
+                            gateway.selection_for(query).unwrap_or_default(),
+                            "",
+                        );
+                        return self.answer(Arc::new(session), message, None).await;
+                    }
+                    Incoming::Request(request) => {
+                        let error = RpcError::new(
+                            request.id.clone(),
+                            ErrorCode::InvalidRequest,
+                            "missing Mcp-Session-Id header; send initialize first (or use \
+                             protocol 2026-07-28, which needs no session)",
+                        );
+                        return (StatusCode::BAD_REQUEST, axum::Json(error.to_json()))
+                            .into_response();
+                    }
+                    _ => return StatusCode::ACCEPTED.into_response(),
+                }
+            }
+        };
+        let session = admitted.session.clone();
+        self.answer(session, message, Some(admitted)).await
+    }
+
+    /// The rate limit and session `id`; an unknown session is 404 with a JSON-RPC error for
+    /// request `reply_id`. `call`: the message calls a tool.
+    async fn admit(&self, id: &str, call: bool, reply_id: &Value) -> Result<Admitted, Refused> {
+        self.gateway
+            .admit(&self.principal, id, call)
+            .await
+            .map_err(|refusal| {
+                Box::new(match refusal {
+                    Refusal::UnknownSession => rpc_error(
                         StatusCode::NOT_FOUND,
-                        &id,
+                        reply_id,
                         ErrorCode::InvalidRequest,
                         "unknown or expired session; initialize again",
-                    );
-                }
-            },
-            None => match &message {
-                // Without a session only what needs no session is answered: ping, and -32601
-                // for methods no era here knows.
-                Incoming::Request(request) if !request.method.starts_with("tools/") => {
-                    Arc::new(Session::for_one_request(
-                        &principal.fingerprint,
-                        gateway.selection_for(query).unwrap_or_default(),
-                        "",
-                    ))
-                }
-                Incoming::Request(request) => {
-                    let error = RpcError::new(
-                        request.id.clone(),
-                        ErrorCode::InvalidRequest,
-                        "missing Mcp-Session-Id header; send initialize first (or use protocol \
-                         2026-07-28, which needs no session)",
-                    );
-                    return (StatusCode::BAD_REQUEST, axum::Json(error.to_json())).into_response();
-                }
-                _ => return StatusCode::ACCEPTED.into_response(),
-            },
-        };
-        self.answer(session, message).await
+                    ),
+                    other => refused(other),
+                })
+            })
     }
 
     /// A message of the stateless era: checked against its envelope, answered by a session
@@ -254,16 +283,21 @@ impl Exchange {
             selection,
             &envelope.protocol_version,
         );
-        if let Some(level) = envelope.log_level {
-            session.set_log_level(level);
-        }
-        self.answer(Arc::new(session), Incoming::Request(request))
+        // A session of one request shares nothing, so setting its level cannot fail.
+        session.refresh_log_level(envelope.log_level);
+        self.answer(Arc::new(session), Incoming::Request(request), None)
             .await
     }
 
     /// Answers one message of `session`: with one JSON object, or with an SSE stream when the
-    /// client accepts one and the request may produce notifications before its reply.
-    async fn answer(self, session: Arc<Session>, message: Incoming) -> Response {
+    /// client accepts one and the request may produce notifications before its reply. The
+    /// admission is held until the reply is made (a tool call counts as in flight until then).
+    async fn answer(
+        self,
+        session: Arc<Session>,
+        message: Incoming,
+        admission: Option<Admitted>,
+    ) -> Response {
         let modern = session.is_modern();
         if !(self.streams && may_notify(&message, &session)) {
             let reply = self
@@ -277,6 +311,7 @@ impl Exchange {
         let worker = self.gateway.clone();
         let principal = self.principal;
         let mut call = AbortOnDrop(self.gateway.tasks.spawn(async move {
+            let _admission = admission;
             let notify = Notify::Stream(sender);
             worker
                 .core
@@ -423,16 +458,13 @@ async fn delete_mcp(
             "send the Mcp-Session-Id header of the session to end",
         );
     };
-    match gateway.sessions.get(id, &principal.fingerprint) {
-        Some(session) => {
-            gateway.sessions.remove(&session.id);
-            session.close();
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => http_error(
+    match gateway.replicas.end(id, &principal.fingerprint).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => http_error(
             StatusCode::NOT_FOUND,
             "unknown_session",
             "unknown or expired session",
         ),
+        Err(refusal) => refused(refusal),
     }
 }
