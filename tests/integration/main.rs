@@ -8,6 +8,8 @@ mod gateway_fixture;
 mod mcp_clients;
 mod mcp_http;
 mod mcp_modern;
+mod replicas;
+mod replicas_fixture;
 mod sandbox_billing_devices;
 mod sandbox_core;
 mod sandbox_fixture;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// The Python with the `mcp` package: $TRAINAR_TEST_PYTHON, or the repo's .venv (which
 /// `scripts/test` creates).
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     if let Ok(path) = std::env::var("TRAINAR_TEST_PYTHON") {
         return PathBuf::from(path);
     }

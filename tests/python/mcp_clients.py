@@ -1,6 +1,7 @@
 """Drives trainar-mcp with the official Python MCP client (mcp 2.x) over every transport.
 
 usage: python mcp_clients.py BASE_URL ADMIN_KEY READ_TASKS_KEY TRAINAR_MCP_BINARY STDIO_DATA_DIR
+(TRAINAR_MCP_BINARY "-" skips stdio: BASE_URL is then several replicas behind a load balancer.)
 Exits non-zero on the first failed check; prints one line per passed check.
 """
 import os
@@ -148,10 +149,13 @@ def stdio_transport():
 
 
 async def main():
-    await admin_session("stdio", "legacy", stdio_transport)
+    stdio = BINARY != "-"
+    if stdio:
+        await admin_session("stdio", "legacy", stdio_transport)
     for name, mode, connect in transports(ADMIN):
         await admin_session(name, mode, connect)
-    await progress_session("stdio", "legacy", stdio_transport)
+    if stdio:
+        await progress_session("stdio", "legacy", stdio_transport)
     for name, mode, connect in transports(ADMIN):
         await progress_session(name, mode, connect)
     for name, mode, connect in transports(READER):
