@@ -250,6 +250,8 @@ fn raise_open_file_limit() -> u64 {
 struct Case {
     op: Op,
     via: Via,
+    /// What sets this case apart from the same op and via (e.g. on Redis).
+    variant: &'static str,
     latency: Result<Latency, String>,
     c16: Result<Rate, String>,
     c64: Result<Rate, String>,
@@ -282,6 +284,8 @@ struct Report {
     ready: Vec<Duration>,
     ready_error: Option<String>,
     build: Result<procs::BuildScriptRuns, String>,
+    /// Why the Redis rows were not measured.
+    redis_error: Option<String>,
 }
 
 /// The admin's first demo task, and a new key that holds only read:tasks.
@@ -348,7 +352,17 @@ fn via_name(via: Via, op: Op) -> &'static str {
 }
 
 async fn measure_case(env: &Arc<Env>, op: Op, via: Via, plan: &Plan) -> Case {
-    let name = format!("{} via {}", op_name(op), via_name(via, op));
+    measure_variant(env, op, via, "", plan).await
+}
+
+async fn measure_variant(
+    env: &Arc<Env>,
+    op: Op,
+    via: Via,
+    variant: &'static str,
+    plan: &Plan,
+) -> Case {
+    let name = format!("{} via {}{variant}", op_name(op), via_name(via, op));
     progress(&format!("{name}: c=1"));
     let latency = load::latency(env, via, op, &env.admin, plan).await;
     progress(&format!("{name}: c=16"));
@@ -358,6 +372,7 @@ async fn measure_case(env: &Arc<Env>, op: Op, via: Via, plan: &Plan) -> Case {
     Case {
         op,
         via,
+        variant,
         latency,
         c16,
         c64,
@@ -415,6 +430,7 @@ async fn measure(
         ready: Vec::new(),
         ready_error: None,
         build: Err("not run".into()),
+        redis_error: None,
     };
     let (task_id, read_key) = prepare(sandbox.addr).await?;
 
@@ -424,7 +440,7 @@ async fn measure(
     ));
     for run in 0..sizes.ready_runs {
         let log = dir.join(format!("gateway-ready-{run}.log"));
-        match Gateway::spawn(exe, &sandbox.url(), &log).await {
+        match Gateway::spawn(exe, &sandbox.url(), &log, &[]).await {
             Ok(gateway) => {
                 report.ready.push(gateway.ready_after);
                 gateway.stop().await;
@@ -436,13 +452,14 @@ async fn measure(
         }
     }
 
-    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway.log")).await?;
+    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway.log"), &[]).await?;
     let env = Arc::new(Env {
         sandbox: sandbox.addr,
         gateway: gateway.addr,
         admin: ADMIN_KEY.to_string(),
         task_id,
         gateway_pid: Some(gateway.pid),
+        sse_posts: None,
     });
     for op in [Op::GetTask, Op::CreateTask] {
         for via in [Via::Direct, Via::Streamable, Via::Sse] {
@@ -479,9 +496,57 @@ async fn measure(
     report.rss_after_load = gateway.rss();
     gateway.stop().await;
 
+    // The cost of Redis: get_task through replicas that share sessions in Redis, against the
+    // in-memory rows above (same sandbox, same run).
+    progress("Redis: a redis-server and two replicas");
+    match procs::RedisHandle::start(&dir.join("redis")) {
+        Ok(redis) => {
+            let flags = ["--redis", redis.url.as_str()];
+            let first = Gateway::spawn(
+                exe,
+                &sandbox.url(),
+                &dir.join("gateway-redis-1.log"),
+                &flags,
+            )
+            .await?;
+            let second = Gateway::spawn(
+                exe,
+                &sandbox.url(),
+                &dir.join("gateway-redis-2.log"),
+                &flags,
+            )
+            .await?;
+            let on_redis = Arc::new(Env {
+                gateway: first.addr,
+                gateway_pid: Some(first.pid),
+                ..(*env).clone()
+            });
+            report.cases.push(
+                measure_variant(&on_redis, Op::GetTask, Via::Streamable, " on Redis", plan).await,
+            );
+            let across = Arc::new(Env {
+                sse_posts: Some(second.addr),
+                ..(*on_redis).clone()
+            });
+            report.cases.push(
+                measure_variant(
+                    &across,
+                    Op::GetTask,
+                    Via::Sse,
+                    " on Redis, POST to another replica",
+                    plan,
+                )
+                .await,
+            );
+            first.stop().await;
+            second.stop().await;
+        }
+        Err(e) => report.redis_error = Some(e),
+    }
+
     // Memory: a fresh gateway, so that the allocator holds nothing from the load phases.
     progress("memory: a fresh gateway, idle SSE sessions");
-    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway-memory.log")).await?;
+    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway-memory.log"), &[]).await?;
     let memory_env = Env {
         gateway: gateway.addr,
         gateway_pid: Some(gateway.pid),
@@ -564,6 +629,7 @@ async fn soak(
         Path::new(GATEWAY_EXE),
         &sandbox.url(),
         &dir.join("gateway.log"),
+        &[],
     )
     .await?;
     let env = Arc::new(Env {
@@ -572,6 +638,7 @@ async fn soak(
         admin: ADMIN_KEY.to_string(),
         task_id,
         gateway_pid: Some(gateway.pid),
+        sse_posts: None,
     });
     let plan = Plan {
         warmup_calls: 0,
@@ -851,7 +918,45 @@ fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
             notes.push(format!("build script: {e}"));
         }
     }
+    match &report.redis_error {
+        Some(why) => {
+            complete = false;
+            notes.push(format!("the Redis rows were not measured: {why}"));
+        }
+        None => notes.extend(redis_cost(report)),
+    }
     (rows, notes, complete)
+}
+
+/// The cost of sessions on Redis, against the same run's in-memory sessions: p50 added at c=1,
+/// and calls/s at c=64 as a ratio.
+fn redis_cost(report: &Report) -> Vec<String> {
+    let find = |via: Via, redis: bool| {
+        report.cases.iter().find(|c| {
+            c.op == Op::GetTask && c.via == via && c.variant.starts_with(" on Redis") == redis
+        })
+    };
+    let mut notes = Vec::new();
+    for via in [Via::Streamable, Via::Sse] {
+        let (Some(memory), Some(redis)) = (find(via, false), find(via, true)) else {
+            continue;
+        };
+        if let (Ok(m), Ok(r)) = (&memory.latency, &redis.latency) {
+            let added = r.p50.as_secs_f64() * 1e6 - m.p50.as_secs_f64() * 1e6;
+            notes.push(format!(
+                "Redis, {}: p50 {added:+.0} µs against in-memory sessions (target ≤ +100 µs)",
+                via_name(via, Op::GetTask)
+            ));
+        }
+        if let (Ok(m), Ok(r)) = (&memory.c64, &redis.c64) {
+            notes.push(format!(
+                "Redis, {}: calls/s at c=64 ×{:.2} of in-memory sessions (target ≥ ×0.8)",
+                via_name(via, Op::GetTask),
+                r.per_second / m.per_second
+            ));
+        }
+    }
+    notes
 }
 
 /// The latency and calls/s rows of one case, with ratios and targets against `direct`.
@@ -862,7 +967,8 @@ fn case_rows(
     notes: &mut Vec<String>,
 ) -> bool {
     let section = op_name(case.op);
-    let name = via_name(case.via, case.op);
+    let name = format!("{}{}", via_name(case.via, case.op), case.variant);
+    let name = name.as_str();
     let is_mcp = case.via != Via::Direct;
     let mut complete = true;
     let direct_latency = direct.and_then(|d| d.latency.as_ref().ok());

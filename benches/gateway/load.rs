@@ -19,6 +19,8 @@ pub struct Env {
     pub task_id: String,
     /// The gateway process, for its CPU time.
     pub gateway_pid: Option<u32>,
+    /// Legacy SSE only: POST /messages to this replica while the stream stays on `gateway`.
+    pub sse_posts: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -208,13 +210,14 @@ impl Client {
                     ));
                 }
                 let path = endpoint_path(&endpoint.data);
-                let mut post = Conn::connect(env.gateway)
+                let posts = env.sse_posts.unwrap_or(env.gateway);
+                let mut post = Conn::connect(posts)
                     .await
                     .map_err(io_error("connect to the gateway"))?;
                 let head = http::head(
                     "POST",
                     &path,
-                    env.gateway,
+                    posts,
                     &[
                         ("authorization", bearer.as_str()),
                         ("content-type", "application/json"),

@@ -110,13 +110,19 @@ pub struct Gateway {
 impl Gateway {
     /// Spawns `exe serve --upstream …` in front of `upstream` (stderr, the log, into `log`) and
     /// waits until `/readyz` answers 200 (at most 30 s).
-    pub async fn spawn(exe: &Path, upstream: &str, log: &Path) -> Result<Gateway, String> {
+    pub async fn spawn(
+        exe: &Path,
+        upstream: &str,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<Gateway, String> {
         let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut command = tokio::process::Command::new(exe);
         command
             .args(["serve", "--upstream", upstream, "--listen", "127.0.0.1:0"])
             .args(["--sessions-per-key", "20000"])
             .args(["--rate-limit-per-minute", "100000000"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -424,4 +430,48 @@ fn ticks(stat: &str) -> Option<(&str, Duration)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((name, Duration::from_millis((utime + stime) * 10)))
+}
+
+/// A `redis-server` of its own on a free loopback port, keeping nothing on disk; killed on drop.
+pub struct RedisHandle {
+    _child: std::process::Child,
+    pub url: String,
+}
+
+impl RedisHandle {
+    /// None when redis-server is not installed (the Redis rows then say so).
+    pub fn start(dir: &Path) -> Result<RedisHandle, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
+        let handle = RedisHandle {
+            _child: child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(handle);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err("redis-server did not listen within 5 s".into())
+    }
+}
+
+impl Drop for RedisHandle {
+    fn drop(&mut self) {
+        let _ = self._child.kill();
+        let _ = self._child.wait();
+    }
 }
