@@ -7,10 +7,12 @@
 
 use crate::api_key::ApiKey;
 use crate::generated::api::Operation;
+use crate::replicas::local::RateLimiter;
 use crate::scopes::ScopeSet;
 use crate::upstream::{DispatchError, Upstream};
 use serde_json::Map;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,29 +37,42 @@ pub enum AuthFailure {
     Rejected(String),
     /// The API could not be asked; not the caller's fault (503).
     Unavailable(String),
+    /// This client address sent too many unknown keys lately; retry after this many seconds.
+    Throttled(u64),
 }
 
 impl AuthFailure {
-    pub fn message(&self) -> &str {
+    pub fn message(&self) -> String {
         match self {
-            AuthFailure::Missing(m) | AuthFailure::Rejected(m) | AuthFailure::Unavailable(m) => m,
+            AuthFailure::Missing(m) | AuthFailure::Rejected(m) | AuthFailure::Unavailable(m) => {
+                m.clone()
+            }
+            AuthFailure::Throttled(retry_after) => {
+                format!("too many unknown API keys from this address; retry in {retry_after} s")
+            }
         }
     }
 }
-
-type Cached = (Instant, Result<Arc<Principal>, AuthFailure>);
 
 pub struct Authenticator {
     upstream: Upstream,
     ttl: Duration,
     failure_ttl: Duration,
-    /// fingerprint → (when it was looked up, what the API said).
-    cache: Mutex<HashMap<String, Cached>>,
+    /// fingerprint → (when it was looked up, the principal). Valid keys only: a flood of bad
+    /// keys can never evict them.
+    accepted: Mutex<HashMap<String, (Instant, Arc<Principal>)>>,
+    /// fingerprint → (when it was looked up, why it was refused); bounded on its own.
+    refused: Mutex<HashMap<String, (Instant, AuthFailure)>>,
+    /// Introspections of keys the API then refused, per client address: past the budget, a new
+    /// unknown key from that address is refused here without asking the API.
+    failures: RateLimiter,
 }
 
-/// The cache never holds more entries than this; past it, expired entries are swept first, then
-/// everything (a burst of distinct bad keys must not grow memory).
+/// Each cache holds at most this many entries: past it, expired entries go first, then the
+/// least recently looked-up valid key, or every refused one.
 const CACHE_LIMIT: usize = 10_000;
+/// Refused keys one client address may have looked up, per minute (a sixth of it at once).
+const FAILED_LOOKUPS_PER_MINUTE: u32 = 60;
 
 impl Authenticator {
     pub fn new(upstream: Upstream, ttl: Duration) -> Authenticator {
@@ -65,14 +80,37 @@ impl Authenticator {
             upstream,
             ttl,
             failure_ttl: ttl.min(Duration::from_secs(2)),
-            cache: Mutex::new(HashMap::new()),
+            accepted: Mutex::default(),
+            refused: Mutex::default(),
+            failures: RateLimiter::new(FAILED_LOOKUPS_PER_MINUTE),
         }
     }
 
-    /// Resolves an `Authorization` header value.
+    /// How long a resolved key is trusted.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether `key` is still accepted (through the cache: at most one introspection per key and
+    /// TTL, however many streams ask). Unreachable counts as accepted: an outage of the API must
+    /// not end every open stream.
+    pub async fn still_accepted(&self, key: &ApiKey) -> bool {
+        !matches!(
+            self.resolve(key.clone()).await,
+            Err(AuthFailure::Rejected(_))
+        )
+    }
+
+    /// Drops what is cached for the key with `fingerprint` (the API just refused it).
+    pub fn forget(&self, fingerprint: &str) {
+        lock(&self.accepted).remove(fingerprint);
+    }
+
+    /// Resolves an `Authorization` header value sent from `client` (its address, when known).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<Arc<Principal>, AuthFailure> {
         let header = authorization
             .ok_or_else(|| AuthFailure::Missing("send `Authorization: Bearer tak_…`".into()))?;
@@ -88,30 +126,73 @@ impl Authenticator {
         if let Some(cached) = self.cached(&fingerprint) {
             return cached;
         }
-        let result = self.look_up(key, fingerprint.clone()).await;
-        if !matches!(result, Err(AuthFailure::Unavailable(_))) {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_LIMIT {
-                let (ttl, failure_ttl) = (self.ttl, self.failure_ttl);
-                cache.retain(|_, (at, r)| at.elapsed() < if r.is_ok() { ttl } else { failure_ttl });
-                if cache.len() >= CACHE_LIMIT {
-                    cache.clear();
-                }
-            }
-            cache.insert(fingerprint, (Instant::now(), result.clone()));
+        // Only lookups cost the API anything; an address that keeps sending unknown keys is
+        // stopped here (cached keys, valid or not, still answer above).
+        if let Some(client) = client
+            && let Err(retry_after) = self.failures.peek(&client.to_string())
+        {
+            return Err(AuthFailure::Throttled(retry_after));
         }
+        let result = self.look_up(key, fingerprint.clone()).await;
+        if let (Some(client), Err(AuthFailure::Rejected(_))) = (client, &result) {
+            let _ = self.failures.check(&client.to_string(), 1);
+        }
+        self.remember(fingerprint, &result);
         result
     }
 
+    async fn resolve(&self, key: ApiKey) -> Result<Arc<Principal>, AuthFailure> {
+        let fingerprint = fingerprint(&key);
+        if let Some(cached) = self.cached(&fingerprint) {
+            return cached;
+        }
+        let result = self.look_up(key, fingerprint.clone()).await;
+        self.remember(fingerprint, &result);
+        result
+    }
+
+    fn remember(&self, fingerprint: String, result: &Result<Arc<Principal>, AuthFailure>) {
+        let now = Instant::now();
+        match result {
+            Ok(principal) => {
+                let mut accepted = lock(&self.accepted);
+                if accepted.len() >= CACHE_LIMIT {
+                    accepted.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                }
+                if accepted.len() >= CACHE_LIMIT
+                    && let Some(oldest) = accepted
+                        .iter()
+                        .min_by_key(|(_, (at, _))| *at)
+                        .map(|(fingerprint, _)| fingerprint.clone())
+                {
+                    accepted.remove(&oldest);
+                }
+                accepted.insert(fingerprint, (now, principal.clone()));
+            }
+            // Not the key's fault: asked again next time.
+            Err(AuthFailure::Unavailable(_) | AuthFailure::Throttled(_)) => {}
+            Err(failure) => {
+                let mut refused = lock(&self.refused);
+                if refused.len() >= CACHE_LIMIT {
+                    refused.retain(|_, (at, _)| at.elapsed() < self.failure_ttl);
+                    if refused.len() >= CACHE_LIMIT {
+                        refused.clear();
+                    }
+                }
+                refused.insert(fingerprint, (now, failure.clone()));
+            }
+        }
+    }
+
     fn cached(&self, fingerprint: &str) -> Option<Result<Arc<Principal>, AuthFailure>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, result) = cache.get(fingerprint)?;
-        let ttl = if result.is_ok() {
-            self.ttl
-        } else {
-            self.failure_ttl
-        };
-        (at.elapsed() < ttl).then(|| result.clone())
+        if let Some((at, principal)) = lock(&self.accepted).get(fingerprint)
+            && at.elapsed() < self.ttl
+        {
+            return Some(Ok(principal.clone()));
+        }
+        let refused = lock(&self.refused);
+        let (at, failure) = refused.get(fingerprint)?;
+        (at.elapsed() < self.failure_ttl).then(|| Err(failure.clone()))
     }
 
     async fn look_up(
@@ -158,6 +239,12 @@ impl Authenticator {
             Err(other) => Err(AuthFailure::Unavailable(other.to_string())),
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// SHA-256 of the secret, hex: identifies a key without holding it.

@@ -13,6 +13,7 @@ use trainar_mcp::replicas::RedisOptions;
 use trainar_mcp::sandbox;
 use trainar_mcp::server::{self, Gateway, GatewayConfig, ServerOptions};
 use trainar_mcp::transport;
+use trainar_mcp::upstream::UpstreamOptions;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,28 @@ struct ServeArgs {
     /// stays in this process.
     #[arg(long = "redis", env = "TRAINAR_REDIS_URL", value_parser = parse_redis_url)]
     redis_url: Option<String>,
+    /// Most messages one JSON-RPC batch (protocol 2025-03-26) may hold; each counts against the
+    /// rate limit.
+    #[arg(long, env = "TRAINAR_MAX_BATCH", default_value_t = 50)]
+    max_batch: usize,
+    /// Seconds a request's headers may take to arrive; also how long an idle keep-alive
+    /// connection is kept.
+    #[arg(long, env = "TRAINAR_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, env = "TRAINAR_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Open connections one client address may hold (SSE streams included); past it, 503.
+    #[arg(long, env = "TRAINAR_MAX_CONNECTIONS_PER_IP", default_value_t = 512)]
+    max_connections_per_ip: usize,
+    /// Open connections in all; past it, 503.
+    #[arg(long, env = "TRAINAR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Behind a proxy: the header it appends each client's address to (e.g. X-Forwarded-For),
+    /// so that per-client limits apply to clients, not to the proxy. Only set it when every
+    /// request comes through such a proxy.
+    #[arg(long, env = "TRAINAR_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
     /// How long one exchange with Redis may take before the request gets 503, in milliseconds.
     #[arg(long, env = "TRAINAR_REDIS_TIMEOUT_MS", default_value_t = 500)]
     redis_timeout_ms: u64,
@@ -121,6 +144,16 @@ struct GatewayArgs {
     /// tools/list page size.
     #[arg(long, env = "TRAINAR_TOOLS_PAGE_SIZE", default_value_t = 100)]
     tools_page_size: usize,
+    /// Longest response body read from the API, in bytes; a longer one is a tool error, and is
+    /// never held whole.
+    #[arg(long, env = "TRAINAR_MAX_UPSTREAM_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_upstream_body_bytes: usize,
+    /// Idle connections to the API kept open (per API host).
+    #[arg(long, env = "TRAINAR_UPSTREAM_POOL_IDLE", default_value_t = 64)]
+    upstream_pool_idle: usize,
+    /// Seconds an idle connection to the API is kept.
+    #[arg(long, env = "TRAINAR_UPSTREAM_POOL_IDLE_SECS", default_value_t = 30)]
+    upstream_pool_idle_secs: u64,
 }
 
 #[derive(Args)]
@@ -169,7 +202,12 @@ impl GatewayArgs {
                 page_size: self.tools_page_size.max(1),
             },
             server,
-            call_timeout: Duration::from_secs(self.call_timeout_secs.max(1)),
+            upstream: UpstreamOptions {
+                timeout: Duration::from_secs(self.call_timeout_secs.max(1)),
+                pool_idle_per_host: self.upstream_pool_idle,
+                pool_idle_timeout: Duration::from_secs(self.upstream_pool_idle_secs),
+                max_body_bytes: self.max_upstream_body_bytes.max(1024),
+            },
             auth_cache_ttl: Duration::from_secs(self.auth_cache_secs),
         })
     }
@@ -335,6 +373,12 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             url,
             timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
         }),
+        max_batch: args.max_batch.max(1),
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_read_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+        max_connections_per_ip: args.max_connections_per_ip.max(1),
+        max_connections: args.max_connections.max(1),
+        client_ip_header: args.client_ip_header.clone(),
     };
     let config = match args.gateway.config(server_options) {
         Ok(config) => config,

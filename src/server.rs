@@ -6,20 +6,22 @@
 
 use crate::auth::{AuthFailure, Authenticator, Principal};
 use crate::mcp::core::Core;
-use crate::mcp::jsonrpc::{ErrorCode, failure};
+use crate::mcp::jsonrpc::{Demand, ErrorCode, failure};
 use crate::mcp::selection::Selection;
 use crate::mcp::session::Session;
 use crate::replicas::{Admitted, Limits, RedisOptions, Refusal, Replicas};
 use crate::transport::{sse, streamable};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamOptions};
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
@@ -42,7 +44,24 @@ pub struct ServerOptions {
     pub public_url: Option<String>,
     /// Share sessions and limits with other replicas through Redis (None: in this process).
     pub redis: Option<RedisOptions>,
+    /// Most messages one 2025-03-26 batch may hold (each counts against the rate limit).
+    pub max_batch: usize,
+    /// A request's headers must arrive within this (also bounds idle keep-alive and bare connects).
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_read_timeout: Duration,
+    /// Open connections from one client address; past it new ones are refused with 503.
+    pub max_connections_per_ip: usize,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Behind a proxy: the header it appends the client's address to (`X-Forwarded-For`), for
+    /// per-client limits. Without it, the connection's peer address is the client.
+    pub client_ip_header: Option<String>,
 }
+
+/// The address of the connection a request came on (a request extension set by `serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
 
 impl Default for ServerOptions {
     fn default() -> ServerOptions {
@@ -54,6 +73,12 @@ impl Default for ServerOptions {
             max_body_bytes: 4 * 1024 * 1024,
             public_url: None,
             redis: None,
+            max_batch: 50,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 512,
+            max_connections: 10_000,
+            client_ip_header: None,
         }
     }
 }
@@ -68,6 +93,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Spawned work (SSE message handling) that graceful shutdown waits for.
     pub tasks: TaskTracker,
+    /// Keys the API refused during calls, taken by `serve` (see `end_refused_keys`).
+    refused_keys: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 pub type SharedGateway = Arc<Gateway>;
@@ -77,8 +104,8 @@ pub type SharedGateway = Arc<Gateway>;
 pub struct GatewayConfig {
     pub core: crate::mcp::core::CoreOptions,
     pub server: ServerOptions,
-    /// How long one upstream request may take.
-    pub call_timeout: Duration,
+    /// How the gateway talks to the API: timeout, pool, body limit.
+    pub upstream: UpstreamOptions,
     /// How long a resolved key is trusted before introspection is asked again.
     pub auth_cache_ttl: Duration,
 }
@@ -88,7 +115,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             core: crate::mcp::core::CoreOptions::default(),
             server: ServerOptions::default(),
-            call_timeout: Duration::from_secs(30),
+            upstream: UpstreamOptions::default(),
             auth_cache_ttl: Duration::from_secs(30),
         }
     }
@@ -98,17 +125,21 @@ impl Gateway {
     /// A gateway to the API at `upstream_url` (production, or a sandbox): sessions in process,
     /// or in Redis when `config.server.redis` says so.
     pub fn build(upstream_url: &str, config: GatewayConfig) -> Result<SharedGateway, String> {
-        let upstream = Upstream::new(upstream_url, config.call_timeout)
+        let upstream = Upstream::new(upstream_url, config.upstream)
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let limits = Limits {
             sessions_per_key: config.server.sessions_per_key,
             requests_per_minute: config.server.requests_per_minute,
             idle_timeout: config.server.idle_timeout,
-            call_timeout: config.call_timeout,
+            call_timeout: config.upstream.timeout,
         };
         let replicas = Replicas::new(limits, config.server.redis.as_ref())?;
+        let mut core = Core::new(upstream.clone(), config.core);
+        let (refused_keys, refused) = tokio::sync::mpsc::unbounded_channel();
+        core.report_refused_keys(refused_keys);
         Ok(Arc::new(Gateway {
-            core: Core::new(upstream.clone(), config.core),
+            core,
+            refused_keys: std::sync::Mutex::new(Some(refused)),
             auth: Authenticator::new(upstream.clone(), config.auth_cache_ttl),
             replicas: Arc::new(replicas),
             options: config.server,
@@ -117,26 +148,36 @@ impl Gateway {
         }))
     }
 
-    /// The caller, or the response that refuses them (401, or 503 when the API is unreachable).
+    /// The caller, or the response that refuses them: 401 for credentials in the URL or a bad
+    /// key, 400 for two `Authorization` headers, 503 when the API is unreachable.
     pub async fn principal(
         &self,
         headers: &HeaderMap,
-        query: Option<&str>,
+        uri: &Uri,
+        peer: Option<&Peer>,
     ) -> Result<Arc<Principal>, Refused> {
-        if query.is_some_and(|q| q.contains("tak_")) {
-            // A key in a URL ends up in proxy and server logs: refuse it, whatever else is sent.
-            return Err(Box::new(unauthorized(
-                "API keys are never accepted in the URL; send `Authorization: Bearer tak_…`",
+        if let Some(problem) = credentials_in_url(uri) {
+            // A key in a URL ends up in proxy and server logs: refuse it, whatever else is sent,
+            // and never repeat it.
+            return Err(Box::new(unauthorized(&format!(
+                "{problem}: credentials are never accepted in the URL; send `Authorization: \
+                 Bearer tak_…` (and revoke a key that was sent in a URL)"
+            ))));
+        }
+        let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
+        let authorization = authorizations.next().and_then(|v| v.to_str().ok());
+        if authorizations.next().is_some() {
+            return Err(Box::new(http_error(
+                StatusCode::BAD_REQUEST,
+                "duplicate_authorization",
+                "send exactly one Authorization header",
             )));
         }
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
         self.auth
-            .authenticate(authorization)
+            .authenticate(authorization, self.client_address(headers, peer))
             .await
             .map_err(|failure| {
-                Box::new(match failure {
+                Box::new(match &failure {
                     AuthFailure::Unavailable(message) => {
                         tracing::warn!(%message, "key introspection failed");
                         http_error(
@@ -145,9 +186,38 @@ impl Gateway {
                             "the TrainAR API is unreachable; try again",
                         )
                     }
-                    other => unauthorized(other.message()),
+                    AuthFailure::Throttled(retry_after) => {
+                        let mut response = http_error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too_many_unknown_keys",
+                            &failure.message(),
+                        );
+                        response
+                            .headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                        response
+                    }
+                    other => unauthorized(&other.message()),
                 })
             })
+    }
+
+    /// The client's address: the connection's peer, or behind a trusted proxy the last address
+    /// that proxy appended to `--client-ip-header` (earlier entries are the client's to forge).
+    pub fn client_address(&self, headers: &HeaderMap, peer: Option<&Peer>) -> Option<IpAddr> {
+        if let Some(name) = &self.options.client_ip_header {
+            let forwarded = headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .last()
+                .and_then(|address| address.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        peer.map(|peer| peer.0)
     }
 
     /// 429 with Retry-After when `principal` is over its request rate (a request that needs no
@@ -159,14 +229,27 @@ impl Gateway {
             .map_err(|refusal| Box::new(refused(refusal)))
     }
 
-    /// The per-key rate, then `principal`'s session `id`. `call`: the message calls a tool.
+    /// The per-key rate, then `principal`'s session `id`, for a POST that asks `demand`.
     pub async fn admit(
         &self,
         principal: &Principal,
         id: &str,
-        call: bool,
+        demand: Demand,
     ) -> Result<Admitted, Refusal> {
-        self.replicas.admit(&principal.fingerprint, id, call).await
+        let cost = u32::try_from(demand.messages).unwrap_or(u32::MAX);
+        self.replicas
+            .admit(&principal.fingerprint, id, demand.calls_a_tool, cost)
+            .await
+    }
+
+    /// Why a batch is refused, when it holds more messages than `--max-batch` allows.
+    pub fn batch_too_large(&self, demand: Demand) -> Option<String> {
+        (demand.messages > self.options.max_batch).then(|| {
+            format!(
+                "a batch of {} messages is over this server's limit of {}; send fewer at once",
+                demand.messages, self.options.max_batch
+            )
+        })
     }
 
     /// Stores a new session within the per-key cap (see `Replicas::open`); `rate`: the request
@@ -294,6 +377,45 @@ pub fn refused(refusal: Refusal) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     }
     response
+}
+
+/// Query parameter names that carry credentials, compared without case, `-` or `_`.
+const CREDENTIAL_PARAMETERS: [&str; 9] = [
+    "apikey",
+    "key",
+    "token",
+    "accesstoken",
+    "authorization",
+    "auth",
+    "bearer",
+    "secret",
+    "password",
+];
+
+/// What in `uri` looks like a credential (never the credential itself), if anything: a `tak_`
+/// key anywhere in the path or query once percent-decoded (`tak%5F…` too), or a query parameter
+/// named like one.
+fn credentials_in_url(uri: &Uri) -> Option<&'static str> {
+    let decoded = |text: &str| {
+        percent_encoding::percent_decode_str(&text.replace('+', " "))
+            .decode_utf8_lossy()
+            .to_ascii_lowercase()
+    };
+    if decoded(uri.path()).contains("tak_") {
+        return Some("the path holds an API key");
+    }
+    let query = uri.query()?;
+    if decoded(query).contains("tak_") {
+        return Some("the query string holds an API key");
+    }
+    let named_like_a_credential = query.split('&').any(|pair| {
+        let name: String = decoded(pair.split('=').next().unwrap_or_default())
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_'))
+            .collect();
+        CREDENTIAL_PARAMETERS.contains(&name.as_str())
+    });
+    named_like_a_credential.then_some("the query string has a credential parameter")
 }
 
 /// Whether a browser origin may talk to us: localhost by default, plus the configured list.
@@ -440,7 +562,15 @@ pub async fn serve(
     gateway: SharedGateway,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let background = gateway.replicas.start();
+    let mut background = gateway.replicas.start();
+    let refused = gateway
+        .refused_keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(refused) = refused {
+        background.push(tokio::spawn(end_refused_keys(gateway.clone(), refused)));
+    }
     let draining = gateway.clone();
     let mut shutdown = std::pin::pin!(async move {
         shutdown.await;
@@ -448,15 +578,21 @@ pub async fn serve(
         draining.drain(Duration::from_secs(10)).await;
     });
     // The route table is built once and shared by every connection (cloning it is an Arc).
+    let limits = ConnectionLimits::new(&gateway.options);
+    let header_timeout = gateway.options.header_read_timeout;
     let app = router(gateway);
-    let http = hyper::server::conn::http1::Builder::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Headers (and the wait for the next request on a kept-alive connection, and a bare connect)
+    // are bounded; a response that streams (SSE) is not, since no headers are being read then.
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     // Connections finish their current response and close once this says so.
     let (stop, stopped) = tokio::sync::watch::channel(());
     let connections = TaskTracker::new();
     loop {
-        let socket = tokio::select! {
+        let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -464,12 +600,23 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let Some(slot) = limits.admit(peer.ip()) else {
+            refuse_connection(socket);
+            continue;
+        };
+        // The router is shared (a clone is an Arc); each request learns its connection's peer.
+        let router = app.clone();
+        let peer = Peer(peer.ip());
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(peer);
+            tower_service::Service::call(&mut router.clone(), request.map(axum::body::Body::new))
+        });
         let mut connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
         let mut stopped = stopped.clone();
         // hyper's connection is Unpin: the task drives it where it lies instead of moving it into
         // a pinned local (which can leave the task holding room for two).
         connections.spawn(async move {
+            let _slot = slot;
             tokio::select! {
                 _ = &mut connection => return,
                 _ = stopped.changed() => std::pin::Pin::new(&mut connection).graceful_shutdown(),
@@ -485,6 +632,92 @@ pub async fn serve(
         task.abort();
     }
     Ok(())
+}
+
+/// Open connections, in all and per client address.
+struct ConnectionLimits {
+    open: Arc<std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>>,
+    per_ip: usize,
+    total: usize,
+}
+
+/// A connection's place under the limits, given back when it closes.
+struct ConnectionSlot {
+    open: Arc<std::sync::Mutex<(usize, HashMap<std::net::IpAddr, usize>)>>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnectionLimits {
+    fn new(options: &ServerOptions) -> ConnectionLimits {
+        ConnectionLimits {
+            open: Arc::default(),
+            per_ip: options.max_connections_per_ip,
+            total: options.max_connections,
+        }
+    }
+
+    fn admit(&self, ip: std::net::IpAddr) -> Option<ConnectionSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_ip) = &mut *open;
+        let from_ip = by_ip.entry(ip).or_default();
+        if *total >= self.total || *from_ip >= self.per_ip {
+            if *from_ip == 0 {
+                by_ip.remove(&ip);
+            }
+            return None;
+        }
+        *from_ip += 1;
+        *total += 1;
+        Some(ConnectionSlot {
+            open: self.open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_ip) = &mut *open;
+        *total -= 1;
+        if let Some(from_ip) = by_ip.get_mut(&self.ip) {
+            *from_ip -= 1;
+            if *from_ip == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// At the connection limit: one short 503 (when the socket takes it at once), then close.
+fn refuse_connection(socket: tokio::net::TcpStream) {
+    tracing::warn!("connection refused: at the connection limit");
+    let _ = socket.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+          Connection: close\r\nContent-Length: 94\r\n\r\n\
+          {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections; retry shortly\"}}",
+    );
+}
+
+/// A key the API refused mid-call (revoked, expired): forgotten by the auth cache at once, and its
+/// sessions end on every replica, streams included, rather than living on until they idle out.
+async fn end_refused_keys(
+    gateway: SharedGateway,
+    mut refused: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(fingerprint) = refused.recv().await {
+        gateway.auth.forget(&fingerprint);
+        match gateway.replicas.end_key(&fingerprint).await {
+            Ok(ended) => tracing::info!(
+                sessions = ended,
+                "the API refused a key: its sessions ended"
+            ),
+            Err(refusal) => tracing::warn!(
+                ?refusal,
+                "the API refused a key, and its sessions could not be ended"
+            ),
+        }
+    }
 }
 
 /// As axum::serve and hyper 0.14 did: a failed connection is the client's business; anything

@@ -9,12 +9,14 @@ use crate::api_key::ApiKey;
 use crate::generated::api::Operation;
 use crate::generated::client::Client;
 use crate::generated::dispatch::dispatch;
+use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -24,22 +26,49 @@ pub struct Upstream {
     base_url: String,
     /// Shared by every key: a pool per key would multiply connections by the number of tenants.
     http: reqwest::Client,
+    /// A response body longer than this is not read on (see `Caller`'s `exec` hook).
+    max_body_bytes: usize,
+}
+
+/// How the gateway talks to the API.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamOptions {
+    /// Bounds one whole request, so a slow upstream becomes an error, not a hang.
+    pub timeout: Duration,
+    /// Idle connections kept per API host, and for how long.
+    pub pool_idle_per_host: usize,
+    pub pool_idle_timeout: Duration,
+    /// Longest response body read from the API; a longer one becomes an error, never buffered.
+    pub max_body_bytes: usize,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> UpstreamOptions {
+        UpstreamOptions {
+            timeout: Duration::from_secs(30),
+            pool_idle_per_host: 64,
+            pool_idle_timeout: Duration::from_secs(30),
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 impl Upstream {
-    /// `timeout` bounds one whole request, so a slow upstream becomes an error, not a hang.
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Upstream, reqwest::Error> {
+    pub fn new(base_url: &str, options: UpstreamOptions) -> Result<Upstream, reqwest::Error> {
         crate::install_tls_provider();
         let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
+            .pool_max_idle_per_host(options.pool_idle_per_host)
+            .pool_idle_timeout(options.pool_idle_timeout)
             // The API never redirects; following one would carry the caller's key elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
+            max_body_bytes: options.max_body_bytes,
         })
     }
 
@@ -60,7 +89,11 @@ impl Upstream {
 
     /// A generated client that acts as `key` over the shared pool. Cheap: no connection is made.
     pub fn client_for(&self, key: &ApiKey) -> Client {
-        Client::new_with_client(&self.base_url, self.http.clone(), Caller::new(key))
+        Client::new_with_client(
+            &self.base_url,
+            self.http.clone(),
+            Caller::new(key, self.max_body_bytes),
+        )
     }
 
     /// Calls `operation` with a tool's flat `arguments` as `key`.
@@ -82,29 +115,46 @@ pub struct Caller {
     /// The HTTP status of the last response, kept for errors whose body was not JSON (a proxy's
     /// HTML 502), where progenitor's error carries no status of its own.
     last_status: AtomicU16,
+    /// The body of the last error response the spec does not declare (a 5xx), which progenitor
+    /// hands over unread: kept so that the API's own code and message reach the caller.
+    last_error_body: Mutex<Option<Bytes>>,
+    max_body_bytes: usize,
 }
 
 impl Caller {
-    fn new(key: &ApiKey) -> Caller {
+    fn new(key: &ApiKey, max_body_bytes: usize) -> Caller {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
             .expect("a parsed ApiKey is visible ASCII");
         authorization.set_sensitive(true);
         Caller {
             authorization,
             last_status: AtomicU16::new(0),
+            last_error_body: Mutex::new(None),
+            max_body_bytes,
         }
     }
 }
 
-// The generated `Client` derives Clone; a clone starts with the status seen so far.
+// The generated `Client` derives Clone; a clone starts with what was seen so far.
 impl Clone for Caller {
     fn clone(&self) -> Caller {
         Caller {
             authorization: self.authorization.clone(),
             last_status: AtomicU16::new(self.last_status.load(Ordering::Relaxed)),
+            last_error_body: Mutex::new(lock(&self.last_error_body).clone()),
+            max_body_bytes: self.max_body_bytes,
         }
     }
 }
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The error code a body over `--max-upstream-body-bytes` becomes (a 502 built here).
+pub const RESPONSE_TOO_LARGE: &str = "response_too_large";
 
 impl ClientHooks<Caller> for Client {
     async fn pre<E>(
@@ -116,6 +166,50 @@ impl ClientHooks<Caller> for Client {
             .headers_mut()
             .insert(AUTHORIZATION, self.inner().authorization.clone());
         Ok(())
+    }
+
+    /// Sends the request and reads the body here, chunk by chunk, up to the limit: past it the
+    /// connection is dropped and a 502 in the API's error shape stands in, so a huge body is
+    /// never held whole. The body read is handed on to the generated code as it came.
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        _info: &OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut response = self.client().execute(request).await?;
+        let limit = self.inner().max_body_bytes;
+        let status = response.status();
+        let too_large = |length: usize| {
+            let body = serde_json::json!({"error": {"code": RESPONSE_TOO_LARGE, "message": format!(
+                "the API's response is {length} bytes or more, over this gateway's limit of {limit} \
+                 bytes; ask for less (a smaller `limit`, or narrower filters)"
+            )}});
+            let body = Bytes::from(body.to_string());
+            *lock(&self.inner().last_error_body) = Some(body.clone());
+            let mut replacement = axum::http::Response::new(body);
+            *replacement.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+            reqwest::Response::from(replacement)
+        };
+        if let Some(length) = response.content_length()
+            && length > limit as u64
+        {
+            return Ok(too_large(usize::try_from(length).unwrap_or(usize::MAX)));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Ok(too_large(body.len() + chunk.len()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = Bytes::from(body);
+        if status.as_u16() >= 400 {
+            *lock(&self.inner().last_error_body) = Some(body.clone());
+        }
+        let mut rebuilt = axum::http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.headers_mut() = std::mem::take(response.headers_mut());
+        Ok(reqwest::Response::from(rebuilt))
     }
 
     async fn post<E>(
@@ -269,13 +363,21 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
             message: describe(e),
         }),
         Err(ClientError::UnexpectedResponse(response)) => {
+            // A status the spec does not declare (a 5xx): the API's Error JSON when it sent one.
             let status = response.status().as_u16();
-            Err(DispatchError::Upstream {
-                status,
-                code: None,
-                message: format!("unexpected response with status {status}"),
-                body: None,
-            })
+            let body = lock(&client.inner().last_error_body)
+                .take()
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+                .filter(|body| body["error"]["message"].is_string());
+            match body {
+                Some(body) => Err(upstream_error(status, Some(body))),
+                None => Err(DispatchError::Upstream {
+                    status,
+                    code: None,
+                    message: format!("unexpected response with status {status}"),
+                    body: None,
+                }),
+            }
         }
         Err(ClientError::InvalidResponsePayload(bytes, e)) if last_status >= 400 => {
             let body = serde_json::from_slice::<Value>(&bytes).ok();

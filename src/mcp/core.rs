@@ -9,6 +9,7 @@ use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Tool};
 use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
+use crate::mcp::outline;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::upstream::{DispatchError, Upstream};
@@ -82,6 +83,9 @@ impl Default for CoreOptions {
 pub struct Core {
     upstream: Upstream,
     options: CoreOptions,
+    /// Told the fingerprint of a key the API refused during a call (revoked or expired since it
+    /// was cached), so that its sessions and streams can be ended.
+    refused_keys: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Compiled input schemas, one per tool, built on first use.
@@ -100,7 +104,16 @@ static ARGUMENT_CHECKS: LazyLock<HashMap<&'static str, SchemaCheck>> = LazyLock:
 impl Core {
     pub fn new(upstream: Upstream, options: CoreOptions) -> Core {
         LazyLock::force(&ARGUMENT_CHECKS);
-        Core { upstream, options }
+        Core {
+            upstream,
+            options,
+            refused_keys: None,
+        }
+    }
+
+    /// Reports keys the API refuses during calls to `sender`.
+    pub fn report_refused_keys(&mut self, sender: tokio::sync::mpsc::UnboundedSender<String>) {
+        self.refused_keys = Some(sender);
     }
 
     pub fn options(&self) -> &CoreOptions {
@@ -401,7 +414,21 @@ impl Core {
             None => call.await,
         };
         match answer {
-            Ok(body) => (self.success_result(&body), "ok"),
+            Ok(body) => match outline::problem(tool.name(), &body) {
+                None => self.success_result(&body),
+                Some(problem) => {
+                    tracing::warn!(tool = tool.name(), %problem, "the API's answer breaks the tool's output schema");
+                    (
+                        error_result(format!(
+                            "The TrainAR API answered {} with something that does not match its \
+                             output schema: {problem}. This is the API's fault, not the request's; \
+                             report it, and try again later.",
+                            tool.name()
+                        )),
+                        "invalid_response",
+                    )
+                }
+            },
             Err(DispatchError::Upstream {
                 status: 403,
                 body,
@@ -423,6 +450,23 @@ impl Core {
                 (
                     denied(tool, &missing, &principal.scope_names),
                     "denied_upstream",
+                )
+            }
+            Err(DispatchError::Upstream {
+                status: 401,
+                message,
+                ..
+            }) => {
+                if let Some(refused_keys) = &self.refused_keys {
+                    let _ = refused_keys.send(principal.fingerprint.clone());
+                }
+                (
+                    error_result(format!(
+                        "The TrainAR API no longer accepts this API key ({message}): it was \
+                         revoked or has expired. This session has ended; connect again with a \
+                         valid key."
+                    )),
+                    "key_refused",
                 )
             }
             Err(DispatchError::Upstream {
@@ -464,30 +508,33 @@ impl Core {
         }
     }
 
-    /// `structuredContent` plus the same JSON as text; over the cap, the text is cut and the
-    /// structured copy dropped (it could not be cut and still match the output schema).
-    fn success_result(&self, body: &RawValue) -> String {
+    /// `structuredContent` plus the same JSON as text. Over the cap the result is a tool error
+    /// that says how to ask for less: a cut result could not carry `structuredContent` (it
+    /// would no longer match the output schema) and clients that validate it would fail.
+    fn success_result(&self, body: &RawValue) -> (String, &'static str) {
         let text = body.get();
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
-            return tool_result(text, Some(text), false);
+            return (tool_result(text, Some(text), false), "ok");
         }
-        let mut cut = cap;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let mut notice = format!(
-            "\n\n[Result truncated: {} of {} bytes shown. Ask for less: pass a smaller `limit`",
-            cut,
+        let mut advice = format!(
+            "The result is {} bytes, over this server's limit of {cap} bytes, so it was not \
+             returned. Ask for less: pass a smaller `limit` (e.g. 10) and page with `cursor`, or \
+             narrow the request with filters.",
             text.len()
         );
         // Parsed only here, where the cursor is wanted.
         let parsed = serde_json::from_str::<Value>(text).unwrap_or_default();
-        if let Some(next) = parsed.get("next_cursor").and_then(Value::as_str) {
-            notice.push_str(&format!(", then continue with `cursor`: \"{next}\""));
+        if let Some(items) = parsed.get("data").and_then(Value::as_array)
+            && !items.is_empty()
+        {
+            let fits = (items.len() * cap / text.len()).max(1);
+            advice.push_str(&format!(
+                " This page held {} items; about {fits} fit.",
+                items.len()
+            ));
         }
-        notice.push_str(".]");
-        tool_result(&format!("{}{notice}", &text[..cut]), None, false)
+        (error_result(advice), "result_too_large")
     }
 }
 

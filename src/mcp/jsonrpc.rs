@@ -208,14 +208,29 @@ pub fn failure(id: &Value, code: ErrorCode, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code.code(), "message": message}})
 }
 
-/// Whether `value` (one message or a batch) calls a tool: such a request may stay in flight for
-/// as long as the call timeout, which the session store needs to know.
-pub fn calls_a_tool(value: &Value) -> bool {
-    let is_call =
-        |message: &Value| message.get("method").and_then(Value::as_str) == Some("tools/call");
-    match value {
-        Value::Array(items) => items.iter().any(is_call),
-        message => is_call(message),
+/// What one POST asks of the limits before it is answered: how many messages it carries (each
+/// message of a batch counts against the rate), and whether any calls a tool (such a request may
+/// stay in flight for as long as the call timeout, which the session store needs to know).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Demand {
+    pub messages: usize,
+    pub calls_a_tool: bool,
+}
+
+impl Demand {
+    pub fn of(value: &Value) -> Demand {
+        let is_call =
+            |message: &Value| message.get("method").and_then(Value::as_str) == Some("tools/call");
+        match value {
+            Value::Array(items) => Demand {
+                messages: items.len().max(1),
+                calls_a_tool: items.iter().any(is_call),
+            },
+            message => Demand {
+                messages: 1,
+                calls_a_tool: is_call(message),
+            },
+        }
     }
 }
 

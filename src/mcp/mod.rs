@@ -9,5 +9,6 @@
 pub mod core;
 pub mod envelope;
 pub mod jsonrpc;
+pub mod outline;
 pub mod selection;
 pub mod session;

@@ -73,9 +73,9 @@ impl LocalState {
         self.limits.idle_timeout
     }
 
-    pub fn rate(&self, fingerprint: &str) -> Result<(), Refusal> {
+    pub fn rate(&self, fingerprint: &str, cost: u32) -> Result<(), Refusal> {
         self.limiter
-            .check(fingerprint)
+            .check(fingerprint, cost)
             .map_err(|retry_after| Refusal::RateLimited { retry_after })
     }
 
@@ -107,6 +107,17 @@ impl LocalState {
 
     pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
         lock(&self.sessions).remove(id)
+    }
+
+    /// Removes every session of the key with `fingerprint`.
+    pub fn remove_key(&self, fingerprint: &str) -> Vec<Arc<Session>> {
+        let mut sessions = lock(&self.sessions);
+        let ids = sessions
+            .by_key
+            .get(fingerprint)
+            .cloned()
+            .unwrap_or_default();
+        ids.iter().filter_map(|id| sessions.remove(id)).collect()
     }
 
     /// Removes the sessions idle for longer than the idle timeout, unless streaming or busy.
@@ -156,8 +167,23 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token, or says how many seconds until one is available.
-    pub fn check(&self, key: &str) -> Result<(), u64> {
+    /// Whether a token is there, without taking it (Err: seconds until one is).
+    pub fn peek(&self, key: &str) -> Result<(), u64> {
+        let buckets = lock(&self.buckets);
+        let Some((tokens, at)) = buckets.get(key) else {
+            return Ok(());
+        };
+        let tokens = (tokens + at.elapsed().as_secs_f64() * self.per_second).min(self.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - tokens) / self.per_second).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Takes `cost` tokens, or says how many seconds until they are available.
+    pub fn check(&self, key: &str, cost: u32) -> Result<(), u64> {
+        let cost = f64::from(cost.max(1));
         let now = Instant::now();
         let mut buckets = lock(&self.buckets);
         if buckets.len() > 100_000 {
@@ -167,11 +193,11 @@ impl RateLimiter {
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= cost {
+            *tokens -= cost;
             Ok(())
         } else {
-            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
+            Err(((cost - *tokens) / self.per_second).ceil().max(1.0) as u64)
         }
     }
 }
@@ -198,10 +224,10 @@ mod tests {
     #[test]
     fn the_rate_limiter_allows_a_burst_then_says_when_to_retry() {
         let limiter = RateLimiter::new(60);
-        let allowed = (0..20).filter(|_| limiter.check("k").is_ok()).count();
+        let allowed = (0..20).filter(|_| limiter.check("k", 1).is_ok()).count();
         assert_eq!(allowed, 10);
-        assert!(limiter.check("k").unwrap_err() >= 1);
-        assert!(limiter.check("other").is_ok());
+        assert!(limiter.check("k", 1).unwrap_err() >= 1);
+        assert!(limiter.check("other", 1).is_ok());
     }
 
     #[test]

@@ -91,21 +91,23 @@ impl Replicas {
     /// The per-key rate for a request that needs no session (the stateless era).
     pub async fn rate(&self, fingerprint: &str) -> Result<(), Refusal> {
         match self {
-            Replicas::Local(local) => local.rate(fingerprint),
-            Replicas::Redis(redis) => redis.rate(fingerprint).await,
+            Replicas::Local(local) => local.rate(fingerprint, 1),
+            Replicas::Redis(redis) => redis.rate(fingerprint, 1).await,
         }
     }
 
-    /// The per-key rate, then session `id` of the key. `call`: the request is a tool call.
+    /// The per-key rate, then session `id` of the key. `call`: the request calls a tool; `cost`:
+    /// how many messages it carries (each message of a batch counts).
     pub async fn admit(
         &self,
         fingerprint: &str,
         id: &str,
         call: bool,
+        cost: u32,
     ) -> Result<Admitted, Refusal> {
         match self {
             Replicas::Local(local) => {
-                local.rate(fingerprint)?;
+                local.rate(fingerprint, cost)?;
                 let session = local.get(id, fingerprint).ok_or(Refusal::UnknownSession)?;
                 Ok(Admitted {
                     session,
@@ -113,7 +115,7 @@ impl Replicas {
                 })
             }
             Replicas::Redis(redis) => {
-                let (session, call) = redis.admit(fingerprint, id, call).await?;
+                let (session, call) = redis.admit(fingerprint, id, call, cost).await?;
                 Ok(Admitted {
                     session,
                     _call: call,
@@ -130,7 +132,7 @@ impl Replicas {
         match self {
             Replicas::Local(local) => {
                 if rate {
-                    local.rate(&session.key_fingerprint)?;
+                    local.rate(&session.key_fingerprint, 1)?;
                 }
                 let session = Arc::new(session);
                 if let Some(evicted) = local.open(session.clone())? {
@@ -158,6 +160,21 @@ impl Replicas {
                 None => false,
             }),
             Replicas::Redis(redis) => redis.end(id, fingerprint).await,
+        }
+    }
+
+    /// Ends every session of the key with `fingerprint` on every replica (the API refused the
+    /// key: revoked or expired); their streams close and their calls are cancelled.
+    pub async fn end_key(&self, fingerprint: &str) -> Result<usize, Refusal> {
+        match self {
+            Replicas::Local(local) => {
+                let ended = local.remove_key(fingerprint);
+                for session in &ended {
+                    session.close();
+                }
+                Ok(ended.len())
+            }
+            Replicas::Redis(redis) => redis.end_key(fingerprint).await,
         }
     }
 

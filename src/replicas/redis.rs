@@ -65,6 +65,7 @@ struct Scripts {
     admit: redis::Script,
     open: redis::Script,
     end: redis::Script,
+    end_key: redis::Script,
     save: redis::Script,
     heartbeat: redis::Script,
     /// Sent inside outbox pipelines as plain EVAL (a pipeline cannot fall back from EVALSHA to
@@ -82,6 +83,7 @@ impl Scripts {
             admit: with_common(include_str!("lua/admit.lua")),
             open: with_common(include_str!("lua/open.lua")),
             end: with_common(include_str!("lua/end.lua")),
+            end_key: with_common(include_str!("lua/end_key.lua")),
             save: with_common(include_str!("lua/save.lua")),
             heartbeat: with_common(include_str!("lua/heartbeat.lua")),
             finish: include_str!("lua/finish.lua"),
@@ -246,10 +248,10 @@ impl RedisState {
 
     /// The per-key rate for a request without a session; while Redis is unreachable each replica
     /// limits on its own rather than refusing the stateless era too.
-    pub async fn rate(&self, fingerprint: &str) -> Result<(), Refusal> {
+    pub async fn rate(&self, fingerprint: &str, cost: u32) -> Result<(), Refusal> {
         let local = || {
             self.fallback
-                .check(fingerprint)
+                .check(fingerprint, cost)
                 .map_err(|retry_after| Refusal::RateLimited { retry_after })
         };
         if !self.is_up() {
@@ -257,7 +259,10 @@ impl RedisState {
         }
         let mut connection = self.manager.clone();
         let mut invocation = self.scripts.rate.key(rate_key(fingerprint));
-        invocation.arg(self.interval_ms()).arg(self.burst());
+        invocation
+            .arg(self.interval_ms())
+            .arg(self.burst())
+            .arg(cost);
         match self
             .exchange(invocation.invoke_async::<Vec<String>>(&mut connection))
             .await
@@ -273,6 +278,7 @@ impl RedisState {
         fingerprint: &str,
         id: &str,
         call: bool,
+        cost: u32,
     ) -> Result<(Arc<Session>, Option<CallGuard>), Refusal> {
         if !self.is_up() {
             return Err(self.unavailable());
@@ -295,7 +301,8 @@ impl RedisState {
             .arg(id)
             .arg(self.limits.idle_timeout.as_millis() as u64)
             .arg(call_ms as u64)
-            .arg(REPLICA_PREFIX);
+            .arg(REPLICA_PREFIX)
+            .arg(cost);
         let reply: Vec<String> = self
             .exchange(invocation.invoke_async(&mut connection))
             .await?;
@@ -434,6 +441,15 @@ impl RedisState {
             self.close_here(id);
         }
         Ok(ended == 1)
+    }
+
+    /// Ends every session of the key with `fingerprint`, on every replica.
+    pub async fn end_key(&self, fingerprint: &str) -> Result<usize, Refusal> {
+        let mut connection = self.manager.clone();
+        let mut invocation = self.scripts.end_key.key(index_key(fingerprint));
+        invocation.arg(SESSION_PREFIX).arg(BROADCAST);
+        self.exchange(invocation.invoke_async(&mut connection))
+            .await
     }
 
     /// Closes what this process holds of session `id` (its stream, its calls).

@@ -2,6 +2,7 @@
 //! JSON-RPC messages for `mcp::core` and back, and nothing else. Invariant: no protocol logic lives
 //! here.
 
+pub mod request;
 pub mod sse;
 pub mod stdio;
 pub mod streamable;

@@ -4,15 +4,15 @@
 //!
 //! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
 
-use crate::mcp::jsonrpc::{Reply, calls_a_tool};
+use super::request::{AcceptRule, RequestHead, checked_post};
+use crate::mcp::jsonrpc::{Demand, Reply};
 use crate::mcp::session::{Notify, Session};
 use crate::replicas::{Refusal, Replicas};
 use crate::server::{SharedGateway, http_error, method_not_allowed, refused};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,10 +40,12 @@ async fn sse_post() -> Response {
 async fn open_stream(
     State(gateway): State<SharedGateway>,
     Query(query): Query<HashMap<String, String>>,
-    RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
+    request: RequestHead,
 ) -> Response {
-    let principal = match gateway.principal(&headers, raw_query.as_deref()).await {
+    let principal = match gateway
+        .principal(&request.headers, &request.uri, request.peer.as_ref())
+        .await
+    {
         Ok(principal) => principal,
         Err(response) => return *response,
     };
@@ -65,10 +67,16 @@ async fn open_stream(
         ),
         None => format!("messages?sessionId={}", session.id),
     };
+    let key_check = tokio::spawn(end_when_key_refused(
+        gateway.clone(),
+        principal,
+        Arc::downgrade(&session),
+    ));
     let stream = SessionStream {
         endpoint: Some(endpoint),
         receiver,
         owner: Some((gateway.replicas.clone(), session)),
+        key_check,
     };
     super::event_stream(stream)
 }
@@ -79,6 +87,29 @@ struct SessionStream {
     endpoint: Option<String>,
     receiver: mpsc::Receiver<Reply>,
     owner: Option<(Arc<Replicas>, Arc<Session>)>,
+    /// Ends the stream once the API no longer accepts its key; stopped with the stream.
+    key_check: tokio::task::JoinHandle<()>,
+}
+
+/// A stream outlives any one request, so its key is checked again as often as the auth cache
+/// expires (one introspection per key and period, however many streams share the key): once the
+/// API refuses it (revoked, expired), the stream and its session end.
+async fn end_when_key_refused(
+    gateway: SharedGateway,
+    principal: Arc<crate::auth::Principal>,
+    session: std::sync::Weak<Session>,
+) {
+    let period = gateway.auth.ttl().max(std::time::Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
+        if !gateway.auth.still_accepted(&principal.key).await {
+            if let Some(session) = session.upgrade() {
+                tracing::info!(key_id = %principal.key_id, "the API refused the key of an open stream: it ends");
+                gateway.replicas.stream_closed(&session);
+            }
+            return;
+        }
+    }
 }
 
 impl futures_core::Stream for SessionStream {
@@ -100,6 +131,7 @@ impl futures_core::Stream for SessionStream {
 
 impl Drop for SessionStream {
     fn drop(&mut self) {
+        self.key_check.abort();
         if let Some((replicas, session)) = self.owner.take() {
             replicas.stream_closed(&session);
         }
@@ -109,14 +141,9 @@ impl Drop for SessionStream {
 async fn post_message(
     State(gateway): State<SharedGateway>,
     Query(query): Query<HashMap<String, String>>,
-    RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: RequestHead,
+    body: Body,
 ) -> Response {
-    let principal = match gateway.principal(&headers, raw_query.as_deref()).await {
-        Ok(principal) => principal,
-        Err(response) => return *response,
-    };
     let Some(session_id) = query.get("sessionId") else {
         return http_error(
             StatusCode::BAD_REQUEST,
@@ -124,11 +151,9 @@ async fn post_message(
             "the sessionId query parameter is required",
         );
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return http_error(rejection.status(), "invalid_body", &rejection.body_text());
-        }
+    let (principal, body) = match checked_post(&gateway, &request, body, AcceptRule::Any).await {
+        Ok(checked) => checked,
+        Err(response) => return response,
     };
     let value = match serde_json::from_slice::<Value>(&body) {
         Ok(value) => value,
@@ -140,10 +165,11 @@ async fn post_message(
             );
         }
     };
-    let admitted = match gateway
-        .admit(&principal, session_id, calls_a_tool(&value))
-        .await
-    {
+    let demand = Demand::of(&value);
+    if let Some(message) = gateway.batch_too_large(demand) {
+        return http_error(StatusCode::BAD_REQUEST, "batch_too_large", &message);
+    }
+    let admitted = match gateway.admit(&principal, session_id, demand).await {
         Ok(admitted) => admitted,
         Err(Refusal::UnknownSession) => {
             return http_error(

@@ -11,7 +11,7 @@ use crate::mcp::session::{Notify, Session};
 use crate::server::SharedGateway;
 use serde_json::Value;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
@@ -32,7 +32,7 @@ where
     let authorization = format!("Bearer {api_key}");
     let principal = gateway
         .auth
-        .authenticate(Some(&authorization))
+        .authenticate(Some(&authorization), None)
         .await
         .map_err(|failure| {
             std::io::Error::new(
@@ -59,23 +59,35 @@ where
     });
 
     let tasks = TaskTracker::new();
-    let mut lines = BufReader::new(input);
-    let mut line = String::new();
+    let mut input = BufReader::new(input);
+    let mut line = Vec::new();
     loop {
-        line.clear();
-        if lines.read_line(&mut line).await? == 0 {
-            break;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.len() > MAX_LINE_BYTES {
-            let error = RpcError::new(Value::Null, ErrorCode::InvalidRequest, "message too large");
+        let complete = match read_bounded_line(&mut input, &mut line).await? {
+            None => break,
+            Some(complete) => complete,
+        };
+        if !complete {
+            let error = RpcError::new(
+                Value::Null,
+                ErrorCode::InvalidRequest,
+                format!("message over {MAX_LINE_BYTES} bytes; it was skipped"),
+            );
             let _ = replies.send(Reply::error(&error)).await;
             continue;
         }
-        let value = match serde_json::from_str::<Value>(&line) {
-            Ok(value) => value,
+        // One undecodable line is that message's error, not the end of the session.
+        let value = match std::str::from_utf8(&line)
+            .map_err(|e| format!("the line is not UTF-8 ({e})"))
+            .and_then(|text| {
+                if text.trim().is_empty() {
+                    return Ok(None);
+                }
+                serde_json::from_str::<Value>(text)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(Some(value)) => value,
+            Ok(None) => continue,
             Err(e) => {
                 let error = RpcError::new(
                     Value::Null,
@@ -110,6 +122,40 @@ where
     writer.await.map_err(std::io::Error::other)?
 }
 
+/// Reads one line (without its newline) into `line`, keeping at most `MAX_LINE_BYTES`: the rest
+/// of a longer line is read and dropped, never buffered. None at the end of input; Some(false)
+/// when the line was too long.
+async fn read_bounded_line<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut too_long = false;
+    let mut read_any = false;
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(read_any.then_some(!too_long));
+        }
+        read_any = true;
+        let (chunk, found_newline) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], true),
+            None => (available, false),
+        };
+        if line.len() + chunk.len() > MAX_LINE_BYTES {
+            too_long = true;
+            line.clear();
+        } else if !too_long {
+            line.extend_from_slice(chunk);
+        }
+        let consumed = chunk.len() + usize::from(found_newline);
+        input.consume(consumed);
+        if found_newline {
+            return Ok(Some(!too_long));
+        }
+    }
+}
+
 /// Handles one value as the key behind `authorization` and queues the reply, if any.
 async fn answer(
     gateway: SharedGateway,
@@ -118,7 +164,7 @@ async fn answer(
     authorization: String,
     value: Value,
 ) {
-    let reply = match gateway.auth.authenticate(Some(&authorization)).await {
+    let reply = match gateway.auth.authenticate(Some(&authorization), None).await {
         Ok(principal) => {
             gateway
                 .core

@@ -10,16 +10,16 @@
 //! first (progress, log messages), with an SSE stream that ends on the reply; closing that stream
 //! cancels the call. Notifications are 202. GET is 405: no standalone server stream is offered.
 
+use super::request::{AcceptRule, RequestHead, accepts, checked_post};
 use crate::auth::Principal;
 use crate::mcp::envelope::{self, RoutingHeaders};
-use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, RpcError, calls_a_tool};
+use crate::mcp::jsonrpc::{Demand, ErrorCode, Incoming, Reply, RpcError};
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::replicas::{Admitted, Refusal};
 use crate::server::{Refused, SharedGateway, http_error, method_not_allowed, refused, rpc_error};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -57,26 +57,15 @@ async fn get_mcp() -> Response {
 async fn post_mcp(
     State(gateway): State<SharedGateway>,
     Query(query): Query<HashMap<String, String>>,
-    RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: RequestHead,
+    body: Body,
 ) -> Response {
-    let principal = match gateway.principal(&headers, raw_query.as_deref()).await {
-        Ok(principal) => principal,
-        Err(response) => return *response,
+    let accept = AcceptRule::JsonOrEventStream;
+    let (principal, body) = match checked_post(&gateway, &request, body, accept).await {
+        Ok(checked) => checked,
+        Err(response) => return response,
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            return rpc_error(
-                status,
-                &Value::Null,
-                ErrorCode::InvalidRequest,
-                &rejection.body_text(),
-            );
-        }
-    };
+    let headers = request.headers;
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => {
@@ -91,7 +80,8 @@ async fn post_mcp(
     let exchange = Exchange {
         gateway,
         principal,
-        streams: accepts_event_stream(&headers),
+        streams: accepts(&headers, "text/event-stream"),
+        json: accepts(&headers, "application/json"),
     };
     if envelope::is_modern(header(&headers, VERSION_HEADER), &value) {
         if let Err(response) = exchange.gateway.check_rate(&exchange.principal).await {
@@ -108,6 +98,8 @@ struct Exchange {
     principal: Arc<Principal>,
     /// The client accepts `text/event-stream` responses.
     streams: bool,
+    /// The client accepts `application/json` responses (else a reply goes as a one-event stream).
+    json: bool,
 }
 
 impl Exchange {
@@ -133,7 +125,16 @@ impl Exchange {
                     "a batch needs a session",
                 );
             };
-            let admitted = match self.admit(id, calls_a_tool(&value), &Value::Null).await {
+            let demand = Demand::of(&value);
+            if let Some(message) = gateway.batch_too_large(demand) {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    ErrorCode::InvalidRequest,
+                    &message,
+                );
+            }
+            let admitted = match self.admit(id, demand, &Value::Null).await {
                 Ok(admitted) => admitted,
                 Err(response) => return *response,
             };
@@ -141,9 +142,9 @@ impl Exchange {
                 .core
                 .handle_json(principal, &admitted.session, value, &Notify::Nowhere)
                 .await;
-            return reply_response(reply, false);
+            return self.reply(reply, false);
         }
-        let call = calls_a_tool(&value);
+        let demand = Demand::of(&value);
         let message = match Incoming::parse(value) {
             Ok(message) => message,
             Err(error) => {
@@ -169,7 +170,7 @@ impl Exchange {
                 Ok(session) => session,
                 Err(response) => return *response,
             };
-            let mut response = reply_response(reply, false);
+            let mut response = self.reply(reply, false);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
                 response.headers_mut().insert(SESSION_HEADER, id);
             }
@@ -177,7 +178,7 @@ impl Exchange {
         }
 
         let admitted = match session_id {
-            Some(id) => match self.admit(id, call, &request_id(&message)).await {
+            Some(id) => match self.admit(id, demand, &request_id(&message)).await {
                 Ok(admitted) => admitted,
                 Err(response) => return *response,
             },
@@ -215,10 +216,10 @@ impl Exchange {
     }
 
     /// The rate limit and session `id`; an unknown session is 404 with a JSON-RPC error for
-    /// request `reply_id`. `call`: the message calls a tool.
-    async fn admit(&self, id: &str, call: bool, reply_id: &Value) -> Result<Admitted, Refused> {
+    /// request `reply_id`.
+    async fn admit(&self, id: &str, demand: Demand, reply_id: &Value) -> Result<Admitted, Refused> {
         self.gateway
-            .admit(&self.principal, id, call)
+            .admit(&self.principal, id, demand)
             .await
             .map_err(|refusal| {
                 Box::new(match refusal {
@@ -305,7 +306,7 @@ impl Exchange {
                 .core
                 .handle(&self.principal, &session, message, &Notify::Nowhere)
                 .await;
-            return reply_response(reply, modern);
+            return self.reply(reply, modern);
         }
         let (sender, mut notifications) = mpsc::channel(STREAM_QUEUE);
         let worker = self.gateway.clone();
@@ -320,6 +321,7 @@ impl Exchange {
         }));
         // The first notification commits the response to a stream; a reply that comes first
         // (nothing to report) goes out as JSON, with the status its era gives it.
+        let json = self.json;
         tokio::select! {
             biased;
             Some(first) = notifications.recv() => super::event_stream(ReplyStream {
@@ -327,8 +329,25 @@ impl Exchange {
                 notifications,
                 call: Some(call),
             }),
-            reply = &mut call.0 => reply_response(joined(reply), modern),
+            reply = &mut call.0 => reply_as(joined(reply), modern, json),
         }
+    }
+
+    fn reply(&self, reply: Option<Reply>, modern: bool) -> Response {
+        reply_as(reply, modern, self.json)
+    }
+}
+
+/// A reply as JSON, or, for a client that accepts only `text/event-stream`, as a stream of that
+/// one message.
+fn reply_as(reply: Option<Reply>, modern: bool, json: bool) -> Response {
+    match reply {
+        Some(reply) if !json => super::event_stream(ReplyStream {
+            first: Some(reply),
+            notifications: mpsc::channel(1).1,
+            call: None,
+        }),
+        reply => reply_response(reply, modern),
     }
 }
 
@@ -346,14 +365,6 @@ fn may_notify(message: &Incoming, session: &Session) -> bool {
         }
         _ => false,
     }
-}
-
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|accept| accept.contains("text/event-stream"))
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -442,16 +453,15 @@ impl futures_core::Stream for ReplyStream {
     }
 }
 
-async fn delete_mcp(
-    State(gateway): State<SharedGateway>,
-    RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let principal = match gateway.principal(&headers, raw_query.as_deref()).await {
+async fn delete_mcp(State(gateway): State<SharedGateway>, request: RequestHead) -> Response {
+    let principal = match gateway
+        .principal(&request.headers, &request.uri, request.peer.as_ref())
+        .await
+    {
         Ok(principal) => principal,
         Err(response) => return *response,
     };
-    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+    let Some(id) = header(&request.headers, SESSION_HEADER) else {
         return http_error(
             StatusCode::BAD_REQUEST,
             "missing_session",

@@ -37,7 +37,7 @@ fn args(value: Value) -> Map<String, Value> {
 
 async fn setup() -> (RecordingServer, Upstream) {
     let server = RecordingServer::start().await;
-    let upstream = Upstream::new(&server.url, Duration::from_secs(5)).unwrap();
+    let upstream = Upstream::new(&server.url, upstream_options(Duration::from_secs(5))).unwrap();
     (server, upstream)
 }
 
@@ -275,7 +275,7 @@ async fn an_unreachable_api_is_a_transport_error_without_the_key() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let upstream = Upstream::new(&url, Duration::from_secs(2)).unwrap();
+    let upstream = Upstream::new(&url, upstream_options(Duration::from_secs(2))).unwrap();
     let error = upstream
         .call(
             &key(KEY_A),
@@ -302,7 +302,7 @@ async fn a_slow_api_times_out() {
             held.push(socket);
         }
     });
-    let upstream = Upstream::new(&url, Duration::from_millis(300)).unwrap();
+    let upstream = Upstream::new(&url, upstream_options(Duration::from_millis(300))).unwrap();
     let error = upstream
         .call(
             &key(KEY_A),
@@ -317,4 +317,11 @@ async fn a_slow_api_times_out() {
             message: "the request timed out".into()
         }
     );
+}
+
+fn upstream_options(timeout: Duration) -> trainar_mcp::upstream::UpstreamOptions {
+    trainar_mcp::upstream::UpstreamOptions {
+        timeout,
+        ..Default::default()
+    }
 }

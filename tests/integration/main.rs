@@ -5,6 +5,7 @@ mod catalogue;
 mod common;
 mod dispatch;
 mod gateway_fixture;
+mod hardening;
 mod mcp_clients;
 mod mcp_http;
 mod mcp_modern;

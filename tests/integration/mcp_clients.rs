@@ -203,3 +203,71 @@ fn stdio_sends_the_clients_log_after_logging_set_level() {
             .any(|r| r["id"] == 4 && r["result"]["isError"] == true)
     );
 }
+
+#[test]
+fn stdio_answers_an_undecodable_or_oversized_line_with_an_error_and_reads_on() {
+    use std::io::Write;
+    let admin = crate::sandbox_fixture::ADMIN_KEY;
+    let mut child = binary()
+        .args(["stdio", "--data-dir"])
+        .arg(fresh_dir("stdio-bad-lines"))
+        .env("TRAINAR_SANDBOX_ADMIN_KEY", admin)
+        .env("TRAINAR_API_KEY", admin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\xff\xfe{\"jsonrpc\":\"2.0\"}\n").unwrap();
+    // Over the 4 MiB line limit: read and dropped, never held whole.
+    let oversized = vec![b'a'; 5 * 1024 * 1024];
+    stdin.write_all(&oversized).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    )
+    .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "stdio keeps running and exits cleanly"
+    );
+    let replies: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert_eq!(replies[0]["error"]["code"], -32700);
+    assert!(
+        replies[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not UTF-8")
+    );
+    assert_eq!(replies[1]["error"]["code"], -32600);
+    assert_eq!(replies[2]["id"], 1);
+    assert_eq!(replies[2]["result"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_large_reaches_the_python_sdk_as_a_tool_error_not_an_exception() {
+    let gateway = TestGateway::demo(|config| config.core.max_result_bytes = 1024).await;
+    let output = tokio::process::Command::new(python())
+        .arg(repo_root().join("tests/python/large_result.py"))
+        .args([&gateway.url, &gateway.admin()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("no client exception"), "{stdout}");
+}

@@ -400,7 +400,7 @@ async fn list_all_tools_shows_everything_with_scopes_and_pages() {
 }
 
 #[tokio::test]
-async fn results_mirror_json_and_large_ones_are_truncated_with_a_hint() {
+async fn results_mirror_json_and_large_ones_become_errors_that_say_how_to_ask_for_less() {
     let gateway = TestGateway::demo(|config| config.core.max_result_bytes = 1024).await;
     let admin = gateway.admin();
     let session = gateway.initialize(&admin, "/mcp").await;
@@ -428,13 +428,22 @@ async fn results_mirror_json_and_large_ones_are_truncated_with_a_hint() {
     let big = gateway
         .call_tool(&admin, &session, "list_tasks", json!({"limit": 5}))
         .await;
-    assert_eq!(big["isError"], false);
+    // Not a cut result (it would break clients that check structuredContent against the
+    // outputSchema): an error that tells the model how to ask for less.
+    assert_eq!(big["isError"], true);
     let text = text_of(&big);
     assert!(
-        text.contains("Result truncated") && text.contains("limit") && text.contains("cursor"),
+        text.contains("over this server's limit of 1024 bytes")
+            && text.contains("`limit`")
+            && text.contains("`cursor`")
+            && text.contains(" fit."),
         "{text}"
     );
     assert!(big.get("structuredContent").is_none());
+    let fitting = gateway
+        .call_tool(&admin, &session, "list_tasks", json!({"limit": 1}))
+        .await;
+    assert_eq!(fitting["isError"], false, "{}", text_of(&fitting));
 }
 
 #[tokio::test]
@@ -442,7 +451,7 @@ async fn a_slow_api_becomes_an_error_result_within_the_timeout() {
     let abandoned = Arc::new(AtomicBool::new(false));
     let upstream = hanging_api(abandoned.clone()).await;
     let gateway = TestGateway::in_front_of(&upstream, |config| {
-        config.call_timeout = Duration::from_millis(500)
+        config.upstream.timeout = Duration::from_millis(500)
     })
     .await;
     let session = gateway.initialize(SLOW_KEY, "/mcp").await;

@@ -1,10 +1,10 @@
 -- A request within a session: the rate limit, then the session, in one round trip.
 -- KEYS[1] the key's rate bucket, KEYS[2] the session, KEYS[3] the key's session index.
 -- ARGV: interval ms, burst, key fingerprint, session id, idle ms, call ms (0: not a tool call),
---       replica heartbeat prefix.
+--       replica heartbeat prefix, cost (messages in this request: a batch counts each).
 -- Returns {'limited', ms}, {'unknown'}, or {'ok', version, selection, log level, owner}.
 local now = now_ms()
-local wait = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+local wait = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now, tonumber(ARGV[8]))
 if wait > 0 then return {'limited', string.format('%.0f', math.ceil(wait))} end
 local s = redis.call('HMGET', KEYS[2], 'fp', 'version', 'selection', 'log', 'owner')
 -- Bound to its key: another key's request does not learn that the session exists.

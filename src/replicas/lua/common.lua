@@ -7,14 +7,14 @@ local function now_ms()
 end
 
 -- GCRA (the generic cell rate algorithm) over the key's theoretical arrival time, in ms: one
--- request every `interval` ms, `burst` at once. Returns 0 and records the request when it is
--- admitted, else the ms to wait (nothing recorded).
-local function gcra(key, interval, burst, now)
+-- request every `interval` ms, `burst` at once; `cost` requests arrive together (a batch).
+-- Returns 0 and records them when admitted, else the ms to wait (nothing recorded).
+local function gcra(key, interval, burst, now, cost)
   local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
-  local wait = tat - now - interval * (burst - 1)
+  local wait = tat - now - interval * (burst - cost)
   if wait > 0 then return wait end
-  local next_tat = tat + interval
+  local next_tat = tat + interval * cost
   redis.call('SET', key, string.format('%.0f', next_tat), 'PX', math.max(math.ceil(next_tat - now), 1))
   return 0
 end

@@ -6,7 +6,7 @@
 -- Returns {'limited', ms}, {'full', held}, or {'ok', evicted session id or ''}.
 local now = now_ms()
 if tonumber(ARGV[2]) > 0 then
-  local wait = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now)
+  local wait = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now, 1)
   if wait > 0 then return {'limited', string.format('%.0f', math.ceil(wait))} end
 end
 -- Oldest use first: the first quiet one is the idlest.

@@ -1,0 +1,145 @@
+//! The outline of each tool's output schema, checked against the API's success body on every
+//! call: the top-level fields the schema requires, and the JSON type of each field it declares.
+//!
+//! A body that breaks its schema would make strict clients (the Python SDK validates
+//! `structuredContent`) raise instead of showing anything, so it becomes a tool error naming the
+//! field. Only the outline is checked: the body is split into its top-level members as borrowed
+//! JSON text (no tree is built), which keeps the check to a few microseconds; a full check of
+//! every nested field would cost more than the call's own parsing.
+
+use crate::catalogue::Catalogue;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+/// JSON types, as a schema names them.
+const TYPES: [&str; 7] = [
+    "object", "array", "string", "number", "integer", "boolean", "null",
+];
+
+struct Outline {
+    required: Vec<String>,
+    /// Field → the types the schema allows (empty: any).
+    types: HashMap<String, Vec<&'static str>>,
+}
+
+static OUTLINES: LazyLock<HashMap<&'static str, Outline>> = LazyLock::new(|| {
+    Catalogue::get()
+        .tools()
+        .iter()
+        .filter_map(|tool| {
+            Some((
+                tool.name(),
+                Outline::of(tool.definition.get("outputSchema")?),
+            ))
+        })
+        .collect()
+});
+
+impl Outline {
+    fn of(schema: &Value) -> Outline {
+        let required = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.as_str().map(String::from))
+            .collect();
+        let types = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, property)| (name.clone(), allowed_types(property)))
+            .collect();
+        Outline { required, types }
+    }
+}
+
+fn allowed_types(property: &Value) -> Vec<&'static str> {
+    let named: Vec<&str> = match &property["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    TYPES.into_iter().filter(|t| named.contains(t)).collect()
+}
+
+/// The JSON type of a value from its first byte (an integer also counts as a number).
+fn type_of(value: &RawValue) -> &'static str {
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'{') => "object",
+        Some(b'[') => "array",
+        Some(b'"') => "string",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        _ if text.contains(['.', 'e', 'E']) => "number",
+        _ => "integer",
+    }
+}
+
+/// What is wrong with `body` as the success of `tool`, naming the field; None when its outline
+/// fits (or the tool declares no output schema).
+pub fn problem(tool: &str, body: &RawValue) -> Option<String> {
+    let outline = OUTLINES.get(tool)?;
+    let Ok(members) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(body.get()) else {
+        return Some(format!(
+            "the body is not a JSON object (it starts `{}`)",
+            preview(body)
+        ));
+    };
+    let wrong_type = members.iter().find_map(|(name, value)| {
+        let allowed = outline.types.get(*name)?;
+        let found = type_of(value);
+        let fits = allowed.is_empty()
+            || allowed.contains(&found)
+            || (found == "integer" && allowed.contains(&"number"));
+        (!fits).then(|| format!("`{name}` should be {}, not {found}", allowed.join(" or ")))
+    });
+    wrong_type.or_else(|| {
+        outline
+            .required
+            .iter()
+            .find(|name| !members.contains_key(name.as_str()))
+            .map(|missing| format!("`{missing}` is required but missing"))
+    })
+}
+
+fn preview(body: &RawValue) -> String {
+    body.get().chars().take(20).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap()
+    }
+
+    #[test]
+    fn a_body_that_fits_its_outline_passes_and_one_that_breaks_it_names_the_field() {
+        let task = r#"{"id":"tsk_0000000000000000","title":"t","status":"open"}"#;
+        let outline = OUTLINES
+            .get("get_task")
+            .expect("get_task declares an output schema");
+        assert!(outline.required.iter().any(|r| r == "id"));
+        let fitting = problem("get_task", &raw(task));
+        assert!(
+            fitting.is_none() || !fitting.as_deref().unwrap().contains("`id`"),
+            "{fitting:?}"
+        );
+        let wrong_type = problem("get_task", &raw(r#"{"id":42,"title":"t"}"#)).unwrap();
+        assert!(
+            wrong_type.contains("`id`") && wrong_type.contains("not integer"),
+            "{wrong_type}"
+        );
+        let not_an_object = problem("get_task", &raw("[1,2]")).unwrap();
+        assert!(
+            not_an_object.contains("not a JSON object"),
+            "{not_an_object}"
+        );
+        let missing = problem("list_tasks", &raw(r#"{"next_cursor":null}"#)).unwrap();
+        assert!(missing.contains("`data` is required"), "{missing}");
+    }
+}
