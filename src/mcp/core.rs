@@ -370,7 +370,11 @@ impl Core {
             let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             return (denied(tool, &missing, &principal.scope_names), "denied");
         }
-        let problems = ARGUMENT_CHECKS[tool.name()].problems(&Value::Object(arguments.clone()));
+        let mut arguments = Value::Object(arguments);
+        let problems = ARGUMENT_CHECKS[tool.name()].problems_with_nulls_omitted(&mut arguments);
+        let Value::Object(arguments) = arguments else {
+            unreachable!("stripping nulls keeps an object an object");
+        };
         if !problems.is_empty() {
             let lines: Vec<String> = problems
                 .iter()
