@@ -111,8 +111,16 @@ impl Operation {
                     .to_string();
                 let mut schema = schema::convert(spec, &parameter["schema"])
                     .map_err(|e| format!("parameter {name}: {e}"))?;
-                if let Some(description) = parameter.get("description") {
-                    schema["description"] = description.clone();
+                if let Some(description) = parameter["description"].as_str() {
+                    // An enum's own description explains its values; the parameter's says what
+                    // it filters or sets. A model needs both.
+                    let described = match schema["description"].as_str() {
+                        Some(values) if schema.get("enum").is_some() => {
+                            format!("{} {}", description.trim(), values.trim())
+                        }
+                        _ => description.to_string(),
+                    };
+                    schema["description"] = json!(described);
                 }
                 arguments.push(Argument {
                     name: name.clone(),
@@ -152,6 +160,10 @@ impl Operation {
             }
         }
         rename_collisions(&mut arguments);
+        let scopes = spec.scopes()?;
+        for argument in &mut arguments {
+            schema::explain_scope_enums(&mut argument.schema, &scopes);
+        }
 
         let success = op["responses"]
             .as_object()
@@ -231,6 +243,14 @@ impl Operation {
             return Err(format!(
                 "properties without a description: {}",
                 undescribed.join(", ")
+            ));
+        }
+        let mut unexplained = Vec::new();
+        schema::unexplained_enum_values(&input, "", &mut unexplained);
+        if !unexplained.is_empty() {
+            return Err(format!(
+                "enum values that their description does not name (in backticks): {}",
+                unexplained.join(", ")
             ));
         }
         if self.description.is_empty() || self.title.is_empty() {

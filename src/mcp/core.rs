@@ -37,9 +37,25 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a 2026-07-28 client may cache tools/list and server/discover: the catalogue is fixed
 /// for the life of the process, and a key's scopes never change (it is revoked instead).
 const MODERN_CACHE_TTL_MS: u64 = 60_000;
+/// What every tool has in common, said once here instead of in 67 descriptions.
 const INSTRUCTIONS: &str = "Tools for one TrainAR tenant: users and AR devices, training sessions, tasks and skills, \
-    the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools \
-    are listed and callable. Lists are paginated: pass `next_cursor` back as `cursor`.";
+the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools are listed \
+and callable.
+
+Conventions shared by every tool:
+- Arguments: leave out what you do not need. null means the same as leaving an argument out; a required \
+argument cannot be null. Ids are opaque strings with a type prefix (`tsk_`, `usr_`, ...); timestamps are \
+RFC 3339 in UTC.
+- Pagination: a list returns one page `{data, next_cursor}`. Pass `limit` (1-100, default 20), then pass \
+`next_cursor` back as `cursor` until it is null.
+- Errors come back as a tool result with isError true. \"Invalid arguments\" names each failing field: fix \
+those and call again. \"The TrainAR API answered <status>\": 400 an invalid argument (the fields are \
+listed), 404 no such object in this tenant (check the id, e.g. with the list tool), 409 a conflict with \
+the object's current state (read it again first), 413 a body too large, 422 a business rule refused it \
+(the message says which), 429 too many requests (wait, then retry), 5xx or \"could not be reached\": \
+try again shortly.
+- \"Permission denied\" names the scope the tool needs and the scopes this API key holds: calling again \
+cannot succeed. Tell the user which scope to add (Dashboard > API & Webhooks > API Keys).";
 
 fn server_info() -> Value {
     json!({"name": "trainar-mcp", "title": "TrainAR", "version": env!("CARGO_PKG_VERSION")})

@@ -1,5 +1,5 @@
-//! The catalogue as models see it, over real loopback HTTP: null for an optional argument means
-//! omitted, in both eras.
+//! The catalogue as models see it, over real loopback HTTP: the conventions the server's
+//! instructions state, and null for an optional argument meaning omitted, in both eras.
 
 use crate::gateway_fixture::{TestGateway, text_of};
 use crate::mcp_modern::{modern, send};
@@ -72,4 +72,31 @@ async fn null_for_an_optional_argument_is_the_same_as_omitting_it() {
         text_of(&refused),
         "Invalid arguments for get_task:\n- `task_id`: is required, and null is not a value for it"
     );
+}
+
+#[tokio::test]
+async fn the_instructions_state_the_conventions_every_tool_shares() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let reply = gateway
+        .post(
+            Some(&gateway.admin()),
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25"}}),
+            &[],
+        )
+        .await;
+    let instructions = reply.body["result"]["instructions"].as_str().unwrap();
+    for convention in [
+        "null means the same as leaving an argument out",
+        "pass `next_cursor` back as `cursor`",
+        "404 no such object",
+        "429 too many requests",
+        "\"Permission denied\" names the scope",
+    ] {
+        assert!(
+            instructions.contains(convention),
+            "{convention:?} is not in {instructions}"
+        );
+    }
 }
