@@ -256,8 +256,9 @@ impl Operation {
         if self.description.is_empty() || self.title.is_empty() {
             return Err("a tool needs a summary (its title) and a description".into());
         }
-        let mut annotations = self.annotations.clone();
-        annotations.insert("title".into(), json!(self.title));
+        // No `annotations.title`: it would repeat `title`, which every client since 2025-06-18
+        // reads first, and cost every listing the bytes.
+        let annotations = self.annotations.clone();
         let mut meta = json!({
             "ai.trainar/category": self.category,
             "ai.trainar/requiredScopes": self.scopes,
