@@ -318,8 +318,8 @@ fn default_annotations(method: &str) -> Map<String, Value> {
     hints
 }
 
-/// The catalogue as pretty JSON: every non-excluded operation, in document order.
-pub fn tools_json(operations: &[Operation]) -> Result<String, String> {
+/// The catalogue: every non-excluded operation as a tool, in document order.
+pub fn tools(operations: &[Operation]) -> Result<Vec<Value>, String> {
     let mut tools = Vec::new();
     let mut problems = Vec::new();
     for operation in operations.iter().filter(|o| !o.excluded) {
@@ -331,7 +331,12 @@ pub fn tools_json(operations: &[Operation]) -> Result<String, String> {
     if !problems.is_empty() {
         return Err(problems.join("\n  "));
     }
-    let mut text = serde_json::to_string_pretty(&Value::Array(tools)).map_err(|e| e.to_string())?;
+    Ok(tools)
+}
+
+/// `tools.json`: the catalogue as pretty JSON.
+pub fn tools_json(tools: &[Value]) -> Result<String, String> {
+    let mut text = serde_json::to_string_pretty(tools).map_err(|e| e.to_string())?;
     text.push('\n');
     Ok(text)
 }

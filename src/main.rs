@@ -8,6 +8,7 @@ use std::time::Duration;
 use trainar_mcp::catalogue::Catalogue;
 use trainar_mcp::diff;
 use trainar_mcp::mcp::core::CoreOptions;
+use trainar_mcp::mcp::presentation::Presentation;
 use trainar_mcp::mcp::selection::Selection;
 use trainar_mcp::sandbox;
 use trainar_mcp::server::{self, Gateway, GatewayConfig, ServerOptions};
@@ -101,6 +102,17 @@ struct GatewayArgs {
     /// tools/list page size.
     #[arg(long, env = "TRAINAR_TOOLS_PAGE_SIZE", default_value_t = 100)]
     tools_page_size: usize,
+    /// The dialect of inputSchemas: full JSON Schema, or what OpenAI's strict mode or Gemini's
+    /// function declarations accept (a connection may choose another with `?schema=`).
+    #[arg(
+        long = "schema",
+        env = "TRAINAR_SCHEMA",
+        value_name = "full|openai|gemini"
+    )]
+    schema_dialect: Option<String>,
+    /// tools/list leaves out outputSchema (a connection may choose with `?lean=`).
+    #[arg(long, env = "TRAINAR_LEAN")]
+    lean: bool,
 }
 
 #[derive(Args)]
@@ -137,14 +149,20 @@ impl GatewayArgs {
     }
 
     fn config(&self, server: ServerOptions) -> Result<GatewayConfig, String> {
+        let mut selection = Selection::parse(
+            self.toolsets.as_deref(),
+            self.tools.as_deref(),
+            self.read_only,
+        )?;
+        selection.presentation = Presentation::parse(|name| match name {
+            "schema" => self.schema_dialect.as_deref(),
+            "lean" => self.lean.then_some("true"),
+            _ => None,
+        })?;
         Ok(GatewayConfig {
             core: CoreOptions {
                 list_all_tools: self.list_all_tools,
-                selection: Selection::parse(
-                    self.toolsets.as_deref(),
-                    self.tools.as_deref(),
-                    self.read_only,
-                )?,
+                selection,
                 max_result_bytes: self.max_result_bytes.max(1024),
                 page_size: self.tools_page_size.max(1),
             },

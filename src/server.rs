@@ -7,6 +7,7 @@
 use crate::auth::{AuthFailure, Authenticator, Principal};
 use crate::mcp::core::Core;
 use crate::mcp::jsonrpc::{ErrorCode, failure};
+use crate::mcp::presentation::Presentation;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::SessionStore;
 use crate::transport::{sse, streamable};
@@ -201,7 +202,8 @@ impl Gateway {
         Err(Box::new(response))
     }
 
-    /// The server's selection narrowed by a connection's `?toolsets=&tools=&read_only=`.
+    /// The server's selection narrowed by a connection's `?toolsets=&tools=&read_only=`, and its
+    /// presentation overridden by `?schema=&lean=`.
     pub fn selection_for(&self, query: &HashMap<String, String>) -> Result<Selection, Refused> {
         let read_only = matches!(
             query.get("read_only").map(String::as_str),
@@ -212,6 +214,11 @@ impl Gateway {
             query.get("tools").map(String::as_str),
             read_only,
         )
+        .and_then(|mut selection| {
+            selection.presentation =
+                Presentation::parse(|name| query.get(name).map(String::as_str))?;
+            Ok(selection)
+        })
         .map_err(|message| {
             Box::new(http_error(
                 StatusCode::BAD_REQUEST,

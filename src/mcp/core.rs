@@ -6,7 +6,7 @@
 //! parsed messages, the caller's `Principal` and their `Session`.
 
 use crate::auth::Principal;
-use crate::catalogue::{Catalogue, Tool};
+use crate::catalogue::{Catalogue, Dialect, Tool};
 use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::selection::Selection;
@@ -296,9 +296,10 @@ impl Core {
         let end = (start + self.options.page_size.max(1)).min(offered.len());
         // Joined from each tool's JSON serialised at load: the catalogue is large (~240 KB), and
         // copying and re-serialising it per request cost milliseconds.
+        let view = session.selection.presentation.view();
         let tools: Vec<&str> = offered[start..end]
             .iter()
-            .map(|t| &*t.definition_json)
+            .map(|t| t.json_in(view))
             .collect();
         let mut page = format!(r#"{{"tools":[{}]"#, tools.join(","));
         if end < offered.len() {
@@ -336,6 +337,7 @@ impl Core {
             Some(Value::Object(arguments)) => arguments.clone(),
             Some(_) => return Err(invalid("`arguments` must be an object".into())),
         };
+        let dialect = session.selection.presentation.view().dialect;
         let progress = request
             .params
             .get("_meta")
@@ -349,7 +351,9 @@ impl Core {
                 count: 0,
             });
         let started = Instant::now();
-        let (outcome, status) = self.run_tool(principal, tool, arguments, progress).await;
+        let (outcome, status) = self
+            .run_tool(principal, tool, arguments, dialect, progress)
+            .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(key_id = %principal.key_id, tool = tool.name(), status, duration_ms, "tools/call");
         // The client's own log, if it asked for one (logging/setLevel): the same line, minus the key.
@@ -378,13 +382,19 @@ impl Core {
         &self,
         principal: &Principal,
         tool: &Tool,
-        arguments: Map<String, Value>,
+        mut arguments: Map<String, Value>,
+        dialect: Dialect,
         progress: Option<Progress<'_>>,
     ) -> (String, &'static str) {
         let missing = principal.scopes.missing_for(tool.operation);
         if !missing.is_empty() {
             let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             return (denied(tool, &missing, &principal.scope_names), "denied");
+        }
+        if dialect != Dialect::Full
+            && let Err(text) = parse_json_text_arguments(tool, &mut arguments)
+        {
+            return (error_result(text), "invalid_arguments");
         }
         let mut arguments = Value::Object(arguments);
         let problems = ARGUMENT_CHECKS[tool.name()].problems_with_nulls_omitted(&mut arguments);
@@ -582,6 +592,27 @@ fn set_log_level(session: &Session, request: &Request) -> Result<String, RpcErro
         })?;
     session.set_log_level(level);
     Ok("{}".into())
+}
+
+/// The vendor dialects carry free-form object arguments as JSON text (neither can describe an
+/// object of any shape); this turns that text back into the object the API takes. A value that
+/// is not text is left for validation to judge.
+fn parse_json_text_arguments(
+    tool: &Tool,
+    arguments: &mut Map<String, Value>,
+) -> Result<(), String> {
+    for name in &tool.json_text_arguments {
+        if let Some(Value::String(text)) = arguments.get(name) {
+            let parsed: Value = serde_json::from_str(text).map_err(|error| {
+                format!(
+                    "Invalid arguments for {}:\n- `{name}`: is not JSON text of an object ({error})",
+                    tool.name()
+                )
+            })?;
+            arguments.insert(name.clone(), parsed);
+        }
+    }
+    Ok(())
 }
 
 fn error_result(text: String) -> String {

@@ -1,7 +1,9 @@
 //! Which tools a connection sees: the server's `--toolsets/--tools/--read-only`, narrowed by the
-//! connection's query parameters, and always intersected with the key's scopes.
+//! connection's query parameters, and always intersected with the key's scopes; and how they
+//! are written out (`Presentation`).
 
 use crate::catalogue::{Catalogue, Tool};
+use crate::mcp::presentation::Presentation;
 use crate::scopes::ScopeSet;
 use std::collections::BTreeSet;
 
@@ -12,6 +14,9 @@ pub struct Selection {
     /// Only these tools, when set.
     pub tools: Option<BTreeSet<String>>,
     pub read_only: bool,
+    /// How the selected tools are written out; travels with the selection, as it is chosen the
+    /// same way (server flags, then the connection's query parameters).
+    pub presentation: Presentation,
 }
 
 impl Selection {
@@ -50,6 +55,7 @@ impl Selection {
             toolsets,
             tools,
             read_only,
+            presentation: Presentation::default(),
         })
     }
 
@@ -64,6 +70,7 @@ impl Selection {
             toolsets: both(&self.toolsets, &other.toolsets),
             tools: both(&self.tools, &other.tools),
             read_only: self.read_only || other.read_only,
+            presentation: self.presentation.overridden_by(&other.presentation),
         }
     }
 
