@@ -1,10 +1,15 @@
-//! Each tool's inputSchema in the dialects of model vendors (`dialects.json`): the subset of JSON
-//! Schema that OpenAI's strict function calling and Gemini's function `parameters` accept.
+//! A tool's inputSchema in the dialects of model vendors: the subset of JSON Schema that OpenAI's
+//! strict function calling and Gemini's function `parameters` accept. build.rs writes the
+//! catalogue's into `dialects.json`; the gateway's discovery meta-tools (`src/mcp/discovery.rs`)
+//! include this very file, so that they are written in exactly the same dialects.
 //!
 //! A constraint a dialect cannot carry is said in words in the property's description; the gateway
 //! still enforces it, since calls are always validated against the full schema. A free-form object
 //! (an argument with no fixed properties) has no form in either dialect, so both carry it as JSON
-//! text, which the gateway parses back (`jsonTextArguments` names those arguments).
+//! text, which the gateway parses back (`free_form_arguments` names those arguments).
+//!
+//! Invariant: pure functions of serde_json values, nothing else: both build.rs and the library
+//! compile it.
 
 use serde_json::{Map, Value, json};
 
@@ -55,26 +60,14 @@ impl Dialect {
     }
 }
 
-/// `dialects.json`: `{"openai": {tool: inputSchema}, "gemini": {…}, "jsonTextArguments": {tool:
-/// [argument]}}`, from the catalogue's tools as `tools.json` has them.
-pub fn dialects_json(tools: &[Value]) -> Result<String, String> {
-    let mut openai = Map::new();
-    let mut gemini = Map::new();
-    let mut json_text = Map::new();
-    for tool in tools {
-        let name = tool["name"].as_str().ok_or("a tool without a name")?;
-        let input = &tool["inputSchema"];
-        let free_form = free_form_arguments(input).map_err(|e| format!("{name}: {e}"))?;
-        if !free_form.is_empty() {
-            json_text.insert(name.into(), json!(free_form));
-        }
-        openai.insert(name.into(), convert(input, Dialect::OpenAi, true));
-        gemini.insert(name.into(), convert(input, Dialect::Gemini, true));
-    }
-    let dialects = json!({"openai": openai, "gemini": gemini, "jsonTextArguments": json_text});
-    let mut text = serde_json::to_string_pretty(&dialects).map_err(|e| e.to_string())?;
-    text.push('\n');
-    Ok(text)
+/// `input` (a tool's inputSchema) as OpenAI's strict function calling takes it.
+pub fn openai(input: &Value) -> Value {
+    convert(input, Dialect::OpenAi, true)
+}
+
+/// `input` (a tool's inputSchema) as Gemini's function `parameters` take it.
+pub fn gemini(input: &Value) -> Value {
+    convert(input, Dialect::Gemini, true)
 }
 
 /// An object that takes any properties: no dialect can describe it.
@@ -83,9 +76,10 @@ fn is_free_form(schema: &Value) -> bool {
         && (schema.get("properties").is_none() || schema["additionalProperties"] != false)
 }
 
-/// The top-level arguments that are free-form objects. Deeper ones would need a path to parse
-/// back; none exist, and the build says so if one appears rather than serving it unparsed.
-fn free_form_arguments(input: &Value) -> Result<Vec<String>, String> {
+/// The top-level arguments that are free-form objects, which both dialects carry as JSON text.
+/// Deeper ones would need a path to parse back; none exist, and this fails if one appears rather
+/// than have it served unparsed.
+pub fn free_form_arguments(input: &Value) -> Result<Vec<String>, String> {
     let mut found = Vec::new();
     for (name, property) in input["properties"].as_object().into_iter().flatten() {
         if is_free_form(property) {

@@ -55,7 +55,8 @@ impl View {
         self.dialect as usize * 2 + usize::from(self.lean)
     }
 
-    fn all() -> impl Iterator<Item = View> {
+    /// Every view, each once.
+    pub fn all() -> impl Iterator<Item = View> {
         Dialect::ALL.into_iter().flat_map(|dialect| {
             [false, true]
                 .into_iter()

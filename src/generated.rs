@@ -39,3 +39,7 @@ pub const REQUESTS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/requests
 /// Each tool's inputSchema in the dialects of model vendors (`{"openai": {tool: schema}, "gemini":
 /// {…}, "jsonTextArguments": {tool: [argument]}}`), and which arguments they carry as JSON text.
 pub const DIALECTS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/dialects.json"));
+
+/// Each tool's search keywords (`x-mcp: {keywords}` in the spec: the words users use for it),
+/// `{tool: keywords}`, for tool search.
+pub const SEARCH_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/search.json"));

@@ -113,6 +113,10 @@ struct GatewayArgs {
     /// tools/list leaves out outputSchema (a connection may choose with `?lean=`).
     #[arg(long, env = "TRAINAR_LEAN")]
     lean: bool,
+    /// `search`: tools/list offers only `search_tools` and `call_tool`, which find and call the
+    /// others (a connection may choose with `?discovery=`).
+    #[arg(long, env = "TRAINAR_DISCOVERY", value_name = "direct|search")]
+    discovery: Option<String>,
 }
 
 #[derive(Args)]
@@ -157,6 +161,7 @@ impl GatewayArgs {
         selection.presentation = Presentation::parse(|name| match name {
             "schema" => self.schema_dialect.as_deref(),
             "lean" => self.lean.then_some("true"),
+            "discovery" => self.discovery.as_deref(),
             _ => None,
         })?;
         Ok(GatewayConfig {

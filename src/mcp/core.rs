@@ -7,13 +7,15 @@
 
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Dialect, Tool};
+use crate::mcp::discovery::{
+    self, CALL_TOOL, CallTool, Discovery, SEARCH_TOOLS, SearchResults, SearchTools,
+};
 use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -277,6 +279,17 @@ impl Core {
         session: &Session,
         request: &Request,
     ) -> Result<String, RpcError> {
+        let view = session.selection.presentation.view();
+        if session.selection.presentation.discovery() == Discovery::Search {
+            let mut page = format!(r#"{{"tools":[{}]"#, discovery::listing(view));
+            if session.is_modern() {
+                page.push_str(&format!(
+                    r#","ttlMs":{MODERN_CACHE_TTL_MS},"cacheScope":"private""#
+                ));
+            }
+            page.push('}');
+            return Ok(page);
+        }
         let offered = self.offered(principal, session);
         let start = match request.params.get("cursor") {
             None | Some(Value::Null) => 0,
@@ -296,7 +309,6 @@ impl Core {
         let end = (start + self.options.page_size.max(1)).min(offered.len());
         // Joined from each tool's JSON serialised at load: the catalogue is large (~240 KB), and
         // copying and re-serialising it per request cost milliseconds.
-        let view = session.selection.presentation.view();
         let tools: Vec<&str> = offered[start..end]
             .iter()
             .map(|t| t.json_in(view))
@@ -328,15 +340,68 @@ impl Core {
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("`name` is required".into()))?;
-        let tool = Catalogue::get()
-            .find(name)
-            .filter(|tool| session.selection.admits(tool))
-            .ok_or_else(|| invalid(format!("unknown tool: {name}")))?;
         let arguments = match request.params.get("arguments") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(arguments)) => arguments.clone(),
             Some(_) => return Err(invalid("`arguments` must be an object".into())),
         };
+        let presentation = &session.selection.presentation;
+        let dialect = presentation.view().dialect;
+        if presentation.discovery() == Discovery::Search {
+            // A selected tool may still be called by its own name (some clients call what
+            // search_tools found directly); the meta-tools exist only in this mode.
+            match name {
+                SEARCH_TOOLS => {
+                    let started = Instant::now();
+                    let (outcome, status) = self.search_tools(principal, session, arguments);
+                    log_call(principal, session, notify, SEARCH_TOOLS, status, started);
+                    return Ok(outcome);
+                }
+                CALL_TOOL => {
+                    let call = match CallTool::read(arguments, dialect) {
+                        Ok(call) => call,
+                        Err(text) => return Ok(error_result(text)),
+                    };
+                    let Some(tool) = self.admitted(session, &call.name) else {
+                        return Ok(error_result(format!(
+                            "Unknown tool `{}`: `{SEARCH_TOOLS}` finds the tools you can call.",
+                            call.name
+                        )));
+                    };
+                    let arguments = call.arguments.unwrap_or_default();
+                    return Ok(self
+                        .call_admitted(principal, session, tool, arguments, request, notify)
+                        .await);
+                }
+                _ => {}
+            }
+        }
+        let tool = self
+            .admitted(session, name)
+            .ok_or_else(|| invalid(format!("unknown tool: {name}")))?;
+        Ok(self
+            .call_admitted(principal, session, tool, arguments, request, notify)
+            .await)
+    }
+
+    /// The catalogue's tool `name`, if the session's selection admits it.
+    fn admitted(&self, session: &Session, name: &str) -> Option<&'static Tool> {
+        Catalogue::get()
+            .find(name)
+            .filter(|tool| session.selection.admits(tool))
+    }
+
+    /// Calls `tool`, directly or through `call_tool`: progress (asked for in `request`'s
+    /// `_meta`), scope check, validation, dispatch, and the log line.
+    async fn call_admitted(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        tool: &Tool,
+        arguments: Map<String, Value>,
+        request: &Request,
+        notify: &Notify,
+    ) -> String {
         let dialect = session.selection.presentation.view().dialect;
         let progress = request
             .params
@@ -354,27 +419,32 @@ impl Core {
         let (outcome, status) = self
             .run_tool(principal, tool, arguments, dialect, progress)
             .await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(key_id = %principal.key_id, tool = tool.name(), status, duration_ms, "tools/call");
-        // The client's own log, if it asked for one (logging/setLevel): the same line, minus the key.
-        let level = if status == "ok" {
-            LogLevel::Info
-        } else {
-            LogLevel::Warning
+        log_call(principal, session, notify, tool.name(), status, started);
+        outcome
+    }
+
+    /// `search_tools`: the best matches among the tools this key may call in this selection.
+    fn search_tools(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        arguments: Map<String, Value>,
+    ) -> (String, &'static str) {
+        let search = match SearchTools::read(arguments) {
+            Ok(search) => search,
+            Err(text) => return (error_result(text), "invalid_arguments"),
         };
-        if session.wants_log(level) && notify.is_open(session) {
-            let data = json!({"tool": tool.name(), "status": status, "duration_ms": duration_ms});
-            notify.send(
-                session,
-                Reply::notification(
-                    "notifications/message",
-                    &json!({
-                        "level": level.as_str(), "logger": "trainar-mcp", "data": data,
-                    }),
-                ),
-            );
-        }
-        Ok(outcome)
+        let callable = session.selection.offered(&principal.scopes, false);
+        let limit = usize::from(search.limit.unwrap_or(5));
+        let dialect = session.selection.presentation.view().dialect;
+        let results = SearchResults {
+            tools: discovery::search(&search.query, &callable, limit)
+                .into_iter()
+                .map(|tool| discovery::found(tool, dialect))
+                .collect(),
+        };
+        let body = serde_json::to_string(&results).unwrap_or_default();
+        (self.success_result(&body), "ok")
     }
 
     /// The tool's result, and a short status word for the log line.
@@ -421,7 +491,7 @@ impl Core {
             None => call.await,
         };
         match answer {
-            Ok(body) => (self.success_result(&body), "ok"),
+            Ok(body) => (self.success_result(body.get()), "ok"),
             Err(DispatchError::Upstream {
                 status: 403,
                 body,
@@ -486,8 +556,7 @@ impl Core {
 
     /// `structuredContent` plus the same JSON as text; over the cap, the text is cut and the
     /// structured copy dropped (it could not be cut and still match the output schema).
-    fn success_result(&self, body: &RawValue) -> String {
-        let text = body.get();
+    fn success_result(&self, text: &str) -> String {
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
             return tool_result(text, Some(text), false);
@@ -508,6 +577,37 @@ impl Core {
         }
         notice.push_str(".]");
         tool_result(&format!("{}{notice}", &text[..cut]), None, false)
+    }
+}
+
+/// One log line per tool call, and the same line to the client's own log if it asked for one
+/// (logging/setLevel), minus the key.
+fn log_call(
+    principal: &Principal,
+    session: &Session,
+    notify: &Notify,
+    tool: &str,
+    status: &'static str,
+    started: Instant,
+) {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(key_id = %principal.key_id, tool, status, duration_ms, "tools/call");
+    let level = if status == "ok" {
+        LogLevel::Info
+    } else {
+        LogLevel::Warning
+    };
+    if session.wants_log(level) && notify.is_open(session) {
+        let data = json!({"tool": tool, "status": status, "duration_ms": duration_ms});
+        notify.send(
+            session,
+            Reply::notification(
+                "notifications/message",
+                &json!({
+                    "level": level.as_str(), "logger": "trainar-mcp", "data": data,
+                }),
+            ),
+        );
     }
 }
 

@@ -1,8 +1,10 @@
-//! How a connection is shown the catalogue: the dialect of its inputSchemas (`?schema=`) and the
-//! lean listing without outputSchemas (`?lean=`). The server's flags set the defaults; a
-//! connection's query parameters override them (unlike the selection, which only narrows).
+//! How a connection is shown the catalogue: the dialect of its inputSchemas (`?schema=`), the
+//! lean listing without outputSchemas (`?lean=`), and every tool or tool search
+//! (`?discovery=`). The server's flags set the defaults; a connection's query parameters override
+//! them (unlike the selection, which only narrows).
 
 use crate::catalogue::{Dialect, View};
+use crate::mcp::discovery::Discovery;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,10 +13,12 @@ pub struct Presentation {
     pub dialect: Option<Dialect>,
     /// Leave out outputSchema; None leaves the choice to the server (else no).
     pub lean: Option<bool>,
+    /// Every tool, or tool search; None leaves the choice to the server (else every tool).
+    pub discovery: Option<Discovery>,
 }
 
 impl Presentation {
-    /// Reads `schema` and `lean` from a connection's query parameters (or the server's flags).
+    /// Reads `schema`, `lean` and `discovery` from a connection's query parameters (or the server's flags).
     pub fn parse<'q>(parameter: impl Fn(&str) -> Option<&'q str>) -> Result<Presentation, String> {
         let dialect = parameter("schema")
             .map(|name| {
@@ -34,7 +38,18 @@ impl Presentation {
                 other => Err(format!("`lean` is true or false, not `{other}`")),
             })
             .transpose()?;
-        Ok(Presentation { dialect, lean })
+        let discovery = parameter("discovery")
+            .map(|name| {
+                Discovery::parse(name).ok_or_else(|| {
+                    format!("unknown discovery mode `{name}`; known: direct, search")
+                })
+            })
+            .transpose()?;
+        Ok(Presentation {
+            dialect,
+            lean,
+            discovery,
+        })
     }
 
     /// This presentation with whatever `connection` chose put in its place.
@@ -42,7 +57,12 @@ impl Presentation {
         Presentation {
             dialect: connection.dialect.or(self.dialect),
             lean: connection.lean.or(self.lean),
+            discovery: connection.discovery.or(self.discovery),
         }
+    }
+
+    pub fn discovery(&self) -> Discovery {
+        self.discovery.unwrap_or_default()
     }
 
     /// The view of each tool that tools/list serves.
@@ -81,5 +101,11 @@ mod tests {
             Dialect::Full
         );
         assert!(Presentation::parse(|_| Some("nope")).is_err());
+        let search = Presentation::parse(|name| (name == "discovery").then_some("search"));
+        assert_eq!(
+            both.overridden_by(&search.unwrap()).discovery(),
+            Discovery::Search
+        );
+        assert_eq!(both.discovery(), Discovery::Direct);
     }
 }

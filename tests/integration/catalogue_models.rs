@@ -289,3 +289,304 @@ async fn dialects_carry_free_form_objects_as_json_text_and_calls_are_still_valid
         text_of(&text)
     );
 }
+
+/// Requests in users' own words, and the tools that serve them.
+const REQUESTS: &[(&str, &[&str])] = &[
+    (
+        "we got a new headset, connect it",
+        &["generate_pairing_code"],
+    ),
+    ("how many minutes are left", &["get_usage_balance"]),
+    ("what's still open on my to-do list", &["list_tasks"]),
+    ("add a new employee to our account", &["invite_user"]),
+    (
+        "someone left the company, take away their access",
+        &["deactivate_user"],
+    ),
+    (
+        "upload our safety manual PDF",
+        &[
+            "upload_knowledge",
+            "upload_knowledge_file",
+            "bulk_upload_knowledge_files",
+        ],
+    ),
+    (
+        "what does the manual say about lockout procedures",
+        &["search_knowledge"],
+    ),
+    (
+        "which trainees trained the most this month",
+        &["get_users_report"],
+    ),
+    ("cancel our plan", &["cancel_subscription"]),
+    ("switch us to yearly billing", &["update_subscription"]),
+    ("where is the hardware we ordered", &["list_orders"]),
+    (
+        "notify our server whenever a task is done",
+        &["create_webhook"],
+    ),
+    (
+        "hook up our learning management system",
+        &["get_integration_connect_url", "list_integrations"],
+    ),
+    (
+        "run the pump inspection procedure for a technician",
+        &["execute_skill"],
+    ),
+    ("make Priya a manager", &["update_user_role"]),
+    ("create a token for our CI pipeline", &["create_api_key"]),
+    (
+        "how did training go last week",
+        &[
+            "get_sessions_report",
+            "get_session_analytics",
+            "list_sessions",
+        ],
+    ),
+    (
+        "remove the old tablet we don't use anymore",
+        &["unpair_device"],
+    ),
+    ("mark that task as finished", &["update_task"]),
+    ("change the company's time zone", &["update_account"]),
+];
+
+#[tokio::test]
+async fn search_finds_a_right_tool_in_the_top_three_for_requests_in_users_words() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let admin = gateway.admin();
+    let session = gateway.initialize(&admin, "/mcp?discovery=search").await;
+    let mut misses = Vec::new();
+    for (request, right) in REQUESTS {
+        let found = gateway
+            .call_tool(
+                &admin,
+                &session,
+                "search_tools",
+                json!({"query": request, "limit": 3}),
+            )
+            .await;
+        assert_eq!(found["isError"], false, "{}", text_of(&found));
+        let names: Vec<&str> = found["structuredContent"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        if !names.iter().any(|n| right.contains(n)) {
+            misses.push(format!("{request:?} → {names:?}, wanted one of {right:?}"));
+        }
+    }
+    println!("search misses:\n{}", misses.join("\n"));
+    assert!(
+        misses.len() <= 2,
+        "{} of {} requests missed:\n{}",
+        misses.len(),
+        REQUESTS.len(),
+        misses.join("\n")
+    );
+}
+
+fn names_of(tools: &[Value]) -> Vec<&str> {
+    tools.iter().map(|t| t["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn search_mode_lists_two_meta_tools_and_call_tool_takes_the_direct_path() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let reader = gateway.sandbox().key_with(&["read:tasks"]).await;
+    let listed_tools = listed(&gateway, &reader, "/mcp?discovery=search").await;
+    assert_eq!(names_of(&listed_tools), ["search_tools", "call_tool"]);
+
+    let session = gateway.initialize(&reader, "/mcp?discovery=search").await;
+    // Only tools this key may call are found, however the request is worded.
+    let found = gateway
+        .call_tool(
+            &reader,
+            &session,
+            "search_tools",
+            json!({"query": "create a new task", "limit": null}),
+        )
+        .await;
+    let found = found["structuredContent"]["tools"].as_array().unwrap();
+    let mut names = names_of(found);
+    names.sort();
+    assert_eq!(names, ["get_task", "list_tasks"]);
+    let list_tasks = named(found, "list_tasks");
+    assert_eq!(
+        list_tasks["inputSchema"]["properties"]["limit"]["maximum"],
+        100
+    );
+
+    let call = |arguments: Value| gateway.call_tool(&reader, &session, "call_tool", arguments);
+    let page = call(json!({"name": "list_tasks", "arguments": {"limit": 1, "cursor": null}})).await;
+    assert_eq!(page["isError"], false, "{}", text_of(&page));
+    assert_eq!(
+        page["structuredContent"]["data"].as_array().unwrap().len(),
+        1
+    );
+    let denied = call(json!({"name": "create_task", "arguments": {"title": "no"}})).await;
+    assert!(
+        text_of(&denied)
+            .starts_with("Permission denied: create_task requires the scope write:tasks"),
+        "{}",
+        text_of(&denied)
+    );
+    let invalid = call(json!({"name": "get_task", "arguments": {}})).await;
+    assert_eq!(
+        text_of(&invalid),
+        "Invalid arguments for get_task:\n- `task_id`: is required"
+    );
+    let unknown = call(json!({"name": "drop_tables"})).await;
+    assert_eq!(unknown["isError"], true);
+    assert!(
+        text_of(&unknown).contains("`search_tools` finds the tools"),
+        "{}",
+        text_of(&unknown)
+    );
+    let bad = call(json!({"arguments": {}})).await;
+    assert!(
+        text_of(&bad).contains("Invalid arguments for call_tool"),
+        "{}",
+        text_of(&bad)
+    );
+    // A tool found may also be called by its own name.
+    let direct = gateway
+        .call_tool(
+            &reader,
+            &session,
+            "get_task",
+            json!({"task_id": page["structuredContent"]["data"][0]["id"]}),
+        )
+        .await;
+    assert_eq!(direct["isError"], false, "{}", text_of(&direct));
+
+    // The connection's selection holds for search and calls alike.
+    let admin = gateway.admin();
+    let tasks_only = gateway
+        .initialize(&admin, "/mcp?discovery=search&toolsets=tasks")
+        .await;
+    let found = gateway
+        .call_tool(
+            &admin,
+            &tasks_only,
+            "search_tools",
+            json!({"query": "invite a new user"}),
+        )
+        .await;
+    for name in names_of(found["structuredContent"]["tools"].as_array().unwrap()) {
+        assert!(name.ends_with("task") || name.ends_with("tasks"), "{name}");
+    }
+    let outside = gateway
+        .call_tool(
+            &admin,
+            &tasks_only,
+            "call_tool",
+            json!({"name": "invite_user", "arguments": {}}),
+        )
+        .await;
+    assert!(
+        text_of(&outside).starts_with("Unknown tool `invite_user`"),
+        "{}",
+        text_of(&outside)
+    );
+
+    // Without search, the meta-tools do not exist.
+    let plain = gateway.initialize(&admin, "/mcp").await;
+    let reply = gateway
+        .request(
+            &admin,
+            &plain,
+            "tools/call",
+            json!({"name": "search_tools", "arguments": {"query": "x"}}),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], -32602);
+}
+
+#[tokio::test]
+async fn search_mode_works_stateless_in_a_dialect_and_as_the_server_default() {
+    let gateway = TestGateway::demo(|config| {
+        config.core.selection.presentation.discovery =
+            Some(trainar_mcp::mcp::discovery::Discovery::Search);
+    })
+    .await;
+    let admin = gateway.admin();
+    let list = send(
+        &gateway,
+        &admin,
+        &modern(1, "tools/list", json!({}), json!({})),
+        &[],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        names_of(list.body["result"]["tools"].as_array().unwrap()),
+        ["search_tools", "call_tool"]
+    );
+    let call = modern(
+        2,
+        "tools/call",
+        json!({"name": "call_tool", "arguments": {"name": "list_tasks", "arguments": {"limit": 2}}}),
+        json!({}),
+    );
+    let reply = send(&gateway, &admin, &call, &[], &[]).await;
+    assert_eq!(reply.body["result"]["isError"], false, "{}", reply.body);
+    assert_eq!(
+        reply.body["result"]["structuredContent"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // In the openai dialect, call_tool's free-form `arguments` is JSON text, and what
+    // search_tools returns is in the dialect too.
+    let listed_tools = listed(&gateway, &admin, "/mcp?schema=openai").await;
+    let call_tool = named(&listed_tools, "call_tool");
+    assert_eq!(
+        call_tool["inputSchema"]["properties"]["arguments"]["type"],
+        json!(["string", "null"])
+    );
+    let session = gateway.initialize(&admin, "/mcp?schema=openai").await;
+    let found = gateway
+        .call_tool(
+            &admin,
+            &session,
+            "search_tools",
+            json!({"query": "list my tasks", "limit": 1}),
+        )
+        .await;
+    let schema = &found["structuredContent"]["tools"][0]["inputSchema"];
+    assert_eq!(
+        schema["properties"]["cursor"]["type"],
+        json!(["string", "null"])
+    );
+    let page = gateway
+        .call_tool(
+            &admin,
+            &session,
+            "call_tool",
+            json!({"name": "list_tasks", "arguments": "{\"limit\": 1, \"cursor\": null}"}),
+        )
+        .await;
+    assert_eq!(page["isError"], false, "{}", text_of(&page));
+    let not_json = gateway
+        .call_tool(
+            &admin,
+            &session,
+            "call_tool",
+            json!({"name": "list_tasks", "arguments": "limit=1"}),
+        )
+        .await;
+    assert!(
+        text_of(&not_json).contains("`arguments`: is not JSON text of an object"),
+        "{}",
+        text_of(&not_json)
+    );
+
+    // A connection may still ask for every tool.
+    let direct = listed(&gateway, &admin, "/mcp?discovery=direct").await;
+    assert_eq!(direct.len(), 67);
+}

@@ -4,8 +4,8 @@ usage: python dialects.py BASE_URL ADMIN_KEY
 For `?schema=openai`: openai-agents' ensure_strict_json_schema must return every inputSchema
 unchanged. For `?schema=gemini`: google-genai's process_schema with a Gemini Developer API client,
 then types.FunctionDeclaration, must accept every inputSchema, and each must use only keywords of
-Gemini's documented `parameters` subset. In both, every read-only tool without required arguments
-is called with null for every argument, and must succeed.
+Gemini's documented `parameters` subset. The same for the discovery meta-tools. In both, every
+read-only tool without required arguments is called with null for every argument, and must succeed.
 Exits non-zero on the first failed check; prints one line per passed check and the pass counts.
 """
 import copy
@@ -110,9 +110,26 @@ async def judge(dialect):
         check(len(listing) >= 20, f"[{dialect}] {len(listing)} list tools called with nulls")
 
 
+async def judge_meta_tools(dialect):
+    """search_tools and call_tool (discovery mode) must be as acceptable as the catalogue."""
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    connect = streamable_http_client(
+        f"{BASE}/mcp?schema={dialect}&discovery=search",
+        http_client=httpx2.AsyncClient(headers=headers, timeout=30),
+    )
+    gemini = genai.Client(api_key="x")
+    async with Client(connect, mode="legacy") as client:
+        tools = (await client.list_tools()).tools
+        check([t.name for t in tools] == ["search_tools", "call_tool"], f"[{dialect}] discovery lists the meta-tools")
+        for tool in tools:
+            verdict = openai_verdict(tool) if dialect == "openai" else gemini_verdict(tool, gemini)
+            check(verdict is None, f"[{dialect}] {tool.name}'s inputSchema accepted: {verdict}")
+
+
 async def main():
     for dialect in ("openai", "gemini"):
         await judge(dialect)
+        await judge_meta_tools(dialect)
     print("all checks passed")
 
 
