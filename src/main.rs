@@ -237,6 +237,9 @@ enum ToolsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What each way of listing the catalogue costs a model (bytes and o200k_base tokens), and
+    /// how many inputSchemas meet OpenAI's strict rules and Gemini's subset in each dialect.
+    Stats,
     /// Classify every change between two catalogues as breaking or compatible.
     ///
     /// Exit status: 0 when every change is compatible, 1 when any is breaking, 2 on error.
@@ -262,6 +265,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Tools(ToolsCommand::Diff(args)) => tools_diff(&args),
+        Command::Tools(ToolsCommand::Stats) => {
+            let listings = trainar_mcp::stats::listings();
+            let counts = trainar_mcp::stats::dialect_counts();
+            print!("{}", trainar_mcp::stats::to_text(&listings, &counts));
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => run_serve(*args),
         Command::Stdio(args) => run_stdio(*args),
         Command::Sandbox(args) => run_sandbox(args),

@@ -590,3 +590,34 @@ async fn search_mode_works_stateless_in_a_dialect_and_as_the_server_default() {
     let direct = listed(&gateway, &admin, "/mcp?discovery=direct").await;
     assert_eq!(direct.len(), 67);
 }
+
+#[test]
+fn tools_stats_measures_every_listing_and_each_dialect_meets_its_vendors_rules() {
+    let listings = trainar_mcp::stats::listings();
+    let tokens = |mode: &str| {
+        listings
+            .iter()
+            .find(|l| l.mode.starts_with(mode))
+            .unwrap_or_else(|| panic!("no {mode} row"))
+            .tokens
+    };
+    assert!(tokens("discovery (") <= 2_000, "{listings:?}");
+    assert!(tokens("lean (") * 2 < tokens("full"), "{listings:?}");
+    assert!(tokens("model view") < tokens("lean ("), "{listings:?}");
+    for count in trainar_mcp::stats::dialect_counts() {
+        match count.dialect {
+            Dialect::Openai => assert_eq!(count.openai_strict, count.total),
+            Dialect::Gemini => assert_eq!(count.gemini_subset, count.total),
+            Dialect::Full => assert!(count.openai_strict < count.total),
+        }
+    }
+    let printed = crate::common::binary()
+        .args(["tools", "stats"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        text.contains("?schema=openai") && text.contains("67/67"),
+        "{text}"
+    );
+}
