@@ -1,10 +1,15 @@
 //! The catalogue as models see it, over real loopback HTTP: the conventions the server's
 //! instructions state, null for an optional argument meaning omitted (in both eras), the lean
-//! listing, and inputSchemas in vendor dialects (`?schema=`), with free-form objects as JSON text.
+//! listing, inputSchemas in vendor dialects (`?schema=`) with free-form objects as JSON text, tool
+//! search (`?discovery=search`), and `tools stats`.
 
-use crate::gateway_fixture::{TestGateway, text_of};
+use crate::gateway_fixture::{
+    SLOW_KEY, TestGateway, hanging_api, read_events, text_of, until_abandoned,
+};
 use crate::mcp_modern::{modern, send};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use trainar_mcp::catalogue::Dialect;
 
 /// tools/list in a new session opened on `path` (with its query), by tool name.
@@ -619,5 +624,46 @@ fn tools_stats_measures_every_listing_and_each_dialect_meets_its_vendors_rules()
     assert!(
         text.contains("?schema=openai") && text.contains("67/67"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn call_tool_streams_the_progress_of_a_long_tool_as_a_direct_call_does() {
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let upstream = hanging_api(abandoned.clone()).await;
+    let gateway = TestGateway::in_front_of(&upstream, |_| {}).await;
+    let call = modern(
+        1,
+        "tools/call",
+        json!({"name": "call_tool", "arguments": {"name": "execute_skill",
+            "arguments": {"skill_id": "skl_0123456789abcdef", "arguments": {}}}}),
+        json!({"progressToken": "search-1"}),
+    );
+    let mut response = gateway
+        .http()
+        .post(format!("{}/mcp?discovery=search", gateway.url))
+        .bearer_auth(SLOW_KEY)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "call_tool")
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = read_events(&mut response, 2).await;
+    let first: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(first["method"], "notifications/progress", "{first}");
+    assert_eq!(first["params"]["progressToken"], "search-1");
+    assert_eq!(
+        first["params"]["message"],
+        "Calling the TrainAR API: execute_skill"
+    );
+    drop(response);
+    assert!(
+        until_abandoned(&abandoned).await,
+        "closing the stream aborted the call"
     );
 }

@@ -5,7 +5,8 @@ For `?schema=openai`: openai-agents' ensure_strict_json_schema must return every
 unchanged. For `?schema=gemini`: google-genai's process_schema with a Gemini Developer API client,
 then types.FunctionDeclaration, must accept every inputSchema, and each must use only keywords of
 Gemini's documented `parameters` subset. The same for the discovery meta-tools. In both, every
-read-only tool without required arguments is called with null for every argument, and must succeed.
+read-only tool without required arguments is called with null for every argument, and must succeed;
+and over legacy SSE, search and a call through call_tool with JSON-text arguments work.
 Exits non-zero on the first failed check; prints one line per passed check and the pass counts.
 """
 import copy
@@ -17,6 +18,7 @@ from agents.strict_schema import ensure_strict_json_schema
 from google import genai
 from google.genai import _transformers, types
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 BASE, ADMIN = sys.argv[1:3]
@@ -126,10 +128,28 @@ async def judge_meta_tools(dialect):
             check(verdict is None, f"[{dialect}] {tool.name}'s inputSchema accepted: {verdict}")
 
 
+async def legacy_sse(dialect):
+    """The same options reach a legacy SSE connection: search, then a call with nulls."""
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    connect = sse_client(f"{BASE}/sse?schema={dialect}&discovery=search", headers=headers)
+    async with Client(connect, mode="legacy") as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        check(names == ["search_tools", "call_tool"], f"[{dialect}/sse] discovery lists the meta-tools")
+        found = await client.call_tool("search_tools", {"query": "open tasks", "limit": None})
+        check("list_tasks" in text_of(found), f"[{dialect}/sse] search_tools finds list_tasks")
+        page = await client.call_tool("call_tool", {"name": "list_tasks", "arguments": '{"limit": 1, "cursor": null}'})
+        check(not page.is_error, f"[{dialect}/sse] call_tool with JSON-text arguments: {text_of(page)[:120]}")
+
+
+def text_of(result):
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
 async def main():
     for dialect in ("openai", "gemini"):
         await judge(dialect)
         await judge_meta_tools(dialect)
+        await legacy_sse(dialect)
     print("all checks passed")
 
 
