@@ -156,9 +156,9 @@ fn search_tools_definition(view: View) -> Value {
         "name": SEARCH_TOOLS,
         "title": "Find the TrainAR tools for a task",
         "description": format!(
-            "Searches the TrainAR tools this API key may call ({} in all: users and AR devices, \
-             training sessions, tasks and skills, the knowledge base, billing, integrations, \
-             webhooks) for the ones that do what you describe in plain words. Returns the best \
+            "Searches the TrainAR tools ({} in all: users and AR devices, training sessions, \
+             tasks and skills, the knowledge base, billing, integrations, webhooks) for those \
+             this API key may call that do what you describe in plain words. Returns the best \
              matches, each with its name, description and inputSchema; then call one with \
              `{CALL_TOOL}`. Search again with other words if none fits.",
             Catalogue::get().tools().len()
