@@ -295,7 +295,8 @@ async fn dialects_carry_free_form_objects_as_json_text_and_calls_are_still_valid
     );
 }
 
-/// Requests in users' own words, and the tools that serve them.
+/// Requests in users' own words, and the tools that serve them. The spec's `x-mcp.keywords` were
+/// written with these in view; `UNSEEN_REQUESTS` were written before any search was tried on them.
 const REQUESTS: &[(&str, &[&str])] = &[
     (
         "we got a new headset, connect it",
@@ -357,13 +358,59 @@ const REQUESTS: &[(&str, &[&str])] = &[
     ("change the company's time zone", &["update_account"]),
 ];
 
-#[tokio::test]
-async fn search_finds_a_right_tool_in_the_top_three_for_requests_in_users_words() {
+/// Requests never used to tune the keywords or the ranking.
+const UNSEEN_REQUESTS: &[(&str, &[&str])] = &[
+    (
+        "is anyone's headset running out of battery",
+        &["list_devices", "get_device"],
+    ),
+    (
+        "show me the invoice address we have on file",
+        &["get_billing_details"],
+    ),
+    ("who is on the team", &["list_users"]),
+    ("give Tom trainer rights", &["update_user_role"]),
+    (
+        "stop sending events to the old endpoint",
+        &["delete_webhook", "update_webhook"],
+    ),
+    (
+        "how much have we spent in minutes this month",
+        &[
+            "get_minutes_report",
+            "get_minute_transactions",
+            "get_usage_balance",
+        ],
+    ),
+    (
+        "find the procedure for replacing a filter",
+        &["list_skills", "search_knowledge"],
+    ),
+    (
+        "put the new SOP into the forklift folder",
+        &[
+            "upload_knowledge",
+            "create_knowledge_collection",
+            "update_knowledge_collection",
+        ],
+    ),
+    (
+        "is the HR system sync working",
+        &["get_integration_status", "list_tenant_integrations"],
+    ),
+    (
+        "turn on single sign-on requirement",
+        &["update_account", "get_account_settings"],
+    ),
+];
+
+/// The requests of `requests` whose top three from search_tools hold none of the right tools.
+async fn misses(requests: &[(&str, &[&str])]) -> Vec<String> {
     let gateway = TestGateway::demo(|_| {}).await;
     let admin = gateway.admin();
     let session = gateway.initialize(&admin, "/mcp?discovery=search").await;
     let mut misses = Vec::new();
-    for (request, right) in REQUESTS {
+    for (request, right) in requests {
         let found = gateway
             .call_tool(
                 &admin,
@@ -373,23 +420,29 @@ async fn search_finds_a_right_tool_in_the_top_three_for_requests_in_users_words(
             )
             .await;
         assert_eq!(found["isError"], false, "{}", text_of(&found));
-        let names: Vec<&str> = found["structuredContent"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
+        let names = names_of(found["structuredContent"]["tools"].as_array().unwrap());
         if !names.iter().any(|n| right.contains(n)) {
             misses.push(format!("{request:?} → {names:?}, wanted one of {right:?}"));
         }
     }
-    println!("search misses:\n{}", misses.join("\n"));
+    misses
+}
+
+#[tokio::test]
+async fn search_finds_a_right_tool_in_the_top_three_for_requests_in_users_words() {
+    let missed = misses(REQUESTS).await;
     assert!(
-        misses.len() <= 2,
-        "{} of {} requests missed:\n{}",
-        misses.len(),
-        REQUESTS.len(),
-        misses.join("\n")
+        missed.len() <= 2,
+        "{} of 20 missed:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+    let missed = misses(UNSEEN_REQUESTS).await;
+    assert!(
+        missed.len() <= 1,
+        "{} of 10 missed:\n{}",
+        missed.len(),
+        missed.join("\n")
     );
 }
 
