@@ -107,14 +107,8 @@ impl Tool {
             dialect => &DIALECTS[dialect.as_str()][self.name()],
         }
     }
-}
 
-/// `dialects.json`, parsed once.
-static DIALECTS: LazyLock<Value> = LazyLock::new(|| {
-    serde_json::from_str(DIALECTS_JSON).expect("build.rs writes dialects.json as a JSON object")
-});
-
-impl Tool {
+    /// The tool's JSON in `view`, from the generated definitions (done once, at load).
     fn render(&self, view: View) -> Box<str> {
         if view == View::default() {
             return self.definition_json.clone();
@@ -129,6 +123,11 @@ impl Tool {
         definition.to_string().into_boxed_str()
     }
 }
+
+/// `dialects.json`, parsed once.
+static DIALECTS: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_str(DIALECTS_JSON).expect("build.rs writes dialects.json as a JSON object")
+});
 
 #[derive(Debug)]
 pub struct Catalogue {

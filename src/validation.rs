@@ -4,7 +4,7 @@
 //! REST requests): both validate against schemas that build.rs derived from the spec.
 
 use jsonschema::error::ValidationErrorKind;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One failing field: `files[2].filename`, and what was expected of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,19 @@ impl SchemaCheck {
         let mut required_nulls = Vec::new();
         strip_nulls(&self.schema, instance, "", &mut required_nulls);
         required_nulls
+    }
+
+    /// `problems_with_nulls_omitted` for an object's fields (a tool's arguments), in place.
+    pub fn field_problems_with_nulls_omitted(
+        &self,
+        fields: &mut Map<String, Value>,
+    ) -> Vec<FieldProblem> {
+        let mut instance = Value::Object(std::mem::take(fields));
+        let problems = self.problems_with_nulls_omitted(&mut instance);
+        if let Value::Object(stripped) = instance {
+            *fields = stripped;
+        }
+        problems
     }
 
     /// `strip_optional_nulls`, then `problems`; a required field given as null reads as missing.

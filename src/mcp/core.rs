@@ -1,9 +1,11 @@
 //! The protocol core: one JSON-RPC message in, at most one reply out, for every transport.
 //!
 //! It owns the lifecycle (initialize, version negotiation), ping, tools/list (scope-filtered,
-//! paginated) and tools/call (scope check, argument validation, dispatch with timeout and
-//! cancellation, result shaping). Invariant: it never sees HTTP or stdin; transports hand it
-//! parsed messages, the caller's `Principal` and their `Session`.
+//! paginated, in the connection's view; in tool-search mode the meta-tools of `discovery`) and
+//! tools/call (scope check, null = omitted, argument validation, dispatch with timeout and
+//! cancellation, result shaping; `call_tool` takes the same path). Invariant: it never sees
+//! HTTP or stdin; transports hand it parsed messages, the caller's `Principal` and their
+//! `Session`.
 
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Dialect, Tool};
@@ -466,11 +468,8 @@ impl Core {
         {
             return (error_result(text), "invalid_arguments");
         }
-        let mut arguments = Value::Object(arguments);
-        let problems = ARGUMENT_CHECKS[tool.name()].problems_with_nulls_omitted(&mut arguments);
-        let Value::Object(arguments) = arguments else {
-            unreachable!("stripping nulls keeps an object an object");
-        };
+        let problems =
+            ARGUMENT_CHECKS[tool.name()].field_problems_with_nulls_omitted(&mut arguments);
         if !problems.is_empty() {
             let lines: Vec<String> = problems
                 .iter()
