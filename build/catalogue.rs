@@ -1,9 +1,11 @@
-//! The MCP tool catalogue (`tools.json`) and the operation and scope tables (`api.rs`).
+//! The MCP tool catalogue (`tools.json`, and its inputSchemas in vendor dialects in
+//! `dialects.json`) and the operation and scope tables (`api.rs`).
 //!
 //! A tool's arguments are ONE flat object: path parameters, then query parameters, then the body's
 //! properties at the top level. A parameter whose name collides with a body property is renamed
 //! `<name>__<location>`; `Argument::name` is the flat name, `Argument::wire_name` the spec's.
 
+use crate::dialect;
 use crate::schema;
 use crate::spec::{RawOperation, Spec};
 use serde_json::{Map, Value, json};
@@ -53,6 +55,8 @@ pub struct Operation {
     pub annotations: Map<String, Value>,
     /// A long operation (`x-mcp: {progress: true}`): the gateway reports progress on it.
     pub progress: bool,
+    /// Words users use for it that its text may not (`x-mcp: {keywords}`), for tool search.
+    pub keywords: String,
 }
 
 impl Operation {
@@ -111,8 +115,16 @@ impl Operation {
                     .to_string();
                 let mut schema = schema::convert(spec, &parameter["schema"])
                     .map_err(|e| format!("parameter {name}: {e}"))?;
-                if let Some(description) = parameter.get("description") {
-                    schema["description"] = description.clone();
+                if let Some(description) = parameter["description"].as_str() {
+                    // An enum's own description explains its values; the parameter's says what
+                    // it filters or sets. A model needs both.
+                    let described = match schema["description"].as_str() {
+                        Some(values) if schema.get("enum").is_some() => {
+                            format!("{} {}", description.trim(), values.trim())
+                        }
+                        _ => description.to_string(),
+                    };
+                    schema["description"] = json!(described);
                 }
                 arguments.push(Argument {
                     name: name.clone(),
@@ -152,6 +164,10 @@ impl Operation {
             }
         }
         rename_collisions(&mut arguments);
+        let scopes = spec.scopes()?;
+        for argument in &mut arguments {
+            schema::explain_scope_enums(&mut argument.schema, &scopes);
+        }
 
         let success = op["responses"]
             .as_object()
@@ -170,9 +186,13 @@ impl Operation {
         let x_mcp = op["x-mcp"].as_object().cloned().unwrap_or_default();
         for (key, value) in &x_mcp {
             let expected_bool = matches!(key.as_str(), "exclude" | "progress");
-            if !(expected_bool && value.is_boolean() || key == "annotations" && value.is_object()) {
+            if !(expected_bool && value.is_boolean()
+                || key == "annotations" && value.is_object()
+                || key == "keywords" && value.is_string())
+            {
                 return Err(format!(
-                    "x-mcp.{key} is not understood (expected exclude: bool, progress: bool, annotations: object)"
+                    "x-mcp.{key} is not understood (expected exclude: bool, progress: bool, \
+                     annotations: object, keywords: string)"
                 ));
             }
         }
@@ -200,6 +220,11 @@ impl Operation {
             output_schema,
             annotations,
             progress: op["x-mcp"]["progress"].as_bool().unwrap_or(false),
+            keywords: op["x-mcp"]["keywords"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         })
     }
 
@@ -233,11 +258,20 @@ impl Operation {
                 undescribed.join(", ")
             ));
         }
+        let mut unexplained = Vec::new();
+        schema::unexplained_enum_values(&input, "", &mut unexplained);
+        if !unexplained.is_empty() {
+            return Err(format!(
+                "enum values that their description does not name (in backticks): {}",
+                unexplained.join(", ")
+            ));
+        }
         if self.description.is_empty() || self.title.is_empty() {
             return Err("a tool needs a summary (its title) and a description".into());
         }
-        let mut annotations = self.annotations.clone();
-        annotations.insert("title".into(), json!(self.title));
+        // No `annotations.title`: it would repeat `title`, which every client since 2025-06-18
+        // reads first, and cost every listing the bytes.
+        let annotations = self.annotations.clone();
         let mut meta = json!({
             "ai.trainar/category": self.category,
             "ai.trainar/requiredScopes": self.scopes,
@@ -297,8 +331,8 @@ fn default_annotations(method: &str) -> Map<String, Value> {
     hints
 }
 
-/// The catalogue as pretty JSON: every non-excluded operation, in document order.
-pub fn tools_json(operations: &[Operation]) -> Result<String, String> {
+/// The catalogue: every non-excluded operation as a tool, in document order.
+pub fn tools(operations: &[Operation]) -> Result<Vec<Value>, String> {
     let mut tools = Vec::new();
     let mut problems = Vec::new();
     for operation in operations.iter().filter(|o| !o.excluded) {
@@ -310,9 +344,46 @@ pub fn tools_json(operations: &[Operation]) -> Result<String, String> {
     if !problems.is_empty() {
         return Err(problems.join("\n  "));
     }
-    let mut text = serde_json::to_string_pretty(&Value::Array(tools)).map_err(|e| e.to_string())?;
+    Ok(tools)
+}
+
+/// `tools.json`: the catalogue as pretty JSON.
+pub fn tools_json(tools: &[Value]) -> Result<String, String> {
+    let mut text = serde_json::to_string_pretty(tools).map_err(|e| e.to_string())?;
     text.push('\n');
     Ok(text)
+}
+
+/// `dialects.json`: `{"openai": {tool: inputSchema}, "gemini": {…}, "jsonTextArguments": {tool:
+/// [argument]}}`, from the catalogue's tools as `tools.json` has them.
+pub fn dialects_json(tools: &[Value]) -> Result<String, String> {
+    let mut openai = Map::new();
+    let mut gemini = Map::new();
+    let mut json_text = Map::new();
+    for tool in tools {
+        let name = tool["name"].as_str().ok_or("a tool without a name")?;
+        let input = &tool["inputSchema"];
+        let free_form = dialect::free_form_arguments(input).map_err(|e| format!("{name}: {e}"))?;
+        if !free_form.is_empty() {
+            json_text.insert(name.into(), json!(free_form));
+        }
+        openai.insert(name.into(), dialect::openai(input));
+        gemini.insert(name.into(), dialect::gemini(input));
+    }
+    let dialects = json!({"openai": openai, "gemini": gemini, "jsonTextArguments": json_text});
+    let mut text = serde_json::to_string_pretty(&dialects).map_err(|e| e.to_string())?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// `search.json`: `{tool: keywords}` for every tool, for tool search.
+pub fn search_json(operations: &[Operation]) -> Result<String, String> {
+    let keywords: Map<String, Value> = operations
+        .iter()
+        .filter(|o| !o.excluded)
+        .map(|o| (o.id.clone(), json!(o.keywords)))
+        .collect();
+    serde_json::to_string_pretty(&keywords).map_err(|e| e.to_string())
 }
 
 /// `requests.json`: for every operation, where each flat argument travels and the flat schema

@@ -3,8 +3,10 @@
 //! Layout:
 //! - `spec`: loads the document twice (typed for progenitor, raw JSON for schemas) and lints it.
 //! - `schema`: turns an OpenAPI 3.0 schema into a self-contained JSON Schema (no `$ref`).
-//! - `catalogue`: the MCP tool catalogue (`tools.json`), the operation/scope tables (`api.rs`) and
-//!   the request shapes the sandbox validates against (`requests.json`).
+//! - `catalogue`: the MCP tool catalogue (`tools.json`, `dialects.json`, the search keywords in
+//!   `search.json`), the operation/scope tables (`api.rs`) and the request shapes the sandbox
+//!   validates against (`requests.json`).
+//! - `dialect`: a tool's inputSchema in the dialects of OpenAI and Gemini (`dialects.json`).
 //! - `client`: the REST client, by progenitor (`client.rs`).
 //! - `dispatch`: tool name + JSON arguments → the client call (`dispatch.rs`), checked against the
 //!   signatures progenitor actually generated.
@@ -14,6 +16,7 @@
 
 mod catalogue;
 mod client;
+mod dialect;
 mod dispatch;
 mod schema;
 mod spec;
@@ -38,9 +41,15 @@ fn run() -> Result<(), String> {
     spec.lint()?;
 
     let operations = catalogue::Operation::all_from(&spec)?;
+    let tools = catalogue::tools(&operations)?;
+    write_if_changed(&out_dir.join("tools.json"), &catalogue::tools_json(&tools)?)?;
     write_if_changed(
-        &out_dir.join("tools.json"),
-        &catalogue::tools_json(&operations)?,
+        &out_dir.join("dialects.json"),
+        &catalogue::dialects_json(&tools)?,
+    )?;
+    write_if_changed(
+        &out_dir.join("search.json"),
+        &catalogue::search_json(&operations)?,
     )?;
     write_if_changed(
         &out_dir.join("requests.json"),

@@ -152,3 +152,59 @@ pub fn undescribed_properties(schema: &Value, at: &str, found: &mut Vec<String>)
         undescribed_properties(&schema["additionalProperties"], &format!("{at}{{}}"), found);
     }
 }
+
+/// Paths (`a.b[]`) and values of every enum value, at any depth, that the enum's description does
+/// not name in backticks: a model picks a value by what the description says it means.
+pub fn unexplained_enum_values(schema: &Value, at: &str, found: &mut Vec<String>) {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let description = schema["description"].as_str().unwrap_or_default();
+        for value in values.iter().filter_map(Value::as_str) {
+            if !description.contains(&format!("`{value}`")) {
+                found.push(format!("{at} `{value}`"));
+            }
+        }
+    }
+    for (name, property) in schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let here = if at.is_empty() {
+            name.clone()
+        } else {
+            format!("{at}.{name}")
+        };
+        unexplained_enum_values(property, &here, found);
+    }
+    if let Some(items) = schema.get("items") {
+        unexplained_enum_values(items, &format!("{at}[]"), found);
+    }
+}
+
+/// An enum of scopes gets each scope's meaning from the security scheme, the one place scopes
+/// are described, rather than from a second copy in its own description.
+pub fn explain_scope_enums(schema: &mut Value, scopes: &[(String, String)]) {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array)
+        && !values.is_empty()
+        && values
+            .iter()
+            .all(|v| scopes.iter().any(|(name, _)| v == name.as_str()))
+    {
+        let meanings: Vec<String> = scopes
+            .iter()
+            .filter(|(name, _)| values.iter().any(|v| v == name.as_str()))
+            .map(|(name, meaning)| format!("`{name}`: {}", meaning.trim_end_matches('.')))
+            .collect();
+        let description = schema["description"].as_str().unwrap_or_default().trim();
+        schema["description"] = json!(format!("{description} {}.", meanings.join("; ")));
+    }
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for property in properties.values_mut() {
+            explain_scope_enums(property, scopes);
+        }
+    }
+    if let Some(items) = schema.get_mut("items") {
+        explain_scope_enums(items, scopes);
+    }
+}

@@ -35,3 +35,11 @@ pub const TOOLS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/tools.json"
 /// For every operation: where each flat argument travels (path, query, body) and the flat JSON
 /// Schema a request must satisfy. The sandbox validates incoming requests against it.
 pub const REQUESTS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/requests.json"));
+
+/// Each tool's inputSchema in the dialects of model vendors (`{"openai": {tool: schema}, "gemini":
+/// {…}, "jsonTextArguments": {tool: [argument]}}`), and which arguments they carry as JSON text.
+pub const DIALECTS_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/dialects.json"));
+
+/// Each tool's search keywords (`x-mcp: {keywords}` in the spec: the words users use for it),
+/// `{tool: keywords}`, for tool search.
+pub const SEARCH_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/search.json"));

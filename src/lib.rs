@@ -13,6 +13,7 @@
 //! - `transport`: Streamable HTTP (`/mcp`) and legacy SSE (`/sse`), thin over the core.
 //! - `server`: the gateway's router, Origin/CORS, limits, health, graceful shutdown.
 //! - `sandbox`: the embedded REST API (a second implementation of the spec; no gateway inside).
+//! - `stats`: `tools stats`, what each listing mode costs in bytes and tokens, dialect pass counts.
 //! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
 //! - `logging`: the process's log lines, batched to stderr by a thread of their own.
 
@@ -27,6 +28,7 @@ pub mod replicas;
 pub mod sandbox;
 pub mod scopes;
 pub mod server;
+pub mod stats;
 pub mod transport;
 pub mod upstream;
 pub mod validation;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use trainar_mcp::catalogue::Catalogue;
 use trainar_mcp::diff;
 use trainar_mcp::mcp::core::CoreOptions;
+use trainar_mcp::mcp::presentation::Presentation;
 use trainar_mcp::mcp::selection::Selection;
 use trainar_mcp::replicas::RedisOptions;
 use trainar_mcp::sandbox;
@@ -154,6 +155,21 @@ struct GatewayArgs {
     /// Seconds an idle connection to the API is kept.
     #[arg(long, env = "TRAINAR_UPSTREAM_POOL_IDLE_SECS", default_value_t = 30)]
     upstream_pool_idle_secs: u64,
+    /// The dialect of inputSchemas: full JSON Schema, or what OpenAI's strict mode or Gemini's
+    /// function declarations accept (a connection may choose another with `?schema=`).
+    #[arg(
+        long = "schema",
+        env = "TRAINAR_SCHEMA",
+        value_name = "full|openai|gemini"
+    )]
+    schema_dialect: Option<String>,
+    /// tools/list leaves out outputSchema (a connection may choose with `?lean=`).
+    #[arg(long, env = "TRAINAR_LEAN")]
+    lean: bool,
+    /// `search`: tools/list offers only `search_tools` and `call_tool`, which find and call the
+    /// others (a connection may choose with `?discovery=`).
+    #[arg(long, env = "TRAINAR_DISCOVERY", value_name = "direct|search")]
+    discovery: Option<String>,
 }
 
 #[derive(Args)]
@@ -190,14 +206,21 @@ impl GatewayArgs {
     }
 
     fn config(&self, server: ServerOptions) -> Result<GatewayConfig, String> {
+        let mut selection = Selection::parse(
+            self.toolsets.as_deref(),
+            self.tools.as_deref(),
+            self.read_only,
+        )?;
+        selection.presentation = Presentation::parse(|name| match name {
+            "schema" => self.schema_dialect.as_deref(),
+            "lean" => self.lean.then_some("true"),
+            "discovery" => self.discovery.as_deref(),
+            _ => None,
+        })?;
         Ok(GatewayConfig {
             core: CoreOptions {
                 list_all_tools: self.list_all_tools,
-                selection: Selection::parse(
-                    self.toolsets.as_deref(),
-                    self.tools.as_deref(),
-                    self.read_only,
-                )?,
+                selection,
                 max_result_bytes: self.max_result_bytes.max(1024),
                 page_size: self.tools_page_size.max(1),
             },
@@ -272,6 +295,9 @@ enum ToolsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What each way of listing the catalogue costs a model (bytes and o200k_base tokens), and
+    /// how many inputSchemas meet OpenAI's strict rules and Gemini's subset in each dialect.
+    Stats,
     /// Classify every change between two catalogues as breaking or compatible.
     ///
     /// Exit status: 0 when every change is compatible, 1 when any is breaking, 2 on error.
@@ -297,6 +323,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Tools(ToolsCommand::Diff(args)) => tools_diff(&args),
+        Command::Tools(ToolsCommand::Stats) => {
+            let listings = trainar_mcp::stats::listings();
+            let counts = trainar_mcp::stats::dialect_counts();
+            print!("{}", trainar_mcp::stats::to_text(&listings, &counts));
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => run_serve(*args),
         Command::Stdio(args) => run_stdio(*args),
         Command::Sandbox(args) => run_sandbox(args),

@@ -7,6 +7,7 @@
 use crate::auth::{AuthFailure, Authenticator, Principal};
 use crate::mcp::core::Core;
 use crate::mcp::jsonrpc::{Demand, ErrorCode, failure};
+use crate::mcp::presentation::Presentation;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::Session;
 use crate::replicas::{Admitted, Limits, RedisOptions, Refusal, Replicas};
@@ -265,7 +266,8 @@ impl Gateway {
             .map_err(|refusal| Box::new(refused(refusal)))
     }
 
-    /// The server's selection narrowed by a connection's `?toolsets=&tools=&read_only=`.
+    /// The server's selection narrowed by a connection's `?toolsets=&tools=&read_only=`, and its
+    /// presentation overridden by `?schema=&lean=`.
     pub fn selection_for(&self, query: &HashMap<String, String>) -> Result<Selection, Refused> {
         let read_only = matches!(
             query.get("read_only").map(String::as_str),
@@ -276,6 +278,11 @@ impl Gateway {
             query.get("tools").map(String::as_str),
             read_only,
         )
+        .and_then(|mut selection| {
+            selection.presentation =
+                Presentation::parse(|name| query.get(name).map(String::as_str))?;
+            Ok(selection)
+        })
         .map_err(|message| {
             Box::new(http_error(
                 StatusCode::BAD_REQUEST,

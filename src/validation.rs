@@ -4,7 +4,7 @@
 //! REST requests): both validate against schemas that build.rs derived from the spec.
 
 use jsonschema::error::ValidationErrorKind;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One failing field: `files[2].filename`, and what was expected of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct FieldProblem {
 /// A compiled schema.
 pub struct SchemaCheck {
     validator: jsonschema::Validator,
+    /// The schema itself: `strip_optional_nulls` walks it beside the instance.
+    schema: Value,
 }
 
 impl SchemaCheck {
@@ -25,7 +27,46 @@ impl SchemaCheck {
             .should_validate_formats(true)
             .build(schema)
             .map_err(|e| e.to_string())?;
-        Ok(SchemaCheck { validator })
+        Ok(SchemaCheck {
+            validator,
+            schema: schema.clone(),
+        })
+    }
+
+    /// Removes every `null` given for an optional property whose schema does not accept null, at
+    /// any depth: models (and OpenAI's strict mode, which types optional properties `[T, "null"]`)
+    /// send null to mean "not given", and the API should see exactly what omitting it sends.
+    /// Returns the fields where null was given for a required property, which stays an error.
+    pub fn strip_optional_nulls(&self, instance: &mut Value) -> Vec<String> {
+        let mut required_nulls = Vec::new();
+        strip_nulls(&self.schema, instance, "", &mut required_nulls);
+        required_nulls
+    }
+
+    /// `problems_with_nulls_omitted` for an object's fields (a tool's arguments), in place.
+    pub fn field_problems_with_nulls_omitted(
+        &self,
+        fields: &mut Map<String, Value>,
+    ) -> Vec<FieldProblem> {
+        let mut instance = Value::Object(std::mem::take(fields));
+        let problems = self.problems_with_nulls_omitted(&mut instance);
+        if let Value::Object(stripped) = instance {
+            *fields = stripped;
+        }
+        problems
+    }
+
+    /// `strip_optional_nulls`, then `problems`; a required field given as null reads as missing.
+    pub fn problems_with_nulls_omitted(&self, instance: &mut Value) -> Vec<FieldProblem> {
+        let required_nulls = self.strip_optional_nulls(instance);
+        let mut problems = self.problems(instance);
+        for problem in &mut problems {
+            if required_nulls.contains(&problem.field) {
+                problem.message = "is required, and null is not a value for it".to_string();
+            }
+        }
+        problems.dedup();
+        problems
     }
 
     /// Every problem of `instance`, in a stable order; empty when it is valid.
@@ -82,6 +123,60 @@ impl SchemaCheck {
     }
 }
 
+fn strip_nulls(schema: &Value, instance: &mut Value, at: &str, required_nulls: &mut Vec<String>) {
+    match instance {
+        Value::Object(fields) => {
+            let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            let required = |name: &str| {
+                schema["required"]
+                    .as_array()
+                    .is_some_and(|names| names.iter().any(|n| n == name))
+            };
+            fields.retain(|name, value| {
+                !(value.is_null()
+                    && !required(name)
+                    && properties.get(name).is_some_and(|p| !accepts_null(p)))
+            });
+            for (name, value) in fields.iter_mut() {
+                let Some(property) = properties.get(name) else {
+                    continue;
+                };
+                let here = join(at, name);
+                if value.is_null() {
+                    if !accepts_null(property) {
+                        required_nulls.push(here);
+                    }
+                } else {
+                    strip_nulls(property, value, &here, required_nulls);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (index, item) in items.iter_mut().enumerate() {
+                    strip_nulls(item_schema, item, &format!("{at}[{index}]"), required_nulls);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether null is a valid value of `schema`: it names no type, or names null among its types.
+fn accepts_null(schema: &Value) -> bool {
+    match schema.get("type") {
+        None => schema
+            .get("enum")
+            .and_then(Value::as_array)
+            .is_none_or(|values| values.contains(&Value::Null)),
+        Some(Value::String(single)) => single == "null",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+        Some(_) => false,
+    }
+}
+
 /// `/files/2/filename` → `files[2].filename`.
 fn field_name(pointer: &str) -> String {
     let mut name = String::new();
@@ -128,6 +223,45 @@ mod tests {
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["extra", "files[1].n", "title"]);
         assert!(check.problems(&json!({"title": "ok"})).is_empty());
+    }
+
+    #[test]
+    fn null_for_an_optional_field_is_omitted_at_any_depth() {
+        let check = SchemaCheck::new(&json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "cursor": {"type": "string"},
+                "note": {"type": ["string", "null"]},
+                "steps": {"type": "array", "items": {"type": "object",
+                    "properties": {"title": {"type": "string"}, "hint": {"type": "string"}},
+                    "required": ["title"], "additionalProperties": false}}
+            },
+            "required": ["id"],
+            "additionalProperties": false
+        }))
+        .unwrap();
+        let mut instance = json!({"id": "t_1", "cursor": null, "note": null,
+            "steps": [{"title": "a", "hint": null}, {"title": null}]});
+        let problems = check.problems_with_nulls_omitted(&mut instance);
+        // The spec's own nullable field keeps its null: there, null is a value.
+        assert_eq!(
+            instance,
+            json!({"id": "t_1", "note": null, "steps": [{"title": "a"}, {"title": null}]})
+        );
+        assert_eq!(
+            problems,
+            [FieldProblem {
+                field: "steps[1].title".into(),
+                message: "is required, and null is not a value for it".into()
+            }]
+        );
+        let problems = check.problems_with_nulls_omitted(&mut json!({"id": null}));
+        assert_eq!(problems[0].field, "id");
+        assert_eq!(
+            problems[0].message,
+            "is required, and null is not a value for it"
+        );
     }
 
     #[test]

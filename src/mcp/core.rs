@@ -1,12 +1,17 @@
 //! The protocol core: one JSON-RPC message in, at most one reply out, for every transport.
 //!
 //! It owns the lifecycle (initialize, version negotiation), ping, tools/list (scope-filtered,
-//! paginated) and tools/call (scope check, argument validation, dispatch with timeout and
-//! cancellation, result shaping). Invariant: it never sees HTTP or stdin; transports hand it
-//! parsed messages, the caller's `Principal` and their `Session`.
+//! paginated, in the connection's view; in tool-search mode the meta-tools of `discovery`) and
+//! tools/call (scope check, null = omitted, argument validation, dispatch with timeout and
+//! cancellation, result shaping; `call_tool` takes the same path). Invariant: it never sees
+//! HTTP or stdin; transports hand it parsed messages, the caller's `Principal` and their
+//! `Session`.
 
 use crate::auth::Principal;
-use crate::catalogue::{Catalogue, Tool};
+use crate::catalogue::{Catalogue, Dialect, Tool};
+use crate::mcp::discovery::{
+    self, CALL_TOOL, CallTool, Discovery, SEARCH_TOOLS, SearchResults, SearchTools,
+};
 use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::outline;
@@ -14,7 +19,6 @@ use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -38,9 +42,25 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a 2026-07-28 client may cache tools/list and server/discover: the catalogue is fixed
 /// for the life of the process, and a key's scopes never change (it is revoked instead).
 const MODERN_CACHE_TTL_MS: u64 = 60_000;
+/// What every tool has in common, said once here instead of in 67 descriptions.
 const INSTRUCTIONS: &str = "Tools for one TrainAR tenant: users and AR devices, training sessions, tasks and skills, \
-    the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools \
-    are listed and callable. Lists are paginated: pass `next_cursor` back as `cursor`.";
+the knowledge base, billing, integrations and webhooks. The API key's scopes decide which tools are listed \
+and callable.
+
+Conventions shared by every tool:
+- Arguments: leave out what you do not need. null means the same as leaving an argument out; a required \
+argument cannot be null. Ids are opaque strings with a type prefix (`tsk_`, `usr_`, ...); timestamps are \
+RFC 3339 in UTC.
+- Pagination: a list returns one page `{data, next_cursor}`. Pass `limit` (1-100, default 20), then pass \
+`next_cursor` back as `cursor` until it is null.
+- Errors come back as a tool result with isError true. \"Invalid arguments\" names each failing field: fix \
+those and call again. \"The TrainAR API answered <status>\": 400 an invalid argument (the fields are \
+listed), 404 no such object in this tenant (check the id, e.g. with the list tool), 409 a conflict with \
+the object's current state (read it again first), 413 a body too large, 422 a business rule refused it \
+(the message says which), 429 too many requests (wait, then retry), 5xx or \"could not be reached\": \
+try again shortly.
+- \"Permission denied\" names the scope the tool needs and the scopes this API key holds: calling again \
+cannot succeed. Tell the user which scope to add (Dashboard > API & Webhooks > API Keys).";
 
 fn server_info() -> Value {
     json!({"name": "trainar-mcp", "title": "TrainAR", "version": env!("CARGO_PKG_VERSION")})
@@ -284,6 +304,17 @@ impl Core {
         session: &Session,
         request: &Request,
     ) -> Result<String, RpcError> {
+        let view = session.selection.presentation.view();
+        if session.selection.presentation.discovery() == Discovery::Search {
+            let mut page = format!(r#"{{"tools":[{}]"#, discovery::listing(view));
+            if session.is_modern() {
+                page.push_str(&format!(
+                    r#","ttlMs":{MODERN_CACHE_TTL_MS},"cacheScope":"private""#
+                ));
+            }
+            page.push('}');
+            return Ok(page);
+        }
         let offered = self.offered(principal, session);
         let start = match request.params.get("cursor") {
             None | Some(Value::Null) => 0,
@@ -305,7 +336,7 @@ impl Core {
         // copying and re-serialising it per request cost milliseconds.
         let tools: Vec<&str> = offered[start..end]
             .iter()
-            .map(|t| &*t.definition_json)
+            .map(|t| t.json_in(view))
             .collect();
         let mut page = format!(r#"{{"tools":[{}]"#, tools.join(","));
         if end < offered.len() {
@@ -334,15 +365,69 @@ impl Core {
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("`name` is required".into()))?;
-        let tool = Catalogue::get()
-            .find(name)
-            .filter(|tool| session.selection.admits(tool))
-            .ok_or_else(|| invalid(format!("unknown tool: {name}")))?;
         let arguments = match request.params.get("arguments") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(arguments)) => arguments.clone(),
             Some(_) => return Err(invalid("`arguments` must be an object".into())),
         };
+        let presentation = &session.selection.presentation;
+        let dialect = presentation.view().dialect;
+        if presentation.discovery() == Discovery::Search {
+            // A selected tool may still be called by its own name (some clients call what
+            // search_tools found directly); the meta-tools exist only in this mode.
+            match name {
+                SEARCH_TOOLS => {
+                    let started = Instant::now();
+                    let (outcome, status) = self.search_tools(principal, session, arguments);
+                    log_call(principal, session, notify, SEARCH_TOOLS, status, started);
+                    return Ok(outcome);
+                }
+                CALL_TOOL => {
+                    let call = match CallTool::read(arguments, dialect) {
+                        Ok(call) => call,
+                        Err(text) => return Ok(error_result(text)),
+                    };
+                    let Some(tool) = self.admitted(session, &call.name) else {
+                        return Ok(error_result(format!(
+                            "Unknown tool `{}`: `{SEARCH_TOOLS}` finds the tools you can call.",
+                            call.name
+                        )));
+                    };
+                    let arguments = call.arguments.unwrap_or_default();
+                    return Ok(self
+                        .call_admitted(principal, session, tool, arguments, request, notify)
+                        .await);
+                }
+                _ => {}
+            }
+        }
+        let tool = self
+            .admitted(session, name)
+            .ok_or_else(|| invalid(format!("unknown tool: {name}")))?;
+        Ok(self
+            .call_admitted(principal, session, tool, arguments, request, notify)
+            .await)
+    }
+
+    /// The catalogue's tool `name`, if the session's selection admits it.
+    fn admitted(&self, session: &Session, name: &str) -> Option<&'static Tool> {
+        Catalogue::get()
+            .find(name)
+            .filter(|tool| session.selection.admits(tool))
+    }
+
+    /// Calls `tool`, directly or through `call_tool`: progress (asked for in `request`'s
+    /// `_meta`), scope check, validation, dispatch, and the log line.
+    async fn call_admitted(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        tool: &Tool,
+        arguments: Map<String, Value>,
+        request: &Request,
+        notify: &Notify,
+    ) -> String {
+        let dialect = session.selection.presentation.view().dialect;
         let progress = request
             .params
             .get("_meta")
@@ -356,28 +441,35 @@ impl Core {
                 count: 0,
             });
         let started = Instant::now();
-        let (outcome, status) = self.run_tool(principal, tool, arguments, progress).await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(key_id = %principal.key_id, tool = tool.name(), status, duration_ms, "tools/call");
-        // The client's own log, if it asked for one (logging/setLevel): the same line, minus the key.
-        let level = if status == "ok" {
-            LogLevel::Info
-        } else {
-            LogLevel::Warning
+        let (outcome, status) = self
+            .run_tool(principal, tool, arguments, dialect, progress)
+            .await;
+        log_call(principal, session, notify, tool.name(), status, started);
+        outcome
+    }
+
+    /// `search_tools`: the best matches among the tools this key may call in this selection.
+    fn search_tools(
+        &self,
+        principal: &Principal,
+        session: &Session,
+        arguments: Map<String, Value>,
+    ) -> (String, &'static str) {
+        let search = match SearchTools::read(arguments) {
+            Ok(search) => search,
+            Err(text) => return (error_result(text), "invalid_arguments"),
         };
-        if session.wants_log(level) && notify.is_open(session) {
-            let data = json!({"tool": tool.name(), "status": status, "duration_ms": duration_ms});
-            notify.send(
-                session,
-                Reply::notification(
-                    "notifications/message",
-                    &json!({
-                        "level": level.as_str(), "logger": "trainar-mcp", "data": data,
-                    }),
-                ),
-            );
-        }
-        Ok(outcome)
+        let callable = session.selection.offered(&principal.scopes, false);
+        let limit = usize::from(search.limit.unwrap_or(5));
+        let dialect = session.selection.presentation.view().dialect;
+        let results = SearchResults {
+            tools: discovery::search(&search.query, &callable, limit)
+                .into_iter()
+                .map(|tool| discovery::found(tool, dialect))
+                .collect(),
+        };
+        let body = serde_json::to_string(&results).unwrap_or_default();
+        self.success_result(&body)
     }
 
     /// The tool's result, and a short status word for the log line.
@@ -385,7 +477,8 @@ impl Core {
         &self,
         principal: &Principal,
         tool: &Tool,
-        arguments: Map<String, Value>,
+        mut arguments: Map<String, Value>,
+        dialect: Dialect,
         progress: Option<Progress<'_>>,
     ) -> (String, &'static str) {
         let missing = principal.scopes.missing_for(tool.operation);
@@ -393,7 +486,13 @@ impl Core {
             let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
             return (denied(tool, &missing, &principal.scope_names), "denied");
         }
-        let problems = ARGUMENT_CHECKS[tool.name()].problems(&Value::Object(arguments.clone()));
+        if dialect != Dialect::Full
+            && let Err(text) = parse_json_text_arguments(tool, &mut arguments)
+        {
+            return (error_result(text), "invalid_arguments");
+        }
+        let problems =
+            ARGUMENT_CHECKS[tool.name()].field_problems_with_nulls_omitted(&mut arguments);
         if !problems.is_empty() {
             let lines: Vec<String> = problems
                 .iter()
@@ -415,7 +514,7 @@ impl Core {
         };
         match answer {
             Ok(body) => match outline::problem(tool.name(), &body) {
-                None => self.success_result(&body),
+                None => self.success_result(body.get()),
                 Some(problem) => {
                     tracing::warn!(tool = tool.name(), %problem, "the API's answer breaks the tool's output schema");
                     (
@@ -511,8 +610,7 @@ impl Core {
     /// `structuredContent` plus the same JSON as text. Over the cap the result is a tool error
     /// that says how to ask for less: a cut result could not carry `structuredContent` (it
     /// would no longer match the output schema) and clients that validate it would fail.
-    fn success_result(&self, body: &RawValue) -> (String, &'static str) {
-        let text = body.get();
+    fn success_result(&self, text: &str) -> (String, &'static str) {
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
             return (tool_result(text, Some(text), false), "ok");
@@ -535,6 +633,37 @@ impl Core {
             ));
         }
         (error_result(advice), "result_too_large")
+    }
+}
+
+/// One log line per tool call, and the same line to the client's own log if it asked for one
+/// (logging/setLevel), minus the key.
+fn log_call(
+    principal: &Principal,
+    session: &Session,
+    notify: &Notify,
+    tool: &str,
+    status: &'static str,
+    started: Instant,
+) {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(key_id = %principal.key_id, tool, status, duration_ms, "tools/call");
+    let level = if status == "ok" {
+        LogLevel::Info
+    } else {
+        LogLevel::Warning
+    };
+    if session.wants_log(level) && notify.is_open(session) {
+        let data = json!({"tool": tool, "status": status, "duration_ms": duration_ms});
+        notify.send(
+            session,
+            Reply::notification(
+                "notifications/message",
+                &json!({
+                    "level": level.as_str(), "logger": "trainar-mcp", "data": data,
+                }),
+            ),
+        );
     }
 }
 
@@ -625,6 +754,27 @@ async fn set_log_level(session: &Session, request: &Request) -> Result<String, R
         )
     })?;
     Ok("{}".into())
+}
+
+/// The vendor dialects carry free-form object arguments as JSON text (neither can describe an
+/// object of any shape); this turns that text back into the object the API takes. A value that
+/// is not text is left for validation to judge.
+fn parse_json_text_arguments(
+    tool: &Tool,
+    arguments: &mut Map<String, Value>,
+) -> Result<(), String> {
+    for name in &tool.json_text_arguments {
+        if let Some(Value::String(text)) = arguments.get(name) {
+            let parsed: Value = serde_json::from_str(text).map_err(|error| {
+                format!(
+                    "Invalid arguments for {}:\n- `{name}`: is not JSON text of an object ({error})",
+                    tool.name()
+                )
+            })?;
+            arguments.insert(name.clone(), parsed);
+        }
+    }
+    Ok(())
 }
 
 fn error_result(text: String) -> String {

@@ -5,10 +5,14 @@
 //! - `envelope`: the 2026-07-28 era's per-request envelope and its checks.
 //! - `session`: sessions, where a request's notifications go, and the `SessionStore` seam.
 //! - `selection`: which tools a connection is offered.
+//! - `presentation`: how they are written out (schema dialect, lean listing, tool search).
+//! - `discovery`: tool search, the meta-tools `search_tools` and `call_tool`.
 
 pub mod core;
+pub mod discovery;
 pub mod envelope;
 pub mod jsonrpc;
 pub mod outline;
+pub mod presentation;
 pub mod selection;
 pub mod session;

@@ -1,7 +1,9 @@
 //! Which tools a connection sees: the server's `--toolsets/--tools/--read-only`, narrowed by the
-//! connection's query parameters, and always intersected with the key's scopes.
+//! connection's query parameters, and always intersected with the key's scopes; and how they
+//! are written out (`Presentation`).
 
 use crate::catalogue::{Catalogue, Tool};
+use crate::mcp::presentation::Presentation;
 use crate::scopes::ScopeSet;
 use std::collections::BTreeSet;
 
@@ -14,6 +16,9 @@ pub struct Selection {
     /// Only these tools, when set.
     pub tools: Option<BTreeSet<String>>,
     pub read_only: bool,
+    /// How the selected tools are written out; travels with the selection, as it is chosen the
+    /// same way (server flags, then the connection's query parameters).
+    pub presentation: Presentation,
 }
 
 impl Selection {
@@ -52,6 +57,7 @@ impl Selection {
             toolsets,
             tools,
             read_only,
+            presentation: Presentation::default(),
         })
     }
 
@@ -66,6 +72,7 @@ impl Selection {
             toolsets: both(&self.toolsets, &other.toolsets),
             tools: both(&self.tools, &other.tools),
             read_only: self.read_only || other.read_only,
+            presentation: self.presentation.overridden_by(&other.presentation),
         }
     }
 

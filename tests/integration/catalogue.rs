@@ -321,3 +321,51 @@ fn tools_list_prints_a_table_of_every_tool() {
     assert_eq!(cells, ["create_task", "tasks", "write:tasks", "no"]);
     assert!(text.contains("67 tools in 12 categories"), "{text}");
 }
+
+/// Every `backticked_name` in a description that names an operation names a tool: a model told to
+/// call something it cannot call is stuck.
+#[test]
+fn descriptions_point_only_to_tools() {
+    for tool in Catalogue::get().tools() {
+        let mut texts = Vec::new();
+        walk(&tool.definition, tool.name().to_string(), &mut |_, node| {
+            if let Some(text) = node.get("description").and_then(Value::as_str) {
+                texts.push(text);
+            }
+        });
+        for text in texts {
+            for name in text.split('`').skip(1).step_by(2) {
+                if let Some(operation) = Operation::from_name(name) {
+                    assert!(
+                        operation.is_tool(),
+                        "{}: a description points to `{name}`, which is not a tool",
+                        tool.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A model picks an enum value by what it means: each input enum's description names every value.
+#[test]
+fn every_input_enum_value_is_explained() {
+    for tool in Catalogue::get().tools() {
+        walk(
+            &tool.definition["inputSchema"],
+            tool.name().to_string(),
+            &mut |at, node| {
+                let Some(values) = node.get("enum").and_then(Value::as_array) else {
+                    return;
+                };
+                let description = node["description"].as_str().unwrap_or_default();
+                for value in values.iter().filter_map(Value::as_str) {
+                    assert!(
+                        description.contains(&format!("`{value}`")),
+                        "{at}: `{value}` is not explained in {description:?}"
+                    );
+                }
+            },
+        );
+    }
+}

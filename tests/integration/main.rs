@@ -2,6 +2,7 @@
 //! sockets or runs the real `trainar-mcp` binary.
 
 mod catalogue;
+mod catalogue_models;
 mod common;
 mod dispatch;
 mod gateway_fixture;

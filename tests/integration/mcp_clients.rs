@@ -1,6 +1,6 @@
 //! Real MCP clients against the real thing: the official Python SDK (mcp 2.x) over stdio, SSE and
-//! Streamable HTTP (legacy and auto modes); `stdio` driven line by line; and `serve` started
-//! exactly as README says.
+//! Streamable HTTP (legacy and auto modes); the schema dialects judged by the vendors' SDKs;
+//! `stdio` driven line by line; and `serve` started exactly as README says.
 
 use crate::common::{KillOnDrop, binary, repo_root};
 use crate::gateway_fixture::TestGateway;
@@ -18,7 +18,7 @@ pub fn python() -> PathBuf {
     let venv = repo_root().join(".venv/bin/python");
     assert!(
         venv.exists(),
-        "the Python MCP client is not installed: run `scripts/test` (it creates .venv with mcp==2.3.0), \
+        "the Python MCP client is not installed: run `scripts/test` (it creates .venv from tests/python/requirements.txt), \
          or point TRAINAR_TEST_PYTHON at a Python that has it"
     );
     venv
@@ -43,6 +43,29 @@ async fn the_python_sdk_works_over_every_transport() {
         "python client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+/// The schema dialects judged by the vendors' own code (openai-agents, google-genai), and a call
+/// with every argument null for each list tool in each dialect (tests/python/dialects.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vendors_sdks_accept_every_schema_of_their_dialect() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let script = repo_root().join("tests/python/dialects.py");
+    let output = tokio::process::Command::new(python())
+        .arg(&script)
+        .args([&gateway.url, &gateway.admin()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "dialects.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("openai: 67/67"), "{stdout}");
+    assert!(stdout.contains("gemini: 67/67"), "{stdout}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 const VERSION: &str = "2026-07-28";
 
 /// A 2026-07-28 request: the envelope in `_meta` (plus `extra_meta`) and nothing else.
-fn modern(id: i64, method: &str, mut params: Value, extra_meta: Value) -> Value {
+pub fn modern(id: i64, method: &str, mut params: Value, extra_meta: Value) -> Value {
     let mut meta = json!({
         "io.modelcontextprotocol/protocolVersion": VERSION,
         "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
@@ -42,7 +42,7 @@ fn routing(message: &Value) -> Vec<(&'static str, String)> {
 }
 
 /// POSTs `message` with its routing headers (minus `omit`, plus `extra`).
-async fn send(
+pub async fn send(
     gateway: &TestGateway,
     key: &str,
     message: &Value,
