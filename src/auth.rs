@@ -231,6 +231,11 @@ impl Authenticator {
                 message,
                 ..
             }) => Err(AuthFailure::Rejected(message)),
+            Err(DispatchError::Upstream { status: 404, .. }) => Err(AuthFailure::Unavailable(
+                "key introspection (/v1/api-keys/current) answered 404: is --upstream the \
+                 API's base URL?"
+                    .into(),
+            )),
             Err(DispatchError::Upstream {
                 status, message, ..
             }) => Err(AuthFailure::Unavailable(format!(

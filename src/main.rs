@@ -100,6 +100,33 @@ struct ServeArgs {
     redis_timeout_ms: u64,
 }
 
+/// Checks `--upstream` when it is parsed: an http(s) URL with a host. The spec's paths start with
+/// `/v1`, so a base URL ending in it (as the sandbox's banner prints) is taken without it.
+fn parse_upstream(url: &str) -> Result<String, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let Some((scheme, rest)) = trimmed.split_once("://") else {
+        return Err(format!(
+            "`{trimmed}` has no scheme; write the API's base URL with http:// or https://, \
+             e.g. https://api.trainar.ai"
+        ));
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!(
+            "`{trimmed}`: the upstream is reached over http:// or https://, not {scheme}://"
+        ));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(format!("`{trimmed}` names no host"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "`{trimmed}`: give the API's base URL without a query or fragment"
+        ));
+    }
+    Ok(trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_string())
+}
+
 /// Checks a `--redis` URL at start, so a typo is refused at once and not on the first request.
 fn parse_redis_url(url: &str) -> Result<String, String> {
     redis::Client::open(url).map_err(|e| {
@@ -115,8 +142,12 @@ fn parse_redis_url(url: &str) -> Result<String, String> {
 #[derive(Args)]
 struct GatewayArgs {
     /// The TrainAR API to serve (e.g. https://api.trainar.ai). Without it: the embedded sandbox.
-    #[arg(long, env = "TRAINAR_UPSTREAM")]
+    #[arg(long, env = "TRAINAR_UPSTREAM", value_parser = parse_upstream)]
     upstream: Option<String>,
+    /// A PEM file of CA certificates to trust for an HTTPS upstream, besides the system's (an
+    /// internal CA, say). `SSL_CERT_FILE` works too.
+    #[arg(long, env = "TRAINAR_UPSTREAM_CA_FILE")]
+    upstream_ca_file: Option<PathBuf>,
     /// The embedded sandbox's data directory (ignored with --upstream).
     #[arg(long, env = "TRAINAR_DATA_DIR", default_value = "./trainar-data")]
     data_dir: PathBuf,
@@ -230,6 +261,12 @@ impl GatewayArgs {
                 pool_idle_per_host: self.upstream_pool_idle,
                 pool_idle_timeout: Duration::from_secs(self.upstream_pool_idle_secs),
                 max_body_bytes: self.max_upstream_body_bytes.max(1024),
+                extra_ca_pem: match &self.upstream_ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        format!("cannot read --upstream-ca-file {}: {e}", path.display())
+                    })?),
+                    None => None,
+                },
             },
             auth_cache_ttl: Duration::from_secs(self.auth_cache_secs),
         })
@@ -315,7 +352,15 @@ struct DiffArgs {
     json: bool,
 }
 
+/// With `--features dhat-heap`, every allocation is counted; the profile is written when `main`
+/// returns (after a graceful shutdown), with what was still live at the end.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     match cli.command {
         Command::Tools(ToolsCommand::List { json }) => {
@@ -425,6 +470,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             Ok(gateway) => gateway,
             Err(e) => return fail(&e),
         };
+        // Started anyway (the API may come up later, and /readyz says so meanwhile), but loudly.
+        if let Err(problem) = gateway.upstream.probe().await {
+            eprintln!("warning: {problem}; MCP requests will get 503 until it answers");
+        }
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(listener) => listener,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),

@@ -126,8 +126,7 @@ impl Gateway {
     /// A gateway to the API at `upstream_url` (production, or a sandbox): sessions in process,
     /// or in Redis when `config.server.redis` says so.
     pub fn build(upstream_url: &str, config: GatewayConfig) -> Result<SharedGateway, String> {
-        let upstream = Upstream::new(upstream_url, config.upstream)
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let upstream = Upstream::new(upstream_url, config.upstream.clone())?;
         let limits = Limits {
             sessions_per_key: config.server.sessions_per_key,
             requests_per_minute: config.server.requests_per_minute,
@@ -180,11 +179,15 @@ impl Gateway {
             .map_err(|failure| {
                 Box::new(match &failure {
                     AuthFailure::Unavailable(message) => {
-                        tracing::warn!(%message, "key introspection failed");
+                        let base = self.upstream.base_url();
+                        tracing::warn!(%message, upstream = base, "key introspection failed");
                         http_error(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "upstream_unavailable",
-                            "the TrainAR API is unreachable; try again",
+                            &format!(
+                                "the TrainAR API at {base} could not check the key ({message}); \
+                                 try again shortly"
+                            ),
                         )
                     }
                     AuthFailure::Throttled(retry_after) => {

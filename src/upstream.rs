@@ -31,7 +31,7 @@ pub struct Upstream {
 }
 
 /// How the gateway talks to the API.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct UpstreamOptions {
     /// Bounds one whole request, so a slow upstream becomes an error, not a hang.
     pub timeout: Duration,
@@ -40,6 +40,8 @@ pub struct UpstreamOptions {
     pub pool_idle_timeout: Duration,
     /// Longest response body read from the API; a longer one becomes an error, never buffered.
     pub max_body_bytes: usize,
+    /// PEM CA certificates to trust besides the system's (an internal CA).
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for UpstreamOptions {
@@ -49,14 +51,27 @@ impl Default for UpstreamOptions {
             pool_idle_per_host: 64,
             pool_idle_timeout: Duration::from_secs(30),
             max_body_bytes: 8 * 1024 * 1024,
+            extra_ca_pem: None,
         }
     }
 }
 
 impl Upstream {
-    pub fn new(base_url: &str, options: UpstreamOptions) -> Result<Upstream, reqwest::Error> {
+    pub fn new(base_url: &str, options: UpstreamOptions) -> Result<Upstream, String> {
         crate::install_tls_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &options.extra_ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                format!("the upstream CA file holds no usable PEM certificate: {e}")
+            })?;
+            if certificates.is_empty() {
+                return Err("the upstream CA file holds no PEM certificate".into());
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
@@ -64,7 +79,8 @@ impl Upstream {
             .pool_idle_timeout(options.pool_idle_timeout)
             // The API never redirects; following one would carry the caller's key elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
@@ -76,15 +92,22 @@ impl Upstream {
         &self.base_url
     }
 
-    /// Whether the API answers at all (any HTTP status counts): the gateway's readiness.
+    /// Whether the API answers as the API: key introspection without a key must be refused (401);
+    /// a 404 there means the URL is not the API's base. The error names the URL and what it
+    /// answered.
     pub async fn probe(&self) -> Result<(), String> {
         let url = format!("{}/v1/api-keys/current", self.base_url);
-        self.http
-            .get(url)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(describe)
+        match self.http.get(&url).send().await {
+            Err(e) => Err(format!("{} is unreachable: {}", self.base_url, describe(e))),
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => Err(format!(
+                "{url} answered 404: --upstream must be the API's base URL (the one whose \
+                 /v1/api-keys/current is key introspection)"
+            )),
+            Ok(response) if response.status().is_server_error() => {
+                Err(format!("{url} answered {}", response.status()))
+            }
+            Ok(_) => Ok(()),
+        }
     }
 
     /// A generated client that acts as `key` over the shared pool. Cheap: no connection is made.
@@ -420,8 +443,12 @@ fn upstream_error(status: u16, body: Option<Value>) -> DispatchError {
     }
 }
 
-/// A reqwest error in words, without its URL (which is ours, not the caller's business).
+/// A reqwest error in words, without its URL (the caller's model needs the cause, not our
+/// address; operators get the URL from `probe`). A TLS failure says what failed.
 fn describe(error: reqwest::Error) -> String {
+    if let Some(tls) = tls_failure(&error) {
+        return tls;
+    }
     if error.is_timeout() {
         "the request timed out".to_string()
     } else if error.is_connect() {
@@ -429,4 +456,36 @@ fn describe(error: reqwest::Error) -> String {
     } else {
         error.without_url().to_string()
     }
+}
+
+/// What a certificate problem somewhere in `error`'s causes is, in words with the fix.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        // An io::Error's source() skips the error it wraps; look at that one too.
+        let wrapped = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        let rustls_error = current
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| wrapped.and_then(|inner| inner.downcast_ref::<rustls::Error>()));
+        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error {
+            let what = format!("{problem:?}");
+            let trust = "trust its CA with --upstream-ca-file or SSL_CERT_FILE";
+            return Some(if what.starts_with("UnknownIssuer") {
+                format!("the API's TLS certificate is signed by an unknown authority ({trust})")
+            } else if what.starts_with("Expired") {
+                "the API's TLS certificate has expired".to_string()
+            } else if what.starts_with("NotValidForName") {
+                "the API's TLS certificate is not valid for the host name in --upstream".to_string()
+            } else if what.starts_with("NotValidYet") {
+                "the API's TLS certificate is not valid yet".to_string()
+            } else {
+                format!("the API's TLS certificate was refused: {problem}")
+            });
+        }
+        cause = wrapped.or_else(|| current.source());
+    }
+    None
 }

@@ -19,3 +19,4 @@ mod sandbox_integrations_sessions_reports;
 mod sandbox_knowledge;
 mod sandbox_skills_users_webhooks;
 mod tools_diff;
+mod upstream_checks;
