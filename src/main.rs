@@ -100,6 +100,18 @@ struct ServeArgs {
     redis_timeout_ms: u64,
 }
 
+/// Where the embedded sandbox keeps its data unless told: one place per user, whatever the working
+/// directory, so that `serve`, `stdio` (launched by a client from anywhere) and `sandbox` share one
+/// tenant and its keys. `$XDG_DATA_HOME/trainar-mcp`, else `~/.local/share/trainar-mcp`.
+fn default_data_dir() -> PathBuf {
+    let from = |variable: &str| std::env::var_os(variable).filter(|v| !v.is_empty());
+    match (from("XDG_DATA_HOME"), from("HOME")) {
+        (Some(data), _) => PathBuf::from(data).join("trainar-mcp"),
+        (None, Some(home)) => PathBuf::from(home).join(".local/share/trainar-mcp"),
+        (None, None) => PathBuf::from("trainar-data"),
+    }
+}
+
 /// Checks `--upstream` when it is parsed: an http(s) URL with a host. The spec's paths start with
 /// `/v1`, so a base URL ending in it (as the sandbox's banner prints) is taken without it.
 fn parse_upstream(url: &str) -> Result<String, String> {
@@ -149,7 +161,7 @@ struct GatewayArgs {
     #[arg(long, env = "TRAINAR_UPSTREAM_CA_FILE")]
     upstream_ca_file: Option<PathBuf>,
     /// The embedded sandbox's data directory (ignored with --upstream).
-    #[arg(long, env = "TRAINAR_DATA_DIR", default_value = "./trainar-data")]
+    #[arg(long, env = "TRAINAR_DATA_DIR", default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
     /// Offer only these categories (comma-separated, e.g. tasks,knowledge).
     #[arg(long, env = "TRAINAR_TOOLSETS")]
@@ -296,7 +308,7 @@ struct SandboxStoreArgs {
     #[arg(
         long,
         env = "TRAINAR_DATA_DIR",
-        default_value = "./trainar-data",
+        default_value_os_t = default_data_dir(),
         global = true
     )]
     data_dir: PathBuf,
@@ -548,11 +560,20 @@ fn run_stdio(args: StdioArgs) -> ExitCode {
         };
         let result =
             transport::stdio::serve(gateway, &key, tokio::io::stdin(), tokio::io::stdout()).await;
+        let embedded = upstream.embedded.is_some();
         if let Some(task) = upstream.embedded {
             task.abort();
         }
         match result {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) if embedded && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                fail(&format!(
+                    "stdio: {e}. The embedded sandbox keeps its tenants in {}: use a key printed for \
+                 that data directory (by `trainar-mcp serve` on its first start, or `trainar-mcp \
+                 sandbox key create`), or pass --data-dir",
+                    args.gateway.data_dir.display()
+                ))
+            }
             Err(e) => fail(&format!("stdio: {e}")),
         }
     })

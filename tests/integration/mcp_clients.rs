@@ -72,14 +72,17 @@ async fn the_vendors_sdks_accept_every_schema_of_their_dialect() {
 #[tokio::test]
 async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
     trainar_mcp::install_tls_provider();
-    // README: `cargo run -- serve`, i.e. `trainar-mcp serve` in a fresh directory (its default
-    // data dir is ./trainar-data). Port 8080 may be taken here, so only the port differs.
+    // README: `cargo run -- serve`, i.e. `trainar-mcp serve` for a new user (its default data dir
+    // is $XDG_DATA_HOME/trainar-mcp, here a fresh one). Port 8080 may be taken here, so only the
+    // port differs.
     let workdir = fresh_dir("serve");
     std::fs::create_dir_all(&workdir).unwrap();
     let mut child = KillOnDrop(
         binary()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .current_dir(&workdir)
+            .env("XDG_DATA_HOME", &workdir)
+            .env_remove("TRAINAR_DATA_DIR")
             .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -101,7 +104,7 @@ async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
         }
     }
     let (url, key) = (url.unwrap(), key.unwrap());
-    assert!(workdir.join("trainar-data/sandbox.sqlite3").exists());
+    assert!(workdir.join("trainar-mcp/sandbox.sqlite3").exists());
 
     let http = reqwest::Client::new();
     let post = |session: Option<String>, body: Value| {
@@ -293,4 +296,107 @@ async fn a_result_too_large_reaches_the_python_sdk_as_a_tool_error_not_an_except
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("no client exception"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_python_snippet_runs_as_printed() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let snippet = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a Python snippet");
+    let gateway = TestGateway::demo(|_| {}).await;
+    // Only the URL and the key differ from what a reader pastes.
+    let script = snippet
+        .replace("http://127.0.0.1:8080/mcp", &format!("{}/mcp", gateway.url))
+        .replace("\"tak_…\"", &format!("\"{}\"", gateway.admin()));
+    let path = fresh_dir("readme-snippet").with_extension("py");
+    std::fs::write(&path, script).unwrap();
+    let output = tokio::process::Command::new(python())
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("tools; first:") && stdout.contains("'data'"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn stdio_from_another_directory_uses_the_key_serve_printed() {
+    use std::io::Write;
+    let home = fresh_dir("stdio-home");
+    let (first, elsewhere) = (home.join("project"), home.join("elsewhere"));
+    for dir in [&first, &elsewhere] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut serve = KillOnDrop(
+        binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(&first)
+            .env("XDG_DATA_HOME", &home)
+            .env_remove("TRAINAR_DATA_DIR")
+            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let key = BufReader::new(serve.0.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.trim_start().starts_with("tak_"))
+        .expect("the first start prints the admin key")
+        .trim()
+        .to_string();
+    serve.kill();
+    let stdio = |key: &str| {
+        let mut child = binary()
+            .arg("stdio")
+            .current_dir(&elsewhere)
+            .env("XDG_DATA_HOME", &home)
+            .env_remove("TRAINAR_DATA_DIR")
+            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
+            .env("TRAINAR_API_KEY", key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        )
+        .unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let works = stdio(&key);
+    assert!(
+        works.status.success(),
+        "{}",
+        String::from_utf8_lossy(&works.stderr)
+    );
+    assert!(String::from_utf8_lossy(&works.stdout).contains(r#""result":{}"#));
+    assert!(
+        !elsewhere.join("trainar-data").exists(),
+        "no stray data directory"
+    );
+    let wrong = stdio("tak_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains(&home.join("trainar-mcp").display().to_string()),
+        "{said}"
+    );
 }
