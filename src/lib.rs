@@ -16,6 +16,8 @@
 //! - `stats`: `tools stats`, what each listing mode costs in bytes and tokens, dialect pass counts.
 //! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
 //! - `logging`: the process's log lines, batched to stderr by a thread of their own.
+//! - `page`: the HTML page at `GET /` (how to connect, the catalogue with a scope filter).
+//! - `replicas`: sessions and per-key limits, in process or shared on Redis.
 
 pub mod api_key;
 pub mod auth;
@@ -24,6 +26,7 @@ pub mod diff;
 pub mod generated;
 pub mod logging;
 pub mod mcp;
+pub mod page;
 pub mod replicas;
 pub mod sandbox;
 pub mod scopes;

@@ -504,6 +504,21 @@ async fn origin_and_cors(
     response
 }
 
+/// `GET /`: a page for people (how to connect, the catalogue with a scope filter).
+async fn front_page(State(gateway): State<SharedGateway>, headers: HeaderMap) -> Response {
+    let base = match &gateway.options.public_url {
+        Some(public) => public.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("127.0.0.1:8080");
+            format!("http://{host}")
+        }
+    };
+    axum::response::Html(crate::page::index(&base)).into_response()
+}
+
 async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
@@ -538,6 +553,7 @@ async fn readyz(State(gateway): State<SharedGateway>) -> Response {
 /// The gateway's routes.
 pub fn router(gateway: SharedGateway) -> Router {
     Router::new()
+        .route("/", get(front_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(streamable::routes())
@@ -546,7 +562,7 @@ pub fn router(gateway: SharedGateway) -> Router {
             http_error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; MCP is at /mcp and /sse",
+                "no such endpoint; MCP is at /mcp and /sse (GET / describes them)",
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(
