@@ -322,11 +322,18 @@ mod tests {
     fn the_page_lists_every_tool_with_its_scopes_and_escapes_what_it_shows() {
         let page = index("http://127.0.0.1:8080");
         for tool in Catalogue::get().tools() {
-            assert!(page.contains(&format!("id=\"{}\"", tool.name())), "{}", tool.name());
+            assert!(
+                page.contains(&format!("id=\"{}\"", tool.name())),
+                "{}",
+                tool.name()
+            );
         }
         assert!(page.contains("data-scopes=\"read:tasks\""));
         assert!(page.contains("http://127.0.0.1:8080/mcp"));
         assert!(!page.contains("<script src"), "no external assets");
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

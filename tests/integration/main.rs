@@ -5,6 +5,7 @@ mod catalogue;
 mod catalogue_models;
 mod common;
 mod dispatch;
+mod front_page;
 mod gateway_fixture;
 mod hardening;
 mod mcp_clients;
