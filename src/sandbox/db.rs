@@ -488,6 +488,24 @@ impl<'t> Store<'t> {
         Ok(all)
     }
 
+    /// Every object of `kind` (oldest first) that passes every filter.
+    pub fn all_matching(&self, kind: &str, filters: &[Filter]) -> Result<Vec<Value>, ApiError> {
+        let mut sql = String::from("SELECT body FROM objects WHERE tenant_id = ?1 AND kind = ?2");
+        let mut values: Vec<SqlValue> =
+            vec![self.tenant_id.to_string().into(), kind.to_string().into()];
+        push_filters(&mut sql, &mut values, filters);
+        sql.push_str(" ORDER BY seq");
+        let mut statement = self.tx.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+            row.get::<_, String>(0)
+        })?;
+        let mut all = Vec::new();
+        for row in rows {
+            all.push(parse(row?)?);
+        }
+        Ok(all)
+    }
+
     /// Records an event for webhook delivery, in the same transaction as the change it reports.
     pub fn emit(&self, event_type: &str, data: &Value) -> Result<(), ApiError> {
         let id = crate::sandbox::ids::new_id("evt_");
