@@ -79,12 +79,25 @@ const MIGRATIONS: &[&str] = &[
        WHERE kind = 'knowledge' AND json_extract(body, '$.status') = 'processing';",
 ];
 
+/// How many read connections serve reads beside the one writer (WAL lets them read a
+/// consistent snapshot while a write transaction is open).
+const READERS: usize = 4;
+
 /// The database, shared by the request handlers and the background workers.
 #[derive(Clone)]
 pub struct Db {
-    /// One connection behind a std mutex: SQLite serialises writers anyway, every critical
+    /// The one writer behind a std mutex: SQLite serialises writers anyway, every critical
     /// section is synchronous (it never spans an `.await`), and it runs on the blocking pool.
     connection: Arc<Mutex<Connection>>,
+    /// Read-only connections (`query_only`), so that a read never waits behind a writer. Empty
+    /// for an in-memory database, whose reads then take the writer.
+    readers: Option<Arc<Readers>>,
+}
+
+/// A small pool of read connections: a permit per connection, the idle ones on a stack.
+struct Readers {
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Db {
@@ -95,7 +108,23 @@ impl Db {
         let path = data_dir.join("sandbox.sqlite3");
         let connection =
             Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Db::configure(connection).map_err(|e| format!("{}: {e}", path.display()))
+        let mut db = Db::configure(connection).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(&path)
+                .and_then(|reader| {
+                    reader.pragma_update(None, "query_only", true)?;
+                    reader.busy_timeout(std::time::Duration::from_secs(5))?;
+                    Ok(reader)
+                })
+                .map_err(|e| format!("cannot open {} to read: {e}", path.display()))?;
+            readers.push(reader);
+        }
+        db.readers = Some(Arc::new(Readers {
+            permits: Arc::new(tokio::sync::Semaphore::new(readers.len())),
+            idle: Mutex::new(readers),
+        }));
+        Ok(db)
     }
 
     /// An in-memory database, for unit tests.
@@ -118,7 +147,54 @@ impl Db {
         }
         Ok(Db {
             connection: Arc::new(Mutex::new(connection)),
+            readers: None,
         })
+    }
+
+    /// Runs `work` in one read transaction (a snapshot) on a read connection, without waiting
+    /// for the writer; any write in `work` fails (the connection is `query_only`). Without read
+    /// connections (in memory) it is an ordinary transaction on the writer.
+    pub async fn read<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+    {
+        let Some(pool) = self.readers.clone() else {
+            return self.transaction(work).await;
+        };
+        // The semaphore is never closed; a permit guarantees an idle connection, and it is held
+        // until the connection is back (even if this future is dropped meanwhile).
+        let permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        let held = pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = held
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .pop();
+            let Some(mut connection) = taken else {
+                return Err(ApiError::internal("a read permit without a connection"));
+            };
+            let result = (|| {
+                let tx = connection.transaction()?;
+                let value = work(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            held.idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(connection);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(ApiError::internal)?
     }
 
     /// Runs `work` in one transaction on the blocking pool; commits only if it succeeds.

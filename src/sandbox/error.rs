@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     pub details: Vec<FieldError>,
     pub required_scopes: Vec<String>,
+    /// For 429: the seconds after which the request would be admitted (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -29,6 +31,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             required_scopes: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -81,6 +84,13 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }
 
+    /// 429: the tenant is over its budget; `Retry-After: retry_after`.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> ApiError {
+        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        error.retry_after = Some(retry_after);
+        error
+    }
+
     /// A fault of the sandbox itself; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(%detail, "sandbox internal error");
@@ -121,6 +131,11 @@ impl IntoResponse for ApiError {
                 "www-authenticate",
                 axum::http::HeaderValue::from_static("Bearer realm=\"trainar\""),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(seconds));
         }
         response
     }

@@ -10,6 +10,8 @@
 //! - `request`: authentication, the scope rule, request validation, `Input`, reply helpers.
 //! - `error`: `ApiError`, the spec's Error body.
 //! - `ids`: ids, secrets, timestamps.
+//! - `limits`: the per-tenant budget (requests, server time) and the tenant's lane for CPU work
+//!   it shapes.
 //! - `tenants`: tenants and API keys (the `api_keys` category, introspection included).
 //! - one module per remaining category, each with `call` (its operations) and its seed data.
 //! - `seed`: the first-start demo tenant.
@@ -18,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod ids;
 pub mod ledger;
+pub mod limits;
 pub mod request;
 pub mod seed;
 pub mod tenants;
@@ -59,6 +62,8 @@ pub struct Config {
     pub demo_seed: bool,
     /// Fixes the first tenant's admin key secret (`TRAINAR_SANDBOX_ADMIN_KEY`), for scripts/tests.
     pub admin_key: Option<String>,
+    /// Every tenant's budget of requests and server time.
+    pub limits: limits::Limits,
 }
 
 /// Shown in logs and panics, so the admin key is only said to be set.
@@ -69,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("demo_seed", &self.demo_seed)
             .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -82,16 +88,29 @@ impl Config {
             max_body_bytes: 50 * 1024 * 1024,
             demo_seed: true,
             admin_key: None,
+            limits: limits::Limits::default(),
         }
     }
 }
 
 /// What one handler sees: the tenant's store (inside the request's transaction), the caller,
-/// and the operation being served.
+/// the operation being served, what was checked before the transaction, and the configuration.
 pub struct Ctx<'a> {
     pub store: Store<'a>,
     pub principal: &'a Principal,
     pub operation: Operation,
+    pub prepared: &'a Prepared,
+    pub config: &'a Config,
+}
+
+/// Work done for a request before its transaction, outside the database's lock: the checks
+/// whose cost the tenant controls.
+#[derive(Debug, Default)]
+pub enum Prepared {
+    #[default]
+    Nothing,
+    /// `execute_skill`'s arguments satisfy this version of the skill's `input_schema`.
+    SkillArguments { skill_id: String, version: i64 },
 }
 
 /// An opened, migrated and seeded sandbox, ready to serve.
@@ -99,6 +118,8 @@ pub struct Ctx<'a> {
 pub struct Sandbox {
     db: Db,
     config: Config,
+    /// Shared by every request: each tenant's budget and lane.
+    budgets: std::sync::Arc<limits::Budgets>,
 }
 
 /// What the first start created: printed once by the CLI.
@@ -127,7 +148,15 @@ impl Sandbox {
         let db = Db::open(&config.data_dir)?;
         let first = seed::first_start(&db, &config).map_err(|e| e.message)?;
         request::warm_up();
-        Ok((Sandbox { db, config }, first))
+        let budgets = std::sync::Arc::new(limits::Budgets::new(config.limits));
+        Ok((
+            Sandbox {
+                db,
+                config,
+                budgets,
+            },
+            first,
+        ))
     }
 
     pub fn db(&self) -> &Db {
@@ -202,23 +231,110 @@ impl Sandbox {
             Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
         };
         let raw = RawRequest { path, query, body };
-        let result = self
-            .db
-            .transaction(move |tx| {
-                let principal = request::authenticate(tx, authorization.as_deref())?;
-                request::authorize(&principal, operation)?;
-                let input = request::validate(operation, &raw)?;
-                let ctx = Ctx {
-                    store: Store::new(tx, &principal.tenant_id),
-                    principal: &principal,
-                    operation,
-                };
-                handle(&ctx, &input)
-            })
-            .await;
-        match result {
+        match self.run(operation, authorization, raw).await {
             Ok((status, body)) => (status, axum::Json(body)).into_response(),
             Err(error) => error.into_response(),
+        }
+    }
+
+    /// One request, in phases, so that the database's one writer is held only for the handler:
+    /// 1. authenticate on a read connection (401), then the tenant's budget (429);
+    /// 2. the scope rule (403) and request validation (400), on the blocking pool;
+    /// 3. checks whose cost the tenant controls (`prepare`), in the tenant's lane, unlocked;
+    /// 4. the handler: on a read connection for the reads that write nothing, else in the
+    ///    writer's transaction.
+    ///
+    /// The work of phases 2 to 4 is charged to the tenant's time budget.
+    async fn run(
+        &self,
+        operation: Operation,
+        authorization: Option<String>,
+        raw: RawRequest,
+    ) -> Result<Reply, ApiError> {
+        let (principal, stale) = self
+            .db
+            .read(move |tx| request::identify(tx, authorization.as_deref()))
+            .await?;
+        self.budgets.admit(&principal.tenant_id)?;
+        let tenant_id = principal.tenant_id.clone();
+        let spent = Stopwatch::default();
+        let result = self
+            .run_admitted(operation, principal, stale, raw, &spent)
+            .await;
+        self.budgets.charge(&tenant_id, spent.total());
+        result
+    }
+
+    async fn run_admitted(
+        &self,
+        operation: Operation,
+        principal: Principal,
+        stale: bool,
+        raw: RawRequest,
+        spent: &Stopwatch,
+    ) -> Result<Reply, ApiError> {
+        let watch = spent.clone();
+        let (principal, input) = tokio::task::spawn_blocking(move || {
+            let _timing = watch.time();
+            request::authorize(&principal, operation)?;
+            Ok::<_, ApiError>((principal, request::validate(operation, &raw)?))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let prepared = self.prepare(operation, &principal, &input, spent).await?;
+        let config = self.config.clone();
+        let watch = spent.clone();
+        let principal = std::sync::Arc::new(principal);
+        let caller = principal.clone();
+        let handler = move |tx: &rusqlite::Transaction| {
+            let _timing = watch.time();
+            let ctx = Ctx {
+                store: Store::new(tx, &caller.tenant_id),
+                principal: &caller,
+                operation,
+                prepared: &prepared,
+                config: &config,
+            };
+            let reply = handle(&ctx, &input)?;
+            if stale && !reads_only(operation) {
+                request::touch(tx, &caller)?;
+            }
+            Ok(reply)
+        };
+        let reply = if reads_only(operation) {
+            let reply = self.db.read(handler).await?;
+            if stale {
+                // A read leaves last_used_at to a write of its own, off the response's path.
+                let db = self.db.clone();
+                tokio::spawn(async move {
+                    let touched = db
+                        .transaction(move |tx| request::touch(tx, &principal))
+                        .await;
+                    if let Err(error) = touched {
+                        tracing::warn!(error = %error.message, "cannot record a key's last use");
+                    }
+                });
+            }
+            reply
+        } else {
+            self.db.transaction(handler).await?
+        };
+        Ok(reply)
+    }
+
+    /// Phase 3 of `run`: the checks whose cost the tenant shapes, before the transaction.
+    async fn prepare(
+        &self,
+        operation: Operation,
+        principal: &Principal,
+        input: &Input,
+        spent: &Stopwatch,
+    ) -> Result<Prepared, ApiError> {
+        match operation {
+            Operation::CreateSkill | Operation::UpdateSkill | Operation::ExecuteSkill => {
+                skills::prepare(&self.db, &self.budgets, operation, principal, input, spent).await
+            }
+            _ => Ok(Prepared::Nothing),
         }
     }
 
@@ -284,6 +400,7 @@ async fn method_not_allowed() -> Response {
         message: "this path does not take that method".into(),
         details: Vec::new(),
         required_scopes: Vec::new(),
+        retry_after: None,
     };
     error.into_response()
 }
@@ -306,6 +423,42 @@ fn handle(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         other => Err(ApiError::internal(format!(
             "no module serves category {other}"
         ))),
+    }
+}
+
+/// Operations served on a read connection: the reads whose handlers write nothing. Others (the
+/// subscription rolled forward on read, a device's status refreshed, …) take the writer.
+fn reads_only(operation: Operation) -> bool {
+    operation.method() == "GET"
+        && matches!(
+            operation.category(),
+            "api_keys" | "knowledge" | "sessions" | "skills" | "tasks" | "users" | "webhooks"
+        )
+}
+
+/// Time spent on one request's work, summed across threads, for the tenant's time budget.
+#[derive(Clone, Default)]
+pub struct Stopwatch(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Stopwatch {
+    /// Adds the time until the returned guard drops.
+    pub fn time(&self) -> impl Drop + use<> {
+        Timing(self.clone(), std::time::Instant::now())
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+struct Timing(Stopwatch, std::time::Instant);
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        let nanos = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        (self.0)
+            .0
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
