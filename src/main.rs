@@ -170,6 +170,10 @@ struct SandboxArgs {
     /// The largest request body accepted, in bytes (larger is 413).
     #[arg(long, env = "TRAINAR_SANDBOX_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Let webhooks reach loopback and private addresses, for local testing only (link-local and
+    /// metadata addresses stay refused). Off: a public sandbox refuses them.
+    #[arg(long, env = "TRAINAR_SANDBOX_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
 }
 
 #[derive(Args)]
@@ -253,6 +257,7 @@ fn run_sandbox(args: SandboxArgs) -> ExitCode {
     let mut config = sandbox::Config::new(&args.store.data_dir);
     config.max_body_bytes = args.max_body_bytes;
     config.demo_seed = matches!(args.seed, SeedMode::Demo);
+    config.allow_private_webhooks = args.allow_private_webhooks;
     config.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
     if let Some(SandboxCommand::Tenant(TenantCommand::Create { name })) = args.command {
         return match sandbox::create_tenant(&config, &name) {

@@ -9,6 +9,7 @@
 //! - `db`: SQLite, migrations, the tenant-scoped document `Store`, cursors.
 //! - `request`: authentication, the scope rule, request validation, `Input`, reply helpers.
 //! - `error`: `ApiError`, the spec's Error body.
+//! - `egress`: which addresses webhook deliveries may reach (checked on the URL and at delivery).
 //! - `ids`: ids, secrets, timestamps.
 //! - `limits`: the per-tenant budget (requests, server time) and the tenant's lane for CPU work
 //!   it shapes.
@@ -17,6 +18,7 @@
 //! - `seed`: the first-start demo tenant.
 
 pub mod db;
+pub mod egress;
 pub mod error;
 pub mod ids;
 pub mod ledger;
@@ -62,6 +64,10 @@ pub struct Config {
     pub demo_seed: bool,
     /// Fixes the first tenant's admin key secret (`TRAINAR_SANDBOX_ADMIN_KEY`), for scripts/tests.
     pub admin_key: Option<String>,
+    /// Whether webhooks may target loopback and private addresses (127.0.0.0/8, ::1, 10/8,
+    /// 172.16/12, 192.168/16, fc00::/7, `localhost`): for local testing only, by the operator's
+    /// choice (`--allow-private-webhooks`). Link-local and metadata addresses are refused always.
+    pub allow_private_webhooks: bool,
     /// Every tenant's budget of requests and server time.
     pub limits: limits::Limits,
 }
@@ -74,6 +80,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("demo_seed", &self.demo_seed)
             .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
+            .field("allow_private_webhooks", &self.allow_private_webhooks)
             .field("limits", &self.limits)
             .finish()
     }
@@ -88,6 +95,7 @@ impl Config {
             max_body_bytes: 50 * 1024 * 1024,
             demo_seed: true,
             admin_key: None,
+            allow_private_webhooks: false,
             limits: limits::Limits::default(),
         }
     }
@@ -346,7 +354,10 @@ impl Sandbox {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let workers = [
-            tokio::spawn(webhooks::deliver_forever(self.db.clone())),
+            tokio::spawn(webhooks::deliver_forever(
+                self.db.clone(),
+                self.config.allow_private_webhooks,
+            )),
             tokio::spawn(knowledge::process_forever(self.db.clone())),
         ];
         let result = axum::serve(listener, self.router())
