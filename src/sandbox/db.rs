@@ -81,7 +81,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// How many read connections serve reads beside the one writer (WAL lets them read a
 /// consistent snapshot while a write transaction is open).
-const READERS: usize = 4;
+pub const READERS: usize = 4;
 
 /// The database, shared by the request handlers and the background workers.
 #[derive(Clone)]

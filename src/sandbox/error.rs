@@ -21,6 +21,9 @@ pub struct ApiError {
     pub required_scopes: Vec<String>,
     /// For 429: the seconds after which the request would be admitted (`Retry-After`).
     pub retry_after: Option<u64>,
+    /// The work tried to write on a read connection: run it again on the writer. Never reaches
+    /// a client as such (it would be a 500).
+    pub needs_writer: bool,
 }
 
 impl ApiError {
@@ -32,6 +35,7 @@ impl ApiError {
             details: Vec::new(),
             required_scopes: Vec::new(),
             retry_after: None,
+            needs_writer: false,
         }
     }
 
@@ -119,6 +123,16 @@ impl ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(error: rusqlite::Error) -> ApiError {
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+            // A read connection refused a write; `Sandbox::run` retries on the writer.
+            let mut retry = ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the sandbox failed; see its log",
+            );
+            retry.needs_writer = true;
+            return retry;
+        }
         ApiError::internal(format!("sqlite: {error}"))
     }
 }

@@ -7,6 +7,9 @@
 //! either bucket empty is refused with 429, `Retry-After` saying when it would be admitted, before
 //! it touches the database. So a tenant's burst spends its own budget, not the others' time.
 //!
+//! A tenant also holds at most all the read connections but one, so its reads never take every
+//! read connection from the others.
+//!
 //! Work that a tenant shapes (compiling and running its skill's `input_schema`) runs in that
 //! tenant's lane: one at a time per tenant, outside the database's lock, so a tenant's heavy
 //! checks occupy at most one core and never the writer.
@@ -46,6 +49,8 @@ impl Default for Limits {
 /// Every tenant's buckets, created on the tenant's first request.
 pub struct Budgets {
     limits: Limits,
+    /// How many read connections one tenant may hold at once.
+    reads_per_tenant: usize,
     /// Tenants are few and long-lived (each made by an operator), so the map is never pruned.
     tenants: Mutex<HashMap<String, Arc<Tenant>>>,
 }
@@ -56,6 +61,9 @@ struct Tenant {
     buckets: Mutex<Buckets>,
     /// The tenant's lane for CPU work it controls: one permit, so one such job at a time.
     lane: Arc<tokio::sync::Semaphore>,
+    /// The read connections the tenant may hold at once: fewer than there are, so that the
+    /// tenant's reads never take them all.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 struct Buckets {
@@ -65,9 +73,10 @@ struct Buckets {
 }
 
 impl Budgets {
-    pub fn new(limits: Limits) -> Budgets {
+    pub fn new(limits: Limits, reads_per_tenant: usize) -> Budgets {
         Budgets {
             limits,
+            reads_per_tenant,
             tenants: Mutex::new(HashMap::new()),
         }
     }
@@ -87,6 +96,7 @@ impl Budgets {
                         refilled_at: Instant::now(),
                     }),
                     lane: Arc::new(tokio::sync::Semaphore::new(1)),
+                    reads: Arc::new(tokio::sync::Semaphore::new(self.reads_per_tenant)),
                 })
             })
             .clone()
@@ -143,6 +153,15 @@ impl Budgets {
             .expect("a tenant's lane is never closed")
     }
 
+    /// A permit to hold one read connection for the tenant.
+    pub async fn reading(&self, tenant_id: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let reads = self.tenant(tenant_id).reads.clone();
+        reads
+            .acquire_owned()
+            .await
+            .expect("a tenant's read permits are never closed")
+    }
+
     fn refill(&self, buckets: &mut Buckets) {
         let now = Instant::now();
         let elapsed = now.duration_since(buckets.refilled_at).as_secs_f64();
@@ -165,12 +184,15 @@ mod tests {
 
     #[test]
     fn a_burst_spends_its_tokens_then_is_refused_with_a_wait() {
-        let budgets = Budgets::new(Limits {
-            requests_per_second: 1.0,
-            request_burst: 3.0,
-            work_ms_per_second: 100.0,
-            work_burst_ms: 100.0,
-        });
+        let budgets = Budgets::new(
+            Limits {
+                requests_per_second: 1.0,
+                request_burst: 3.0,
+                work_ms_per_second: 100.0,
+                work_burst_ms: 100.0,
+            },
+            3,
+        );
         for _ in 0..3 {
             budgets.admit("a").unwrap();
         }

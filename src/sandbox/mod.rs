@@ -156,7 +156,11 @@ impl Sandbox {
         let db = Db::open(&config.data_dir)?;
         let first = seed::first_start(&db, &config).map_err(|e| e.message)?;
         request::warm_up();
-        let budgets = std::sync::Arc::new(limits::Budgets::new(config.limits));
+        // A tenant may hold all read connections but one, so another tenant's read always has one.
+        let budgets = std::sync::Arc::new(limits::Budgets::new(
+            config.limits,
+            db::READERS.saturating_sub(1).max(1),
+        ));
         Ok((
             Sandbox {
                 db,
@@ -249,8 +253,8 @@ impl Sandbox {
     /// 1. authenticate on a read connection (401), then the tenant's budget (429);
     /// 2. the scope rule (403) and request validation (400), on the blocking pool;
     /// 3. checks whose cost the tenant controls (`prepare`), in the tenant's lane, unlocked;
-    /// 4. the handler: on a read connection for the reads that write nothing, else in the
-    ///    writer's transaction.
+    /// 4. the handler: a GET on a read connection (on the writer only if it must write), any
+    ///    other method in the writer's transaction.
     ///
     /// The work of phases 2 to 4 is charged to the tenant's time budget.
     async fn run(
@@ -290,43 +294,52 @@ impl Sandbox {
         .await
         .map_err(ApiError::internal)??;
         let prepared = self.prepare(operation, &principal, &input, spent).await?;
-        let config = self.config.clone();
+        let state = std::sync::Arc::new((principal, input, prepared, self.config.clone()));
         let watch = spent.clone();
-        let principal = std::sync::Arc::new(principal);
-        let caller = principal.clone();
-        let handler = move |tx: &rusqlite::Transaction| {
-            let _timing = watch.time();
-            let ctx = Ctx {
-                store: Store::new(tx, &caller.tenant_id),
-                principal: &caller,
-                operation,
-                prepared: &prepared,
-                config: &config,
-            };
-            let reply = handle(&ctx, &input)?;
-            if stale && !reads_only(operation) {
-                request::touch(tx, &caller)?;
+        let reading = operation.method() == "GET";
+        let handler = {
+            let state = state.clone();
+            move |tx: &rusqlite::Transaction| {
+                let _timing = watch.time();
+                let (principal, input, prepared, config) = &*state;
+                let ctx = Ctx {
+                    store: Store::new(tx, &principal.tenant_id),
+                    principal,
+                    operation,
+                    prepared,
+                    config,
+                };
+                let reply = handle(&ctx, input)?;
+                if stale && !reading {
+                    request::touch(tx, principal)?;
+                }
+                Ok(reply)
             }
-            Ok(reply)
         };
-        let reply = if reads_only(operation) {
-            let reply = self.db.read(handler).await?;
-            if stale {
-                // A read leaves last_used_at to a write of its own, off the response's path.
-                let db = self.db.clone();
-                tokio::spawn(async move {
-                    let touched = db
-                        .transaction(move |tx| request::touch(tx, &principal))
-                        .await;
-                    if let Err(error) = touched {
-                        tracing::warn!(error = %error.message, "cannot record a key's last use");
-                    }
-                });
-            }
-            reply
-        } else {
-            self.db.transaction(handler).await?
+        if !reading {
+            return self.db.transaction(handler).await;
+        }
+        // A read runs on a read connection, never waiting for the writer, unless it turns out to
+        // write (a subscription rolled into a new period, a device's status refreshed): then
+        // the read transaction, which changed nothing, is dropped and it runs on the writer.
+        let tenant_id = state.0.tenant_id.clone();
+        let lane = self.budgets.reading(&tenant_id).await;
+        let read = self.db.read(handler.clone()).await;
+        drop(lane);
+        let reply = match read {
+            Err(error) if error.needs_writer => self.db.transaction(handler).await?,
+            other => other?,
         };
+        if stale {
+            // A read leaves last_used_at to a write of its own, off the response's path.
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                let touched = db.transaction(move |tx| request::touch(tx, &state.0)).await;
+                if let Err(error) = touched {
+                    tracing::warn!(error = %error.message, "cannot record a key's last use");
+                }
+            });
+        }
         Ok(reply)
     }
 
@@ -412,6 +425,7 @@ async fn method_not_allowed() -> Response {
         details: Vec::new(),
         required_scopes: Vec::new(),
         retry_after: None,
+        needs_writer: false,
     };
     error.into_response()
 }
@@ -435,16 +449,6 @@ fn handle(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
             "no module serves category {other}"
         ))),
     }
-}
-
-/// Operations served on a read connection: the reads whose handlers write nothing. Others (the
-/// subscription rolled forward on read, a device's status refreshed, …) take the writer.
-fn reads_only(operation: Operation) -> bool {
-    operation.method() == "GET"
-        && matches!(
-            operation.category(),
-            "api_keys" | "knowledge" | "sessions" | "skills" | "tasks" | "users" | "webhooks"
-        )
 }
 
 /// Time spent on one request's work, summed across threads, for the tenant's time budget.
