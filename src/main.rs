@@ -174,6 +174,21 @@ struct SandboxArgs {
     /// metadata addresses stay refused). Off: a public sandbox refuses them.
     #[arg(long, env = "TRAINAR_SANDBOX_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// Each tenant's sustained requests per second (bursts of 5 seconds' worth); then 429.
+    #[arg(
+        long,
+        env = "TRAINAR_SANDBOX_TENANT_REQUESTS_PER_SECOND",
+        default_value_t = 100.0
+    )]
+    tenant_requests_per_second: f64,
+    /// Each tenant's sustained milliseconds of server work per second (bursts of 12 seconds'
+    /// worth); then 429.
+    #[arg(
+        long,
+        env = "TRAINAR_SANDBOX_TENANT_WORK_MS_PER_SECOND",
+        default_value_t = 250.0
+    )]
+    tenant_work_ms_per_second: f64,
 }
 
 #[derive(Args)]
@@ -258,6 +273,10 @@ fn run_sandbox(args: SandboxArgs) -> ExitCode {
     config.max_body_bytes = args.max_body_bytes;
     config.demo_seed = matches!(args.seed, SeedMode::Demo);
     config.allow_private_webhooks = args.allow_private_webhooks;
+    config.limits = sandbox::limits::Limits::per_second(
+        args.tenant_requests_per_second,
+        args.tenant_work_ms_per_second,
+    );
     config.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
     if let Some(SandboxCommand::Tenant(TenantCommand::Create { name })) = args.command {
         return match sandbox::create_tenant(&config, &name) {

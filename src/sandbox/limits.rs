@@ -37,11 +37,22 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
+        Limits::per_second(100.0, 250.0)
+    }
+}
+
+impl Limits {
+    /// The given sustained rates, with bursts of 5 seconds' worth of requests and 12 seconds'
+    /// worth of work (at the defaults: 500 requests, 3 s of work). Rates are at least 1 (a zero
+    /// rate would never refill).
+    pub fn per_second(requests: f64, work_ms: f64) -> Limits {
+        let requests = requests.max(1.0);
+        let work_ms = work_ms.max(1.0);
         Limits {
-            requests_per_second: 100.0,
-            request_burst: 500.0,
-            work_ms_per_second: 250.0,
-            work_burst_ms: 3000.0,
+            requests_per_second: requests,
+            request_burst: requests * 5.0,
+            work_ms_per_second: work_ms,
+            work_burst_ms: work_ms * 12.0,
         }
     }
 }
