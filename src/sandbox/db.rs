@@ -6,6 +6,10 @@
 //! monotonically increasing number that orders lists newest-first and makes cursors stable while
 //! rows are inserted. Every query is scoped by `tenant_id`: isolation is structural, not a check.
 //!
+//! Concurrency: one writer connection (behind a mutex) and a small pool of `query_only` read
+//! connections (`Db::read`); under WAL a read transaction sees a consistent snapshot and never
+//! waits for the writer.
+//!
 //! Durability: each request runs in one transaction, committed before the response is written;
 //! WAL with `synchronous=NORMAL` survives a `kill -9` of the process (the OS holds the WAL), which
 //! is the crash the sandbox promises to survive.
