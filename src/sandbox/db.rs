@@ -101,8 +101,24 @@ pub struct Db {
 /// A small pool of read connections: a permit per connection, the idle ones on a stack.
 struct Readers {
     permits: Arc<tokio::sync::Semaphore>,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
+    /// How long one read may run before it is interrupted (`READ_TIME_LIMIT`).
+    limit: std::time::Duration,
 }
+
+/// One read connection, with what it takes to stop a read that runs too long.
+struct Reader {
+    connection: Connection,
+    interrupt: Arc<rusqlite::InterruptHandle>,
+    /// Whether a read is running on it: the watchdog interrupts only while it is, under this
+    /// lock, so an interrupt can never reach the connection's next read.
+    running: Arc<Mutex<bool>>,
+}
+
+/// The longest one read may run: then SQLite interrupts it and the client gets a 422 asking
+/// for a narrower request. Reads (lists, search, reports) are bounded by a tenant's own data,
+/// which has no hard cap; this caps their time.
+pub const READ_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Db {
     /// Opens (creating if needed) `DIR/sandbox.sqlite3` and runs pending migrations.
@@ -122,13 +138,26 @@ impl Db {
                     Ok(reader)
                 })
                 .map_err(|e| format!("cannot open {} to read: {e}", path.display()))?;
-            readers.push(reader);
+            readers.push(Reader {
+                interrupt: Arc::new(reader.get_interrupt_handle()),
+                connection: reader,
+                running: Arc::new(Mutex::new(false)),
+            });
         }
         db.readers = Some(Arc::new(Readers {
             permits: Arc::new(tokio::sync::Semaphore::new(readers.len())),
             idle: Mutex::new(readers),
+            limit: READ_TIME_LIMIT,
         }));
         Ok(db)
+    }
+
+    /// The same database with reads stopped after `limit` instead of `READ_TIME_LIMIT`.
+    pub fn with_read_time_limit(mut self, limit: std::time::Duration) -> Db {
+        if let Some(readers) = self.readers.as_mut().and_then(Arc::get_mut) {
+            readers.limit = limit;
+        }
+        self
     }
 
     /// An in-memory database, for unit tests.
@@ -174,31 +203,39 @@ impl Db {
             .acquire_owned()
             .await
             .map_err(ApiError::internal)?;
+        let taken = lock(&pool.idle).pop();
+        let Some(mut reader) = taken else {
+            return Err(ApiError::internal("a read permit without a connection"));
+        };
+        let (interrupt, running) = (reader.interrupt.clone(), reader.running.clone());
+        *lock(&running) = true;
         let held = pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let taken = held
-                .idle
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .pop();
-            let Some(mut connection) = taken else {
-                return Err(ApiError::internal("a read permit without a connection"));
-            };
+        // Runs to its end even if this future is dropped: it returns the connection and permit.
+        let mut reading = tokio::task::spawn_blocking(move || {
             let result = (|| {
-                let tx = connection.transaction()?;
+                let tx = reader.connection.transaction()?;
                 let value = work(&tx)?;
                 tx.commit()?;
                 Ok(value)
             })();
-            held.idle
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(connection);
+            *lock(&reader.running) = false;
+            lock(&held.idle).push(reader);
             drop(permit);
             result
-        })
-        .await
-        .map_err(ApiError::internal)?
+        });
+        let joined = match tokio::time::timeout(pool.limit, &mut reading).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                {
+                    let running = lock(&running);
+                    if *running {
+                        interrupt.interrupt();
+                    }
+                }
+                reading.await
+            }
+        };
+        joined.map_err(ApiError::internal)?
     }
 
     /// Runs `work` in one transaction on the blocking pool; commits only if it succeeds.
@@ -235,6 +272,13 @@ impl Db {
         tx.commit()?;
         Ok(value)
     }
+}
+
+/// A std mutex's guard, poisoned or not (every critical section here leaves consistent state).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A filter on a list: `json_extract(body, path) = value` (or `IS NULL` for `Value::Null`).
@@ -594,5 +638,44 @@ impl<'t> Store<'t> {
             params![id, self.tenant_id, event_type, data.to_string(), crate::sandbox::ids::now_string()],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_that_runs_too_long_is_stopped_and_its_connection_serves_again() {
+        let dir =
+            std::env::temp_dir().join(format!("trainar-db-read-limit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = Db::open(&dir)
+            .unwrap()
+            .with_read_time_limit(std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let endless = db
+            .read(|tx| {
+                let n: i64 = tx.query_row(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+                    [],
+                    |row| row.get(0),
+                )?;
+                Ok(n)
+            })
+            .await;
+        let error = endless.unwrap_err();
+        assert_eq!(error.status.as_u16(), 422, "{}", error.message);
+        assert!(error.message.contains("narrow it"), "{}", error.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Every connection of the pool still reads, the interrupted one included.
+        for _ in 0..READERS * 2 {
+            let one: i64 = db
+                .read(|tx| Ok(tx.query_row("SELECT 1", [], |row| row.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(one, 1);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -133,6 +133,12 @@ impl From<rusqlite::Error> for ApiError {
             retry.needs_writer = true;
             return retry;
         }
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
+            return ApiError::unprocessable(format!(
+                "this read ran longer than the sandbox allows ({} s) and was stopped: narrow it (a smaller page, a shorter period, a more specific query)",
+                crate::sandbox::db::READ_TIME_LIMIT.as_secs()
+            ));
+        }
         ApiError::internal(format!("sqlite: {error}"))
     }
 }
