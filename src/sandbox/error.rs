@@ -21,9 +21,18 @@ pub struct ApiError {
     pub required_scopes: Vec<String>,
     /// For 429: the seconds after which the request would be admitted (`Retry-After`).
     pub retry_after: Option<u64>,
-    /// The work tried to write on a read connection: run it again on the writer. Never reaches
-    /// a client as such (it would be a 500).
-    pub needs_writer: bool,
+    /// Not an answer but a reason to run the request again another way; never reaches a client
+    /// as such (it would be a 500).
+    pub redo: Option<Box<Redo>>,
+}
+
+/// Why a request's attempt stopped to be run again (`Sandbox::run`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redo {
+    /// It tried to write on a read connection: run it on the writer.
+    OnWriter,
+    /// Its tenant (this id) holds every read connection it may: wait for one of them.
+    WhenReadFree(String),
 }
 
 impl ApiError {
@@ -35,7 +44,7 @@ impl ApiError {
             details: Vec::new(),
             required_scopes: Vec::new(),
             retry_after: None,
-            needs_writer: false,
+            redo: None,
         }
     }
 
@@ -95,6 +104,17 @@ impl ApiError {
         error
     }
 
+    /// Not an answer: the request is to be run again as `redo` says (see `Redo`).
+    pub fn redo(redo: Redo) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the sandbox failed; see its log",
+        );
+        error.redo = Some(Box::new(redo));
+        error
+    }
+
     /// A fault of the sandbox itself; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(%detail, "sandbox internal error");
@@ -125,13 +145,7 @@ impl From<rusqlite::Error> for ApiError {
     fn from(error: rusqlite::Error) -> ApiError {
         if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
             // A read connection refused a write; `Sandbox::run` retries on the writer.
-            let mut retry = ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the sandbox failed; see its log",
-            );
-            retry.needs_writer = true;
-            return retry;
+            return ApiError::redo(Redo::OnWriter);
         }
         if error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
             return ApiError::unprocessable(format!(

@@ -164,7 +164,17 @@ impl Budgets {
             .expect("a tenant's lane is never closed")
     }
 
-    /// A permit to hold one read connection for the tenant.
+    /// A permit for the tenant to hold one more read connection, if it holds fewer than it may.
+    pub fn try_reading(&self, tenant_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.tenant(tenant_id)
+            .reads
+            .clone()
+            .try_acquire_owned()
+            .ok()
+    }
+
+    /// Waits until the tenant may hold one more read connection (its other reads end quickly:
+    /// each is bounded by `db::READ_TIME_LIMIT`).
     pub async fn reading(&self, tenant_id: &str) -> tokio::sync::OwnedSemaphorePermit {
         let reads = self.tenant(tenant_id).reads.clone();
         reads

@@ -249,43 +249,137 @@ impl Sandbox {
         }
     }
 
-    /// One request, in phases, so that the database's one writer is held only for the handler:
-    /// 1. authenticate on a read connection (401), then the tenant's budget (429);
-    /// 2. the scope rule (403) and request validation (400), on the blocking pool;
-    /// 3. checks whose cost the tenant controls (`prepare`), in the tenant's lane, unlocked;
-    /// 4. the handler: a GET on a read connection (on the writer only if it must write), any
-    ///    other method in the writer's transaction.
+    /// One request, so that the database's one writer is held only for a write's handler.
     ///
-    /// The work of phases 2 to 4 is charged to the tenant's time budget.
+    /// A GET runs in one step on a read connection (`read_in_one_step`): authenticate (401), the
+    /// tenant's budget (429), the scope rule (403), validation (400), the handler. Only a GET
+    /// that turns out to write goes on to the steps of a write.
+    ///
+    /// Anything else, in steps: authenticate on a read connection (401), then the tenant's
+    /// budget (429); the scope rule (403) and validation (400) in the tenant's lane on the
+    /// blocking pool; checks whose cost the tenant controls (`prepare`), in its lane too; then
+    /// the handler in the writer's transaction.
+    ///
+    /// The time of everything after the budget is charged to the tenant.
     async fn run(
         &self,
         operation: Operation,
         authorization: Option<String>,
         raw: RawRequest,
     ) -> Result<Reply, ApiError> {
+        let raw = std::sync::Arc::new(raw);
+        let mut admitted = false;
+        if operation.method() == "GET" {
+            let attempt = self
+                .read_in_one_step(operation, authorization.clone(), raw.clone(), None)
+                .await;
+            let attempt = match attempt {
+                Err(error) => match error.redo.as_deref() {
+                    Some(error::Redo::WhenReadFree(tenant_id)) => {
+                        let reading = self.budgets.reading(tenant_id).await;
+                        self.read_in_one_step(
+                            operation,
+                            authorization.clone(),
+                            raw.clone(),
+                            Some(reading),
+                        )
+                        .await
+                    }
+                    _ => Err(error),
+                },
+                done => done,
+            };
+            match attempt {
+                Err(error) if error.redo.as_deref() == Some(&error::Redo::OnWriter) => {
+                    admitted = true
+                }
+                done => return done,
+            }
+        }
         let (principal, stale) = self
             .db
             .read(move |tx| request::identify(tx, authorization.as_deref()))
             .await?;
-        self.budgets.admit(&principal.tenant_id)?;
+        if !admitted {
+            self.budgets.admit(&principal.tenant_id)?;
+        }
         let tenant_id = principal.tenant_id.clone();
         let spent = Stopwatch::default();
         let result = self
-            .run_admitted(operation, principal, stale, raw, &spent)
+            .run_in_steps(operation, principal, stale, raw, &spent)
             .await;
         self.budgets.charge(&tenant_id, spent.total());
         result
     }
 
-    async fn run_admitted(
+    /// A GET, start to end in one read transaction (one hop to the blocking pool: under load,
+    /// each hop is a wait for a thread to be scheduled). A tenant holding all the read
+    /// connections it may stops with `Redo::WhenReadFree` (it has been admitted: `reading` is
+    /// then the read slot it waited for, and it is not admitted again).
+    async fn read_in_one_step(
+        &self,
+        operation: Operation,
+        authorization: Option<String>,
+        raw: std::sync::Arc<RawRequest>,
+        reading: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Reply, ApiError> {
+        let budgets = self.budgets.clone();
+        let config = self.config.clone();
+        let (reply, touch) = self
+            .db
+            .read(move |tx| {
+                let (principal, stale) = request::identify(tx, authorization.as_deref())?;
+                let _reading = match reading {
+                    Some(reading) => reading,
+                    None => {
+                        budgets.admit(&principal.tenant_id)?;
+                        budgets.try_reading(&principal.tenant_id).ok_or_else(|| {
+                            ApiError::redo(error::Redo::WhenReadFree(principal.tenant_id.clone()))
+                        })?
+                    }
+                };
+                let started = std::time::Instant::now();
+                let reply = (|| {
+                    request::authorize(&principal, operation)?;
+                    let input = request::validate(operation, &raw)?;
+                    let ctx = Ctx {
+                        store: Store::new(tx, &principal.tenant_id),
+                        principal: &principal,
+                        operation,
+                        prepared: &Prepared::Nothing,
+                        config: &config,
+                    };
+                    handle(&ctx, &input)
+                })();
+                budgets.charge(&principal.tenant_id, started.elapsed());
+                Ok((reply?, stale.then_some(principal)))
+            })
+            .await?;
+        if let Some(principal) = touch {
+            // A read leaves last_used_at to a write of its own, off the response's path.
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                let touched = db
+                    .transaction(move |tx| request::touch(tx, &principal))
+                    .await;
+                if let Err(error) = touched {
+                    tracing::warn!(error = %error.message, "cannot record a key's last use");
+                }
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn run_in_steps(
         &self,
         operation: Operation,
         principal: Principal,
         stale: bool,
-        raw: RawRequest,
+        raw: std::sync::Arc<RawRequest>,
         spent: &Stopwatch,
     ) -> Result<Reply, ApiError> {
         let watch = spent.clone();
+        let lane = self.budgets.lane(&principal.tenant_id).await;
         let (principal, input) = tokio::task::spawn_blocking(move || {
             let _timing = watch.time();
             request::authorize(&principal, operation)?;
@@ -293,54 +387,27 @@ impl Sandbox {
         })
         .await
         .map_err(ApiError::internal)??;
+        drop(lane);
         let prepared = self.prepare(operation, &principal, &input, spent).await?;
-        let state = std::sync::Arc::new((principal, input, prepared, self.config.clone()));
+        let config = self.config.clone();
         let watch = spent.clone();
-        let reading = operation.method() == "GET";
-        let handler = {
-            let state = state.clone();
-            move |tx: &rusqlite::Transaction| {
+        self.db
+            .transaction(move |tx| {
                 let _timing = watch.time();
-                let (principal, input, prepared, config) = &*state;
                 let ctx = Ctx {
                     store: Store::new(tx, &principal.tenant_id),
-                    principal,
+                    principal: &principal,
                     operation,
-                    prepared,
-                    config,
+                    prepared: &prepared,
+                    config: &config,
                 };
-                let reply = handle(&ctx, input)?;
-                if stale && !reading {
-                    request::touch(tx, principal)?;
+                let reply = handle(&ctx, &input)?;
+                if stale {
+                    request::touch(tx, &principal)?;
                 }
                 Ok(reply)
-            }
-        };
-        if !reading {
-            return self.db.transaction(handler).await;
-        }
-        // A read runs on a read connection, never waiting for the writer, unless it turns out to
-        // write (a subscription rolled into a new period, a device's status refreshed): then
-        // the read transaction, which changed nothing, is dropped and it runs on the writer.
-        let tenant_id = state.0.tenant_id.clone();
-        let lane = self.budgets.reading(&tenant_id).await;
-        let read = self.db.read(handler.clone()).await;
-        drop(lane);
-        let reply = match read {
-            Err(error) if error.needs_writer => self.db.transaction(handler).await?,
-            other => other?,
-        };
-        if stale {
-            // A read leaves last_used_at to a write of its own, off the response's path.
-            let db = self.db.clone();
-            tokio::spawn(async move {
-                let touched = db.transaction(move |tx| request::touch(tx, &state.0)).await;
-                if let Err(error) = touched {
-                    tracing::warn!(error = %error.message, "cannot record a key's last use");
-                }
-            });
-        }
-        Ok(reply)
+            })
+            .await
     }
 
     /// Phase 3 of `run`: the checks whose cost the tenant shapes, before the transaction.
@@ -425,7 +492,7 @@ async fn method_not_allowed() -> Response {
         details: Vec::new(),
         required_scopes: Vec::new(),
         retry_after: None,
-        needs_writer: false,
+        redo: None,
     };
     error.into_response()
 }
