@@ -410,7 +410,7 @@ impl Sandbox {
             .await
     }
 
-    /// Phase 3 of `run`: the checks whose cost the tenant shapes, before the transaction.
+    /// Before a write's transaction: the checks whose cost the tenant shapes (`skills::prepare`).
     async fn prepare(
         &self,
         operation: Operation,
