@@ -155,6 +155,8 @@ impl Sandbox {
     pub fn open(config: Config) -> Result<(Sandbox, Option<FirstStart>), String> {
         let db = Db::open(&config.data_dir)?;
         let first = seed::first_start(&db, &config).map_err(|e| e.message)?;
+        db.transaction_blocking(tenants::enforce_lineage)
+            .map_err(|e| e.message)?;
         request::warm_up();
         // A tenant may hold all read connections but one, so another tenant's read always has one.
         let budgets = std::sync::Arc::new(limits::Budgets::new(

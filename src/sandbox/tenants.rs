@@ -213,6 +213,77 @@ pub fn insert_key(
     Ok((key, secret))
 }
 
+/// Brings keys minted before the lineage rules under them, at every start (idempotent; keys
+/// are few): a key whose expiry is later than an ancestor's (or absent while an ancestor's is
+/// set) gets the earliest, and a live key with a revoked ancestor is revoked (at that
+/// ancestor's time, noted in its audit log). Returns how many keys changed.
+pub fn enforce_lineage(tx: &Transaction) -> Result<usize, ApiError> {
+    let mut statement =
+        tx.prepare("SELECT tenant_id, body FROM objects WHERE kind = ?1 ORDER BY seq")?;
+    let rows = statement.query_map(params![KIND], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut keys = std::collections::HashMap::new();
+    for row in rows {
+        let (tenant_id, body) = row?;
+        let key: Value = serde_json::from_str(&body).map_err(ApiError::internal)?;
+        let id = key["id"].as_str().unwrap_or_default().to_string();
+        keys.insert((tenant_id, id), key);
+    }
+    let mut changed = 0;
+    for ((tenant_id, id), key) in &keys {
+        let mut expiry = key["expires_at"].as_str().and_then(ids::parse_timestamp);
+        let mut revoked_by: Option<(String, Value)> = None;
+        let mut parent = key["created_by_key_id"].as_str();
+        // Ids are unique and a key is minted after its parent, so the walk ends; the bound
+        // only guards against a hand-edited database.
+        for _ in 0..keys.len() {
+            let Some(ancestor) = parent.and_then(|p| keys.get(&(tenant_id.clone(), p.to_string())))
+            else {
+                break;
+            };
+            if let Some(at) = ancestor["expires_at"]
+                .as_str()
+                .and_then(ids::parse_timestamp)
+            {
+                expiry = Some(expiry.map_or(at, |own| own.min(at)));
+            }
+            if revoked_by.is_none() && !ancestor["revoked_at"].is_null() {
+                revoked_by = Some((
+                    ancestor["id"].as_str().unwrap_or_default().to_string(),
+                    ancestor["revoked_at"].clone(),
+                ));
+            }
+            parent = ancestor["created_by_key_id"].as_str();
+        }
+        let mut fixed = key.clone();
+        let capped = expiry.map(ids::timestamp);
+        if fixed["expires_at"].as_str().and_then(ids::parse_timestamp) != expiry {
+            fixed["expires_at"] = json!(capped);
+        }
+        let revoke = fixed["revoked_at"].is_null() && revoked_by.is_some();
+        if let (true, Some((_, at))) = (revoke, &revoked_by) {
+            fixed["revoked_at"] = at.clone();
+        }
+        if &fixed == key {
+            continue;
+        }
+        let store = Store::new(tx, tenant_id);
+        store.update(KIND, &fixed)?;
+        if let (true, Some((ancestor, at))) = (revoke, revoked_by) {
+            let mut private = store.private(KIND, id)?;
+            let entry = json!({"at": at, "action": "revoked_with_parent", "parent": ancestor, "actor": null, "reason": "an ancestor key was revoked"});
+            match private["audit"].as_array_mut() {
+                Some(log) => log.push(entry),
+                None => private["audit"] = json!([entry]),
+            }
+            store.set_private(KIND, id, &private)?;
+        }
+        changed += 1;
+    }
+    Ok(changed)
+}
+
 /// A new tenant with an admin key holding every scope. Returns (tenant id, admin secret).
 pub fn create_tenant(
     tx: &Transaction,

@@ -157,8 +157,8 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
         let attacks = attacks.clone();
         attackers.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
-            // Bounded: it stops when the reads are done, or after 200 requests.
-            for round in 0..200 {
+            // Bounded: it stops when the reads are done, or after 300 requests.
+            for round in 0..300 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -187,7 +187,7 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
         &sandbox,
         &other,
         "/v1/tasks?limit=20",
-        200,
+        300,
         Duration::from_millis(5),
     )
     .await;
@@ -347,6 +347,81 @@ async fn revoking_a_key_revokes_the_keys_it_minted() {
         .map(|k| k["name"].as_str().unwrap())
         .collect();
     assert_eq!(revoked.len(), 3, "{revoked:?}");
+}
+
+#[tokio::test]
+async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
+    let sandbox = TestSandbox::empty().await;
+    let expiring = mint(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"name": "expiring", "scopes": ["manage:api_keys", "read:tasks"], "expires_at": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    let outliving = mint(
+        &sandbox,
+        expiring["key"].as_str().unwrap(),
+        json!({"name": "outliving", "scopes": ["read:tasks"]}),
+    )
+    .await;
+    let parent = mint(
+        &sandbox,
+        ADMIN_KEY,
+        json!({"name": "parent", "scopes": ["manage:api_keys", "read:tasks"]}),
+    )
+    .await;
+    let orphan = mint(
+        &sandbox,
+        parent["key"].as_str().unwrap(),
+        json!({"name": "orphan", "scopes": ["read:tasks"]}),
+    )
+    .await;
+    // As the sandbox stored them before: a child without expiry under an expiring parent, and a
+    // parent revoked without its child.
+    let set = |id: String, path: &str, value: Value| {
+        sandbox.sql(
+            "UPDATE objects SET body = json_set(body, ?1, json(?2)) WHERE kind = 'api_key' AND id = ?3",
+            rusqlite::params![path, value.to_string(), id],
+        )
+    };
+    assert_eq!(set(id(&outliving), "$.expires_at", Value::Null), 1);
+    assert_eq!(
+        set(
+            id(&parent),
+            "$.revoked_at",
+            json!("2026-01-01T00:00:00.000Z")
+        ),
+        1
+    );
+    let orphan_key = orphan["key"].as_str().unwrap().to_string();
+    sandbox
+        .expect(200, &orphan_key, "GET", "/v1/tasks", None)
+        .await;
+
+    let sandbox = sandbox.restart().await;
+    let listed = sandbox
+        .expect(
+            200,
+            ADMIN_KEY,
+            "GET",
+            "/v1/api-keys?include_revoked=true&limit=100",
+            None,
+        )
+        .await;
+    let by_id = |wanted: &Value| {
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == wanted["id"])
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id(&outliving)["expires_at"], expiring["expires_at"]);
+    assert_eq!(by_id(&orphan)["revoked_at"], "2026-01-01T00:00:00.000Z");
+    sandbox
+        .expect(401, &orphan_key, "GET", "/v1/tasks", None)
+        .await;
 }
 
 #[tokio::test]
