@@ -115,7 +115,7 @@ struct Reader {
     running: Arc<Mutex<bool>>,
 }
 
-/// The longest one read may run: then SQLite interrupts it and the client gets a 422 asking
+/// The longest one read may run: then SQLite interrupts it and the client gets a 400 asking
 /// for a narrower request. Reads (lists, search, reports) are bounded by a tenant's own data,
 /// which has no hard cap; this caps their time.
 pub const READ_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -665,7 +665,7 @@ mod tests {
             })
             .await;
         let error = endless.unwrap_err();
-        assert_eq!(error.status.as_u16(), 422, "{}", error.message);
+        assert_eq!(error.status.as_u16(), 400, "{}", error.message);
         assert!(error.message.contains("narrow it"), "{}", error.message);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // Every connection of the pool still reads, the interrupted one included.

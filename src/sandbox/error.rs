@@ -148,7 +148,7 @@ impl From<rusqlite::Error> for ApiError {
             return ApiError::redo(Redo::OnWriter);
         }
         if error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
-            return ApiError::unprocessable(format!(
+            return ApiError::bad_request(format!(
                 "this read ran longer than the sandbox allows ({} s) and was stopped: narrow it (a smaller page, a shorter period, a more specific query)",
                 crate::sandbox::db::READ_TIME_LIMIT.as_secs()
             ));
