@@ -173,7 +173,7 @@ impl Db {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
-            let tx = connection.transaction()?;
+            let tx = connection.transaction_with_behavior(IMMEDIATE)?;
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", index as i64 + 1)?;
             tx.commit()?;
@@ -249,7 +249,7 @@ impl Db {
             let mut connection = connection
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let tx = connection.transaction()?;
+            let tx = connection.transaction_with_behavior(IMMEDIATE)?;
             let value = work(&tx)?;
             tx.commit()?;
             Ok(value)
@@ -267,12 +267,17 @@ impl Db {
             .connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tx = connection.transaction()?;
+        let tx = connection.transaction_with_behavior(IMMEDIATE)?;
         let value = work(&tx)?;
         tx.commit()?;
         Ok(value)
     }
 }
+
+/// The writer's transactions take the write lock when they begin, so that another writer of the
+/// file (the CLI's `tenant create`, a sandbox being restarted, a test's SQL) makes them wait
+/// (`busy_timeout`) instead of failing when a deferred transaction's read turns into a write.
+const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
 
 /// A std mutex's guard, poisoned or not (every critical section here leaves consistent state).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
