@@ -182,6 +182,15 @@ mod tests {
         }
         assert!(check_url("https://hooks.example.com/trainar", false).is_ok());
         assert!(check_url("http://93.184.216.34:8080/", false).is_ok());
+        // Other spellings of loopback normalise to it before the check.
+        for url in [
+            "https://2130706433/",
+            "https://0x7f.0.0.1/",
+            "https://127.1/",
+            "https://LOCALHOST./",
+        ] {
+            assert!(check_url(url, false).is_err(), "{url}");
+        }
         let reason = check_url("http://127.0.0.1:22/", false).unwrap_err();
         assert!(reason.contains("loopback"), "{reason}");
     }
