@@ -117,8 +117,13 @@ pub struct Ctx<'a> {
 pub enum Prepared {
     #[default]
     Nothing,
-    /// `execute_skill`'s arguments satisfy this version of the skill's `input_schema`.
-    SkillArguments { skill_id: String, version: i64 },
+    /// `execute_skill`'s arguments satisfy this version of the skill's `input_schema`, and
+    /// render its steps to `steps`.
+    SkillArguments {
+        skill_id: String,
+        version: i64,
+        steps: Vec<serde_json::Value>,
+    },
 }
 
 /// An opened, migrated and seeded sandbox, ready to serve.

@@ -8,8 +8,8 @@
 //!   placeholder names one of its top-level properties (422 otherwise); slugs are unique (409).
 //! - The schema is the tenant's code, so its cost is bounded and kept off the shared lock:
 //!   its patterns compile for a linear-time engine (lookaround and backreferences are refused,
-//!   422), and compiling it (create, update) and checking arguments against it (execute) run in
-//!   `prepare`, in the tenant's lane, before the transaction. The transaction only confirms that
+//!   422), and compiling it (create, update), checking arguments against it and rendering the
+//!   steps with them (execute) run in `prepare`, in the tenant's lane, before the transaction. The transaction only confirms that
 //!   the skill is still the version the arguments were checked against (else 409, retry).
 //! - Rendering: a string argument is inserted as is, any other JSON value as its JSON text; an
 //!   argument left out takes its schema's `default`; a placeholder with neither stays visible as
@@ -148,17 +148,18 @@ fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     let arguments = input.get("arguments").cloned().unwrap_or_else(|| json!({}));
     check_arguments_size(&arguments)?;
     // `prepare` checked the arguments against a version of the skill; it must still be this one.
-    let checked = match ctx.prepared {
-        Prepared::SkillArguments { skill_id, version } => {
-            skill["id"] == skill_id.as_str() && skill["version"] == *version
+    let rendered = match ctx.prepared {
+        Prepared::SkillArguments {
+            skill_id,
+            version,
+            steps,
+        } if skill["id"] == skill_id.as_str() && skill["version"] == *version => steps,
+        _ => {
+            return Err(ApiError::conflict(format!(
+                "skill {slug} changed while the arguments were being checked; send the request again"
+            )));
         }
-        Prepared::Nothing => false,
     };
-    if !checked {
-        return Err(ApiError::conflict(format!(
-            "skill {slug} changed while the arguments were being checked; send the request again"
-        )));
-    }
     let task_id = input.str("task_id");
     if let Some(task_id) = task_id
         && store.get("task", task_id)?.is_none()
@@ -169,7 +170,7 @@ fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     }
     let started_at = ids::now_string();
     let id = ids::new_id("sxe_");
-    let steps = render_steps(&skill, &arguments)?;
+    let steps = rendered.clone();
     let dry_run = input.bool("dry_run").unwrap_or(false);
     let estimated = skill["estimated_minutes"].as_i64().unwrap_or(1).max(1);
     let version = skill["version"].as_i64().unwrap_or(1);
@@ -247,6 +248,7 @@ pub async fn prepare(
                 Ok(Prepared::SkillArguments {
                     skill_id: skill["id"].as_str().unwrap_or_default().to_string(),
                     version: skill["version"].as_i64().unwrap_or(1),
+                    steps: render_steps(&skill, &arguments)?,
                 })
             })
         }
