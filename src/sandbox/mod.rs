@@ -107,14 +107,14 @@ pub struct Ctx<'a> {
     pub store: Store<'a>,
     pub principal: &'a Principal,
     pub operation: Operation,
-    pub prepared: &'a Prepared,
+    pub(crate) prepared: &'a Prepared,
     pub config: &'a Config,
 }
 
 /// Work done for a request before its transaction, outside the database's lock: the checks
 /// whose cost the tenant controls.
-#[derive(Debug, Default)]
-pub enum Prepared {
+#[derive(Default)]
+pub(crate) enum Prepared {
     #[default]
     Nothing,
     /// `execute_skill`'s arguments satisfy this version of the skill's `input_schema`, and
@@ -124,6 +124,8 @@ pub enum Prepared {
         version: i64,
         steps: Vec<serde_json::Value>,
     },
+    /// The request's files, decoded from base64; the handler takes them.
+    Uploads(std::sync::Mutex<Option<Vec<knowledge::Upload>>>),
 }
 
 /// An opened, migrated and seeded sandbox, ready to serve.
@@ -417,7 +419,8 @@ impl Sandbox {
             .await
     }
 
-    /// Before a write's transaction: the checks whose cost the tenant shapes (`skills::prepare`).
+    /// Before a write's transaction: the work whose cost the tenant shapes (`skills::prepare`,
+    /// `knowledge::prepare`).
     async fn prepare(
         &self,
         operation: Operation,
@@ -428,6 +431,11 @@ impl Sandbox {
         match operation {
             Operation::CreateSkill | Operation::UpdateSkill | Operation::ExecuteSkill => {
                 skills::prepare(&self.db, &self.budgets, operation, principal, input, spent).await
+            }
+            Operation::UploadKnowledge
+            | Operation::UploadKnowledgeFile
+            | Operation::BulkUploadKnowledgeFiles => {
+                knowledge::prepare(&self.budgets, operation, principal, input, spent).await
             }
             _ => Ok(Prepared::Nothing),
         }
