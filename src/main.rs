@@ -300,6 +300,25 @@ struct SandboxArgs {
     /// The largest request body accepted, in bytes (larger is 413).
     #[arg(long, env = "TRAINAR_SANDBOX_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Let webhooks reach loopback and private addresses, for local testing only (link-local and
+    /// metadata addresses stay refused). Off: a public sandbox refuses them.
+    #[arg(long, env = "TRAINAR_SANDBOX_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+    /// Each tenant's sustained requests per second (bursts of 5 seconds' worth); then 429.
+    #[arg(
+        long,
+        env = "TRAINAR_SANDBOX_TENANT_REQUESTS_PER_SECOND",
+        default_value_t = 100.0
+    )]
+    tenant_requests_per_second: f64,
+    /// Each tenant's sustained milliseconds of server work per second (bursts of 12 seconds'
+    /// worth); then 429.
+    #[arg(
+        long,
+        env = "TRAINAR_SANDBOX_TENANT_WORK_MS_PER_SECOND",
+        default_value_t = 250.0
+    )]
+    tenant_work_ms_per_second: f64,
 }
 
 #[derive(Args)]
@@ -400,6 +419,11 @@ fn run_sandbox(args: SandboxArgs) -> ExitCode {
     let mut config = sandbox::Config::new(&args.store.data_dir);
     config.max_body_bytes = args.max_body_bytes;
     config.demo_seed = matches!(args.seed, SeedMode::Demo);
+    config.allow_private_webhooks = args.allow_private_webhooks;
+    config.limits = sandbox::limits::Limits::per_second(
+        args.tenant_requests_per_second,
+        args.tenant_work_ms_per_second,
+    );
     config.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
     if let Some(SandboxCommand::Tenant(TenantCommand::Create { name })) = args.command {
         return match sandbox::create_tenant(&config, &name) {

@@ -13,6 +13,9 @@ pub struct FieldProblem {
     pub message: String,
 }
 
+/// The most a client-written pattern may compile to, in bytes (`new_linear_time`).
+pub const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
+
 /// A compiled schema.
 pub struct SchemaCheck {
     validator: jsonschema::Validator,
@@ -67,6 +70,27 @@ impl SchemaCheck {
         }
         problems.dedup();
         problems
+    }
+
+    /// For a schema a client wrote (a skill's `input_schema`): every `pattern` and
+    /// `patternProperties` key runs on a linear-time engine, so no instance can make matching
+    /// backtrack; a pattern that needs backtracking (lookaround, backreferences) does not
+    /// compile, nor one whose compiled program would exceed `PATTERN_SIZE_LIMIT` bytes.
+    pub fn new_linear_time(schema: &Value) -> Result<SchemaCheck, String> {
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(PATTERN_SIZE_LIMIT)
+                    .dfa_size_limit(PATTERN_SIZE_LIMIT),
+            )
+            .build(schema)
+            .map_err(|e| e.to_string())?;
+        Ok(SchemaCheck {
+            validator,
+            schema: schema.clone(),
+        })
     }
 
     /// Every problem of `instance`, in a stable order; empty when it is valid.

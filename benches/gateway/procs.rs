@@ -51,6 +51,8 @@ impl SandboxHandle {
         let mut config = trainar_mcp::sandbox::Config::new(data_dir);
         config.demo_seed = true;
         config.admin_key = Some(admin_key.to_string());
+        // The bench measures throughput from one tenant: no per-tenant budget in the way.
+        config.limits = trainar_mcp::sandbox::limits::Limits::per_second(1e9, 1e9);
         let (sandbox, _) = trainar_mcp::sandbox::Sandbox::open(config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -6,6 +6,10 @@
 //! monotonically increasing number that orders lists newest-first and makes cursors stable while
 //! rows are inserted. Every query is scoped by `tenant_id`: isolation is structural, not a check.
 //!
+//! Concurrency: one writer connection (behind a mutex) and a small pool of `query_only` read
+//! connections (`Db::read`); under WAL a read transaction sees a consistent snapshot and never
+//! waits for the writer.
+//!
 //! Durability: each request runs in one transaction, committed before the response is written;
 //! WAL with `synchronous=NORMAL` survives a `kill -9` of the process (the OS holds the WAL), which
 //! is the crash the sandbox promises to survive.
@@ -79,13 +83,42 @@ const MIGRATIONS: &[&str] = &[
        WHERE kind = 'knowledge' AND json_extract(body, '$.status') = 'processing';",
 ];
 
+/// How many read connections serve reads beside the one writer (WAL lets them read a
+/// consistent snapshot while a write transaction is open).
+pub const READERS: usize = 4;
+
 /// The database, shared by the request handlers and the background workers.
 #[derive(Clone)]
 pub struct Db {
-    /// One connection behind a std mutex: SQLite serialises writers anyway, every critical
+    /// The one writer behind a std mutex: SQLite serialises writers anyway, every critical
     /// section is synchronous (it never spans an `.await`), and it runs on the blocking pool.
     connection: Arc<Mutex<Connection>>,
+    /// Read-only connections (`query_only`), so that a read never waits behind a writer. Empty
+    /// for an in-memory database, whose reads then take the writer.
+    readers: Option<Arc<Readers>>,
 }
+
+/// A small pool of read connections: a permit per connection, the idle ones on a stack.
+struct Readers {
+    permits: Arc<tokio::sync::Semaphore>,
+    idle: Mutex<Vec<Reader>>,
+    /// How long one read may run before it is interrupted (`READ_TIME_LIMIT`).
+    limit: std::time::Duration,
+}
+
+/// One read connection, with what it takes to stop a read that runs too long.
+struct Reader {
+    connection: Connection,
+    interrupt: Arc<rusqlite::InterruptHandle>,
+    /// Whether a read is running on it: the watchdog interrupts only while it is, under this
+    /// lock, so an interrupt can never reach the connection's next read.
+    running: Arc<Mutex<bool>>,
+}
+
+/// The longest one read may run: then SQLite interrupts it and the client gets a 400 asking
+/// for a narrower request. Reads (lists, search, reports) are bounded by a tenant's own data,
+/// which has no hard cap; this caps their time.
+pub const READ_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Db {
     /// Opens (creating if needed) `DIR/sandbox.sqlite3` and runs pending migrations.
@@ -95,7 +128,36 @@ impl Db {
         let path = data_dir.join("sandbox.sqlite3");
         let connection =
             Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Db::configure(connection).map_err(|e| format!("{}: {e}", path.display()))
+        let mut db = Db::configure(connection).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(&path)
+                .and_then(|reader| {
+                    reader.pragma_update(None, "query_only", true)?;
+                    reader.busy_timeout(std::time::Duration::from_secs(5))?;
+                    Ok(reader)
+                })
+                .map_err(|e| format!("cannot open {} to read: {e}", path.display()))?;
+            readers.push(Reader {
+                interrupt: Arc::new(reader.get_interrupt_handle()),
+                connection: reader,
+                running: Arc::new(Mutex::new(false)),
+            });
+        }
+        db.readers = Some(Arc::new(Readers {
+            permits: Arc::new(tokio::sync::Semaphore::new(readers.len())),
+            idle: Mutex::new(readers),
+            limit: READ_TIME_LIMIT,
+        }));
+        Ok(db)
+    }
+
+    /// The same database with reads stopped after `limit` instead of `READ_TIME_LIMIT`.
+    pub fn with_read_time_limit(mut self, limit: std::time::Duration) -> Db {
+        if let Some(readers) = self.readers.as_mut().and_then(Arc::get_mut) {
+            readers.limit = limit;
+        }
+        self
     }
 
     /// An in-memory database, for unit tests.
@@ -111,14 +173,69 @@ impl Db {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
-            let tx = connection.transaction()?;
+            let tx = connection.transaction_with_behavior(IMMEDIATE)?;
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", index as i64 + 1)?;
             tx.commit()?;
         }
         Ok(Db {
             connection: Arc::new(Mutex::new(connection)),
+            readers: None,
         })
+    }
+
+    /// Runs `work` in one read transaction (a snapshot) on a read connection, without waiting
+    /// for the writer; any write in `work` fails (the connection is `query_only`). Without read
+    /// connections (in memory) it is an ordinary transaction on the writer.
+    pub async fn read<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+    {
+        let Some(pool) = self.readers.clone() else {
+            return self.transaction(work).await;
+        };
+        // The semaphore is never closed; a permit guarantees an idle connection, and it is held
+        // until the connection is back (even if this future is dropped meanwhile).
+        let permit = pool
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        let taken = lock(&pool.idle).pop();
+        let Some(mut reader) = taken else {
+            return Err(ApiError::internal("a read permit without a connection"));
+        };
+        let (interrupt, running) = (reader.interrupt.clone(), reader.running.clone());
+        *lock(&running) = true;
+        let held = pool.clone();
+        // Runs to its end even if this future is dropped: it returns the connection and permit.
+        let mut reading = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let tx = reader.connection.transaction()?;
+                let value = work(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            *lock(&reader.running) = false;
+            lock(&held.idle).push(reader);
+            drop(permit);
+            result
+        });
+        let joined = match tokio::time::timeout(pool.limit, &mut reading).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                {
+                    let running = lock(&running);
+                    if *running {
+                        interrupt.interrupt();
+                    }
+                }
+                reading.await
+            }
+        };
+        joined.map_err(ApiError::internal)?
     }
 
     /// Runs `work` in one transaction on the blocking pool; commits only if it succeeds.
@@ -132,7 +249,7 @@ impl Db {
             let mut connection = connection
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let tx = connection.transaction()?;
+            let tx = connection.transaction_with_behavior(IMMEDIATE)?;
             let value = work(&tx)?;
             tx.commit()?;
             Ok(value)
@@ -150,11 +267,23 @@ impl Db {
             .connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tx = connection.transaction()?;
+        let tx = connection.transaction_with_behavior(IMMEDIATE)?;
         let value = work(&tx)?;
         tx.commit()?;
         Ok(value)
     }
+}
+
+/// The writer's transactions take the write lock when they begin, so that another writer of the
+/// file (the CLI's `tenant create`, a sandbox being restarted, a test's SQL) makes them wait
+/// (`busy_timeout`) instead of failing when a deferred transaction's read turns into a write.
+const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
+
+/// A std mutex's guard, poisoned or not (every critical section here leaves consistent state).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A filter on a list: `json_extract(body, path) = value` (or `IS NULL` for `Value::Null`).
@@ -488,6 +617,24 @@ impl<'t> Store<'t> {
         Ok(all)
     }
 
+    /// Every object of `kind` (oldest first) that passes every filter.
+    pub fn all_matching(&self, kind: &str, filters: &[Filter]) -> Result<Vec<Value>, ApiError> {
+        let mut sql = String::from("SELECT body FROM objects WHERE tenant_id = ?1 AND kind = ?2");
+        let mut values: Vec<SqlValue> =
+            vec![self.tenant_id.to_string().into(), kind.to_string().into()];
+        push_filters(&mut sql, &mut values, filters);
+        sql.push_str(" ORDER BY seq");
+        let mut statement = self.tx.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+            row.get::<_, String>(0)
+        })?;
+        let mut all = Vec::new();
+        for row in rows {
+            all.push(parse(row?)?);
+        }
+        Ok(all)
+    }
+
     /// Records an event for webhook delivery, in the same transaction as the change it reports.
     pub fn emit(&self, event_type: &str, data: &Value) -> Result<(), ApiError> {
         let id = crate::sandbox::ids::new_id("evt_");
@@ -496,5 +643,44 @@ impl<'t> Store<'t> {
             params![id, self.tenant_id, event_type, data.to_string(), crate::sandbox::ids::now_string()],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_that_runs_too_long_is_stopped_and_its_connection_serves_again() {
+        let dir =
+            std::env::temp_dir().join(format!("trainar-db-read-limit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = Db::open(&dir)
+            .unwrap()
+            .with_read_time_limit(std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let endless = db
+            .read(|tx| {
+                let n: i64 = tx.query_row(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+                    [],
+                    |row| row.get(0),
+                )?;
+                Ok(n)
+            })
+            .await;
+        let error = endless.unwrap_err();
+        assert_eq!(error.status.as_u16(), 400, "{}", error.message);
+        assert!(error.message.contains("narrow it"), "{}", error.message);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Every connection of the pool still reads, the interrupted one included.
+        for _ in 0..READERS * 2 {
+            let one: i64 = db
+                .read(|tx| Ok(tx.query_row("SELECT 1", [], |row| row.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(one, 1);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

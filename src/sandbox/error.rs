@@ -19,6 +19,20 @@ pub struct ApiError {
     pub message: String,
     pub details: Vec<FieldError>,
     pub required_scopes: Vec<String>,
+    /// For 429: the seconds after which the request would be admitted (`Retry-After`).
+    pub retry_after: Option<u64>,
+    /// Not an answer but a reason to run the request again another way; never reaches a client
+    /// as such (it would be a 500).
+    pub redo: Option<Box<Redo>>,
+}
+
+/// Why a request's attempt stopped to be run again (`Sandbox::run`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redo {
+    /// It tried to write on a read connection: run it on the writer.
+    OnWriter,
+    /// Its tenant (this id) holds every read connection it may: wait for one of them.
+    WhenReadFree(String),
 }
 
 impl ApiError {
@@ -29,6 +43,8 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             required_scopes: Vec::new(),
+            retry_after: None,
+            redo: None,
         }
     }
 
@@ -81,6 +97,24 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
     }
 
+    /// 429: the tenant is over its budget; `Retry-After: retry_after`.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> ApiError {
+        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// Not an answer: the request is to be run again as `redo` says (see `Redo`).
+    pub fn redo(redo: Redo) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the sandbox failed; see its log",
+        );
+        error.redo = Some(Box::new(redo));
+        error
+    }
+
     /// A fault of the sandbox itself; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(%detail, "sandbox internal error");
@@ -109,6 +143,16 @@ impl ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(error: rusqlite::Error) -> ApiError {
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+            // A read connection refused a write; `Sandbox::run` retries on the writer.
+            return ApiError::redo(Redo::OnWriter);
+        }
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
+            return ApiError::bad_request(format!(
+                "this read ran longer than the sandbox allows ({} s) and was stopped: narrow it (a smaller page, a shorter period, a more specific query)",
+                crate::sandbox::db::READ_TIME_LIMIT.as_secs()
+            ));
+        }
         ApiError::internal(format!("sqlite: {error}"))
     }
 }
@@ -121,6 +165,11 @@ impl IntoResponse for ApiError {
                 "www-authenticate",
                 axum::http::HeaderValue::from_static("Bearer realm=\"trainar\""),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(seconds));
         }
         response
     }

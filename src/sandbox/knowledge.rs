@@ -17,8 +17,9 @@
 use crate::generated::api::Operation;
 use crate::sandbox::db::{Db, Page, Store, decode_cursor, encode_cursor};
 use crate::sandbox::error::ApiError;
-use crate::sandbox::request::{Input, Reply, accepted, created, deleted, ok, page};
-use crate::sandbox::{Ctx, ids, not_served};
+use crate::sandbox::limits::Budgets;
+use crate::sandbox::request::{Input, Principal, Reply, accepted, created, deleted, ok, page};
+use crate::sandbox::{Ctx, Prepared, Stopwatch, ids, not_served};
 use base64::Engine;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
@@ -44,14 +45,14 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         Operation::GetKnowledge => ok(ctx
             .store
             .require(KIND, input.required_str("knowledge_id")?)?),
-        Operation::UploadKnowledge => upload_item(&ctx.store, input),
+        Operation::UploadKnowledge => upload_item(ctx, input),
         Operation::UploadKnowledgeFile => {
-            let uploads = vec![decode_upload(input.as_map(), "")?];
+            let uploads = decoded(ctx, input)?;
             let mut files = add_files(&ctx.store, input.required_str("knowledge_id")?, uploads)?;
             created(files.pop().unwrap_or(Value::Null))
         }
         Operation::BulkUploadKnowledgeFiles => {
-            let uploads = decode_uploads(input.get("files"))?;
+            let uploads = decoded(ctx, input)?;
             let files = add_files(&ctx.store, input.required_str("knowledge_id")?, uploads)?;
             created(json!({ "data": files }))
         }
@@ -121,8 +122,9 @@ fn list_items(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     page(Page { data, next_cursor })
 }
 
-fn upload_item(store: &Store, input: &Input) -> Result<Reply, ApiError> {
-    let uploads = decode_uploads(input.get("files"))?;
+fn upload_item(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    let store = &ctx.store;
+    let uploads = decoded(ctx, input)?;
     let collection_id = input.str("collection_id");
     if let Some(collection_id) = collection_id {
         require_collection_ref(store, collection_id)?;
@@ -307,8 +309,54 @@ fn delete_item(store: &Store, knowledge_id: &str) -> Result<Reply, ApiError> {
 // ---------------------------------------------------------------------------------------------
 // Uploads
 
+/// The request's files as `prepare` decoded them before the transaction (or, had it not, now).
+fn decoded(ctx: &Ctx, input: &Input) -> Result<Vec<Upload>, ApiError> {
+    if let Prepared::Uploads(decoded) = ctx.prepared
+        && let Some(uploads) = decoded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    {
+        return Ok(uploads);
+    }
+    decode_request(ctx.operation, input.as_map())
+}
+
+/// The files of an upload request: one file's fields at the top (`upload_knowledge_file`) or
+/// a `files` array.
+fn decode_request(
+    operation: Operation,
+    fields: &Map<String, Value>,
+) -> Result<Vec<Upload>, ApiError> {
+    match operation {
+        Operation::UploadKnowledgeFile => Ok(vec![decode_upload(fields, "")?]),
+        _ => decode_uploads(fields.get("files").filter(|files| !files.is_null())),
+    }
+}
+
+/// Before the transaction, in the tenant's lane: base64-decodes the request's files (up to
+/// `--max-body-bytes` of them), so the writer is not held while they are.
+pub async fn prepare(
+    budgets: &Budgets,
+    operation: Operation,
+    principal: &Principal,
+    input: &Input,
+    spent: &Stopwatch,
+) -> Result<Prepared, ApiError> {
+    let fields = input.as_map().clone();
+    let _lane = budgets.lane(&principal.tenant_id).await;
+    let watch = spent.clone();
+    let uploads = tokio::task::spawn_blocking(move || {
+        let _timing = watch.time();
+        decode_request(operation, &fields)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Prepared::Uploads(std::sync::Mutex::new(Some(uploads))))
+}
+
 /// One decoded file of a request.
-struct Upload {
+pub struct Upload {
     filename: String,
     content_type: String,
     description: String,

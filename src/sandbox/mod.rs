@@ -9,15 +9,20 @@
 //! - `db`: SQLite, migrations, the tenant-scoped document `Store`, cursors.
 //! - `request`: authentication, the scope rule, request validation, `Input`, reply helpers.
 //! - `error`: `ApiError`, the spec's Error body.
+//! - `egress`: which addresses webhook deliveries may reach (checked on the URL and at delivery).
 //! - `ids`: ids, secrets, timestamps.
+//! - `limits`: the per-tenant budget (requests, server time) and the tenant's lane for CPU work
+//!   it shapes.
 //! - `tenants`: tenants and API keys (the `api_keys` category, introspection included).
 //! - one module per remaining category, each with `call` (its operations) and its seed data.
 //! - `seed`: the first-start demo tenant.
 
 pub mod db;
+pub mod egress;
 pub mod error;
 pub mod ids;
 pub mod ledger;
+pub mod limits;
 pub mod request;
 pub mod seed;
 pub mod tenants;
@@ -59,6 +64,12 @@ pub struct Config {
     pub demo_seed: bool,
     /// Fixes the first tenant's admin key secret (`TRAINAR_SANDBOX_ADMIN_KEY`), for scripts/tests.
     pub admin_key: Option<String>,
+    /// Whether webhooks may target loopback and private addresses (127.0.0.0/8, ::1, 10/8,
+    /// 172.16/12, 192.168/16, fc00::/7, `localhost`): for local testing only, by the operator's
+    /// choice (`--allow-private-webhooks`). Link-local and metadata addresses are refused always.
+    pub allow_private_webhooks: bool,
+    /// Every tenant's budget of requests and server time.
+    pub limits: limits::Limits,
 }
 
 /// Shown in logs and panics, so the admin key is only said to be set.
@@ -69,6 +80,8 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("demo_seed", &self.demo_seed)
             .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
+            .field("allow_private_webhooks", &self.allow_private_webhooks)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -82,16 +95,37 @@ impl Config {
             max_body_bytes: 50 * 1024 * 1024,
             demo_seed: true,
             admin_key: None,
+            allow_private_webhooks: false,
+            limits: limits::Limits::default(),
         }
     }
 }
 
 /// What one handler sees: the tenant's store (inside the request's transaction), the caller,
-/// and the operation being served.
+/// the operation being served, what was checked before the transaction, and the configuration.
 pub struct Ctx<'a> {
     pub store: Store<'a>,
     pub principal: &'a Principal,
     pub operation: Operation,
+    pub(crate) prepared: &'a Prepared,
+    pub config: &'a Config,
+}
+
+/// Work done for a request before its transaction, outside the database's lock: the checks
+/// whose cost the tenant controls.
+#[derive(Default)]
+pub(crate) enum Prepared {
+    #[default]
+    Nothing,
+    /// `execute_skill`'s arguments satisfy this version of the skill's `input_schema`, and
+    /// render its steps to `steps`.
+    SkillArguments {
+        skill_id: String,
+        version: i64,
+        steps: Vec<serde_json::Value>,
+    },
+    /// The request's files, decoded from base64; the handler takes them.
+    Uploads(std::sync::Mutex<Option<Vec<knowledge::Upload>>>),
 }
 
 /// An opened, migrated and seeded sandbox, ready to serve.
@@ -99,6 +133,8 @@ pub struct Ctx<'a> {
 pub struct Sandbox {
     db: Db,
     config: Config,
+    /// Shared by every request: each tenant's budget and lane.
+    budgets: std::sync::Arc<limits::Budgets>,
 }
 
 /// What the first start created: printed once by the CLI.
@@ -126,8 +162,22 @@ impl Sandbox {
     pub fn open(config: Config) -> Result<(Sandbox, Option<FirstStart>), String> {
         let db = Db::open(&config.data_dir)?;
         let first = seed::first_start(&db, &config).map_err(|e| e.message)?;
+        db.transaction_blocking(tenants::enforce_lineage)
+            .map_err(|e| e.message)?;
         request::warm_up();
-        Ok((Sandbox { db, config }, first))
+        // A tenant may hold all read connections but one, so another tenant's read always has one.
+        let budgets = std::sync::Arc::new(limits::Budgets::new(
+            config.limits,
+            db::READERS.saturating_sub(1).max(1),
+        ));
+        Ok((
+            Sandbox {
+                db,
+                config,
+                budgets,
+            },
+            first,
+        ))
     }
 
     pub fn db(&self) -> &Db {
@@ -202,23 +252,192 @@ impl Sandbox {
             Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
         };
         let raw = RawRequest { path, query, body };
-        let result = self
+        match self.run(operation, authorization, raw).await {
+            Ok((status, body)) => (status, axum::Json(body)).into_response(),
+            Err(error) => error.into_response(),
+        }
+    }
+
+    /// One request, so that the database's one writer is held only for a write's handler.
+    ///
+    /// A GET runs in one step on a read connection (`read_in_one_step`): authenticate (401), the
+    /// tenant's budget (429), the scope rule (403), validation (400), the handler. Only a GET
+    /// that turns out to write goes on to the steps of a write.
+    ///
+    /// Anything else, in steps: authenticate on a read connection (401), then the tenant's
+    /// budget (429); the scope rule (403) and validation (400) in the tenant's lane on the
+    /// blocking pool; checks whose cost the tenant controls (`prepare`), in its lane too; then
+    /// the handler in the writer's transaction.
+    ///
+    /// The time of everything after the budget is charged to the tenant.
+    async fn run(
+        &self,
+        operation: Operation,
+        authorization: Option<String>,
+        raw: RawRequest,
+    ) -> Result<Reply, ApiError> {
+        let raw = std::sync::Arc::new(raw);
+        let mut admitted = false;
+        if operation.method() == "GET" {
+            let attempt = self
+                .read_in_one_step(operation, authorization.clone(), raw.clone(), None)
+                .await;
+            let attempt = match attempt {
+                Err(error) => match error.redo.as_deref() {
+                    Some(error::Redo::WhenReadFree(tenant_id)) => {
+                        let reading = self.budgets.reading(tenant_id).await;
+                        self.read_in_one_step(
+                            operation,
+                            authorization.clone(),
+                            raw.clone(),
+                            Some(reading),
+                        )
+                        .await
+                    }
+                    _ => Err(error),
+                },
+                done => done,
+            };
+            match attempt {
+                Err(error) if error.redo.as_deref() == Some(&error::Redo::OnWriter) => {
+                    admitted = true
+                }
+                done => return done,
+            }
+        }
+        let (principal, stale) = self
             .db
+            .read(move |tx| request::identify(tx, authorization.as_deref()))
+            .await?;
+        if !admitted {
+            self.budgets.admit(&principal.tenant_id)?;
+        }
+        let tenant_id = principal.tenant_id.clone();
+        let spent = Stopwatch::default();
+        let result = self
+            .run_in_steps(operation, principal, stale, raw, &spent)
+            .await;
+        self.budgets.charge(&tenant_id, spent.total());
+        result
+    }
+
+    /// A GET, start to end in one read transaction (one hop to the blocking pool: under load,
+    /// each hop is a wait for a thread to be scheduled). A tenant holding all the read
+    /// connections it may stops with `Redo::WhenReadFree` (it has been admitted: `reading` is
+    /// then the read slot it waited for, and it is not admitted again).
+    async fn read_in_one_step(
+        &self,
+        operation: Operation,
+        authorization: Option<String>,
+        raw: std::sync::Arc<RawRequest>,
+        reading: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Reply, ApiError> {
+        let budgets = self.budgets.clone();
+        let config = self.config.clone();
+        let (reply, touch) = self
+            .db
+            .read(move |tx| {
+                let (principal, stale) = request::identify(tx, authorization.as_deref())?;
+                let _reading = match reading {
+                    Some(reading) => reading,
+                    None => {
+                        budgets.admit(&principal.tenant_id)?;
+                        budgets.try_reading(&principal.tenant_id).ok_or_else(|| {
+                            ApiError::redo(error::Redo::WhenReadFree(principal.tenant_id.clone()))
+                        })?
+                    }
+                };
+                let started = std::time::Instant::now();
+                let reply = (|| {
+                    request::authorize(&principal, operation)?;
+                    let input = request::validate(operation, &raw)?;
+                    let ctx = Ctx {
+                        store: Store::new(tx, &principal.tenant_id),
+                        principal: &principal,
+                        operation,
+                        prepared: &Prepared::Nothing,
+                        config: &config,
+                    };
+                    handle(&ctx, &input)
+                })();
+                budgets.charge(&principal.tenant_id, started.elapsed());
+                Ok((reply?, stale.then_some(principal)))
+            })
+            .await?;
+        if let Some(principal) = touch {
+            // A read leaves last_used_at to a write of its own, off the response's path.
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                let touched = db
+                    .transaction(move |tx| request::touch(tx, &principal))
+                    .await;
+                if let Err(error) = touched {
+                    tracing::warn!(error = %error.message, "cannot record a key's last use");
+                }
+            });
+        }
+        Ok(reply)
+    }
+
+    async fn run_in_steps(
+        &self,
+        operation: Operation,
+        principal: Principal,
+        stale: bool,
+        raw: std::sync::Arc<RawRequest>,
+        spent: &Stopwatch,
+    ) -> Result<Reply, ApiError> {
+        let watch = spent.clone();
+        let lane = self.budgets.lane(&principal.tenant_id).await;
+        let (principal, input) = tokio::task::spawn_blocking(move || {
+            let _timing = watch.time();
+            request::authorize(&principal, operation)?;
+            Ok::<_, ApiError>((principal, request::validate(operation, &raw)?))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        drop(lane);
+        let prepared = self.prepare(operation, &principal, &input, spent).await?;
+        let config = self.config.clone();
+        let watch = spent.clone();
+        self.db
             .transaction(move |tx| {
-                let principal = request::authenticate(tx, authorization.as_deref())?;
-                request::authorize(&principal, operation)?;
-                let input = request::validate(operation, &raw)?;
+                let _timing = watch.time();
                 let ctx = Ctx {
                     store: Store::new(tx, &principal.tenant_id),
                     principal: &principal,
                     operation,
+                    prepared: &prepared,
+                    config: &config,
                 };
-                handle(&ctx, &input)
+                let reply = handle(&ctx, &input)?;
+                if stale {
+                    request::touch(tx, &principal)?;
+                }
+                Ok(reply)
             })
-            .await;
-        match result {
-            Ok((status, body)) => (status, axum::Json(body)).into_response(),
-            Err(error) => error.into_response(),
+            .await
+    }
+
+    /// Before a write's transaction: the work whose cost the tenant shapes (`skills::prepare`,
+    /// `knowledge::prepare`).
+    async fn prepare(
+        &self,
+        operation: Operation,
+        principal: &Principal,
+        input: &Input,
+        spent: &Stopwatch,
+    ) -> Result<Prepared, ApiError> {
+        match operation {
+            Operation::CreateSkill | Operation::UpdateSkill | Operation::ExecuteSkill => {
+                skills::prepare(&self.db, &self.budgets, operation, principal, input, spent).await
+            }
+            Operation::UploadKnowledge
+            | Operation::UploadKnowledgeFile
+            | Operation::BulkUploadKnowledgeFiles => {
+                knowledge::prepare(&self.budgets, operation, principal, input, spent).await
+            }
+            _ => Ok(Prepared::Nothing),
         }
     }
 
@@ -230,7 +449,10 @@ impl Sandbox {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let workers = [
-            tokio::spawn(webhooks::deliver_forever(self.db.clone())),
+            tokio::spawn(webhooks::deliver_forever(
+                self.db.clone(),
+                self.config.allow_private_webhooks,
+            )),
             tokio::spawn(knowledge::process_forever(self.db.clone())),
         ];
         let result = axum::serve(listener, self.router())
@@ -284,6 +506,8 @@ async fn method_not_allowed() -> Response {
         message: "this path does not take that method".into(),
         details: Vec::new(),
         required_scopes: Vec::new(),
+        retry_after: None,
+        redo: None,
     };
     error.into_response()
 }
@@ -306,6 +530,32 @@ fn handle(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         other => Err(ApiError::internal(format!(
             "no module serves category {other}"
         ))),
+    }
+}
+
+/// Time spent on one request's work, summed across threads, for the tenant's time budget.
+#[derive(Clone, Default)]
+pub struct Stopwatch(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Stopwatch {
+    /// Adds the time until the returned guard drops.
+    pub fn time(&self) -> impl Drop + use<> {
+        Timing(self.clone(), std::time::Instant::now())
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+struct Timing(Stopwatch, std::time::Instant);
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        let nanos = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        (self.0)
+            .0
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

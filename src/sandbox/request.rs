@@ -27,7 +27,12 @@ pub struct Principal {
 }
 
 /// Resolves `Authorization: Bearer tak_…` to a live key of some tenant; anything else is 401.
-pub fn authenticate(tx: &Transaction, authorization: Option<&str>) -> Result<Principal, ApiError> {
+/// Also says whether the key's `last_used_at` is due an update (`touch`), which this read-only
+/// step leaves to a write.
+pub fn identify(
+    tx: &Transaction,
+    authorization: Option<&str>,
+) -> Result<(Principal, bool), ApiError> {
     let header = authorization
         .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer tak_…`"))?;
     let secret = header
@@ -45,7 +50,7 @@ pub fn authenticate(tx: &Transaction, authorization: Option<&str>) -> Result<Pri
         .optional()?;
     let (key_id, tenant_id) = found.ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
     let store = Store::new(tx, &tenant_id);
-    let mut key = store.require("api_key", &key_id)?;
+    let key = store.require("api_key", &key_id)?;
     if !key["revoked_at"].is_null() {
         return Err(ApiError::unauthorized("this API key was revoked"));
     }
@@ -60,10 +65,6 @@ pub fn authenticate(tx: &Transaction, authorization: Option<&str>) -> Result<Pri
         .as_str()
         .and_then(ids::parse_timestamp)
         .is_none_or(|last| (now - last).num_milliseconds() >= 1000);
-    if stale {
-        key["last_used_at"] = json!(ids::timestamp(now));
-        store.update("api_key", &key)?;
-    }
     let scope_names: Vec<String> = key["scopes"]
         .as_array()
         .into_iter()
@@ -71,12 +72,24 @@ pub fn authenticate(tx: &Transaction, authorization: Option<&str>) -> Result<Pri
         .filter_map(|s| s.as_str().map(String::from))
         .collect();
     let scopes = ScopeSet::from_names(scope_names.iter().map(String::as_str));
-    Ok(Principal {
+    let principal = Principal {
         tenant_id,
         key_id,
         scope_names,
         scopes,
-    })
+    };
+    Ok((principal, stale))
+}
+
+/// Sets the caller's key's `last_used_at` to now.
+pub fn touch(tx: &Transaction, principal: &Principal) -> Result<(), ApiError> {
+    let store = Store::new(tx, &principal.tenant_id);
+    // The key may have been deleted with its tenant meanwhile; nothing to record then.
+    if let Some(mut key) = store.get("api_key", &principal.key_id)? {
+        key["last_used_at"] = json!(ids::now_string());
+        store.update("api_key", &key)?;
+    }
+    Ok(())
 }
 
 /// The spec's scope rule for `operation`: 403 naming the required scopes.

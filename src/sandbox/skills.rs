@@ -6,6 +6,11 @@
 //! Rules kept here:
 //! - A definition is valid when `input_schema` compiles as a JSON Schema for an object and every
 //!   placeholder names one of its top-level properties (422 otherwise); slugs are unique (409).
+//! - The schema is the tenant's code, so its cost is bounded and kept off the shared lock:
+//!   its patterns compile for a linear-time engine (lookaround and backreferences are refused,
+//!   422), and compiling it (create, update), checking arguments against it and rendering the
+//!   steps with them (execute) run in `prepare`, in the tenant's lane, before the transaction. The transaction only confirms that
+//!   the skill is still the version the arguments were checked against (else 409, retry).
 //! - Rendering: a string argument is inserted as is, any other JSON value as its JSON text; an
 //!   argument left out takes its schema's `default`; a placeholder with neither stays visible as
 //!   `{{name}}`, so the gap shows in the rendered procedure instead of silently disappearing.
@@ -15,11 +20,13 @@
 //!   newest position (its private side travels with it).
 
 use crate::generated::api::Operation;
+use crate::sandbox::db::Db;
 use crate::sandbox::db::{Filter, Store};
 use crate::sandbox::error::{ApiError, FieldError};
 use crate::sandbox::ledger::{self, Reference};
-use crate::sandbox::request::{Input, Reply, created, deleted, ok, page};
-use crate::sandbox::{Ctx, ids, not_served};
+use crate::sandbox::limits::Budgets;
+use crate::sandbox::request::{Input, Principal, Reply, created, deleted, ok, page};
+use crate::sandbox::{Ctx, Prepared, Stopwatch, ids, not_served};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
@@ -65,7 +72,8 @@ fn create_skill(store: &Store, input: &Input) -> Result<Reply, ApiError> {
         .cloned()
         .unwrap_or_else(|| json!({"type": "object"}));
     let steps = normalize_steps(input.get("steps"));
-    check_definition(&schema, &steps)?;
+    // `prepare` compiled a given schema; the default one is trivially valid.
+    check_placeholders(&schema, &steps)?;
     let now = ids::now_string();
     let skill = json!({
         "id": ids::new_id("skl_"),
@@ -104,7 +112,8 @@ fn update_skill(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     }
     // A new schema must still declare every placeholder of the kept steps, and vice versa.
     let steps: Vec<Value> = skill["steps"].as_array().cloned().unwrap_or_default();
-    check_definition(&skill["input_schema"], &steps)?;
+    // A new schema was compiled by `prepare`; the stored one was valid when stored.
+    check_placeholders(&skill["input_schema"], &steps)?;
     skill["version"] = json!(skill["version"].as_i64().unwrap_or(1) + 1);
     skill["updated_at"] = json!(ids::now_string());
     let private = store.private(KIND, id)?;
@@ -137,13 +146,20 @@ fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         )));
     }
     let arguments = input.get("arguments").cloned().unwrap_or_else(|| json!({}));
-    if arguments.to_string().len() > MAX_JSON_BYTES {
-        return Err(ApiError::invalid_field(
-            "arguments",
-            "is over 64 KiB serialized",
-        ));
-    }
-    check_arguments(&skill, &arguments)?;
+    check_arguments_size(&arguments)?;
+    // `prepare` checked the arguments against a version of the skill; it must still be this one.
+    let rendered = match ctx.prepared {
+        Prepared::SkillArguments {
+            skill_id,
+            version,
+            steps,
+        } if skill["id"] == skill_id.as_str() && skill["version"] == *version => steps,
+        _ => {
+            return Err(ApiError::conflict(format!(
+                "skill {slug} changed while the arguments were being checked; send the request again"
+            )));
+        }
+    };
     let task_id = input.str("task_id");
     if let Some(task_id) = task_id
         && store.get("task", task_id)?.is_none()
@@ -154,7 +170,7 @@ fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     }
     let started_at = ids::now_string();
     let id = ids::new_id("sxe_");
-    let steps = render_steps(&skill, &arguments)?;
+    let steps = rendered.clone();
     let dry_run = input.bool("dry_run").unwrap_or(false);
     let estimated = skill["estimated_minutes"].as_i64().unwrap_or(1).max(1);
     let version = skill["version"].as_i64().unwrap_or(1);
@@ -197,10 +213,73 @@ fn execute_skill(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     created(execution)
 }
 
+/// The checks of create, update and execute whose cost the tenant's schema shapes, run before
+/// the transaction in the tenant's lane (one at a time per tenant) on the blocking pool, and
+/// timed for the tenant's budget. For `execute_skill` the skill is read from a snapshot; a skill
+/// that is missing or not published is left to the handler, which says so.
+pub async fn prepare(
+    db: &Db,
+    budgets: &Budgets,
+    operation: Operation,
+    principal: &Principal,
+    input: &Input,
+    spent: &Stopwatch,
+) -> Result<Prepared, ApiError> {
+    let work: Box<dyn FnOnce() -> Result<Prepared, ApiError> + Send> = match operation {
+        Operation::CreateSkill | Operation::UpdateSkill => {
+            let Some(schema) = input.get("input_schema").cloned() else {
+                return Ok(Prepared::Nothing);
+            };
+            Box::new(move || check_schema(&schema).map(|_| Prepared::Nothing))
+        }
+        Operation::ExecuteSkill => {
+            let skill_id = input.required_str("skill_id")?.to_string();
+            let tenant_id = principal.tenant_id.clone();
+            let skill = db
+                .read(move |tx| Store::new(tx, &tenant_id).get(KIND, &skill_id))
+                .await?;
+            let Some(skill) = skill.filter(|skill| skill["status"] == "published") else {
+                return Ok(Prepared::Nothing);
+            };
+            let arguments = input.get("arguments").cloned().unwrap_or_else(|| json!({}));
+            check_arguments_size(&arguments)?;
+            Box::new(move || {
+                check_arguments(&skill, &arguments)?;
+                Ok(Prepared::SkillArguments {
+                    skill_id: skill["id"].as_str().unwrap_or_default().to_string(),
+                    version: skill["version"].as_i64().unwrap_or(1),
+                    steps: render_steps(&skill, &arguments)?,
+                })
+            })
+        }
+        _ => return Ok(Prepared::Nothing),
+    };
+    let _lane = budgets.lane(&principal.tenant_id).await;
+    let watch = spent.clone();
+    tokio::task::spawn_blocking(move || {
+        let _timing = watch.time();
+        work()
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+fn check_arguments_size(arguments: &Value) -> Result<(), ApiError> {
+    if arguments.to_string().len() > MAX_JSON_BYTES {
+        return Err(ApiError::invalid_field(
+            "arguments",
+            "is over 64 KiB serialized",
+        ));
+    }
+    Ok(())
+}
+
 /// 422 naming every argument that fails the skill's `input_schema`.
 fn check_arguments(skill: &Value, arguments: &Value) -> Result<(), ApiError> {
-    let check = SchemaCheck::new(&skill["input_schema"]).map_err(|e| {
-        ApiError::unprocessable(format!("the skill's input_schema no longer compiles: {e}"))
+    let check = SchemaCheck::new_linear_time(&skill["input_schema"]).map_err(|e| {
+        ApiError::unprocessable(format!(
+            "the skill's input_schema does not compile under the current rules ({e}); fix it with update_skill"
+        ))
     })?;
     let problems = check.problems(arguments);
     if problems.is_empty() {
@@ -269,6 +348,13 @@ fn estimated_minutes(steps: &[Value]) -> i64 {
 
 /// 422 unless `schema` is a compilable JSON Schema for an object declaring every placeholder.
 fn check_definition(schema: &Value, steps: &[Value]) -> Result<(), ApiError> {
+    check_schema(schema)?;
+    check_placeholders(schema, steps)
+}
+
+/// 422 unless `schema` is a JSON Schema for an object, within size, whose patterns compile for
+/// the linear-time engine.
+fn check_schema(schema: &Value) -> Result<SchemaCheck, ApiError> {
     if schema.to_string().len() > MAX_JSON_BYTES {
         return Err(ApiError::invalid_field(
             "input_schema",
@@ -286,9 +372,16 @@ fn check_definition(schema: &Value, steps: &[Value]) -> Result<(), ApiError> {
             "input_schema must describe an object (`\"type\": \"object\"`): the arguments are an object",
         ));
     }
-    SchemaCheck::new(schema).map_err(|e| {
-        ApiError::unprocessable(format!("input_schema is not a valid JSON Schema: {e}"))
-    })?;
+    SchemaCheck::new_linear_time(schema).map_err(|e| {
+        ApiError::unprocessable(format!(
+            "input_schema is not a valid JSON Schema for this API: {e}. Patterns are matched in linear time: lookaround ((?=…), (?!…), (?<=…), (?<!…)) and backreferences are not supported, and a pattern may compile to at most {} KiB",
+            crate::validation::PATTERN_SIZE_LIMIT / 1024
+        ))
+    })
+}
+
+/// 422 unless every placeholder of the steps is a property `schema` declares.
+fn check_placeholders(schema: &Value, steps: &[Value]) -> Result<(), ApiError> {
     let declared = schema["properties"].as_object();
     for (index, step) in steps.iter().enumerate() {
         let instruction = step["instruction"].as_str().unwrap_or("");
@@ -695,6 +788,31 @@ mod tests {
         assert!(check_definition(&json!({"type": "object"}), &steps).is_err());
         assert!(check_definition(&json!({"type": "strng"}), &[]).is_err());
         assert!(check_definition(&json!({"type": "string"}), &[]).is_err());
+    }
+
+    #[test]
+    fn patterns_that_need_backtracking_are_refused_and_linear_ones_run_fast() {
+        let lookahead = json!({"type": "object", "additionalProperties":
+            {"type": "string", "pattern": "^(\\w+\\s?)*(?!x)$"}});
+        let refused = check_definition(&lookahead, &[]).unwrap_err();
+        assert_eq!(refused.status.as_u16(), 422);
+        assert!(
+            refused.message.contains("lookaround"),
+            "{}",
+            refused.message
+        );
+        let backreference = json!({"type": "object", "properties": {"a": {"pattern": "(a)\\1"}}});
+        assert!(check_definition(&backreference, &[]).is_err());
+        // The same nesting without lookahead compiles, and 2,200 hostile arguments check quickly.
+        let nested = json!({"type": "object", "additionalProperties":
+            {"type": "string", "pattern": "^(\\w+\\s?)*$"}});
+        let check = check_schema(&nested).unwrap();
+        let hostile: Map<String, Value> = (0..2200)
+            .map(|n| (format!("a{n}"), json!(format!("{}!", "a".repeat(17)))))
+            .collect();
+        let started = std::time::Instant::now();
+        assert_eq!(check.problems(&Value::Object(hostile)).len(), 2200);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

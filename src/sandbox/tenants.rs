@@ -2,6 +2,14 @@
 //!
 //! A key's secret exists in clear only in the response that creates it; the database keeps its
 //! SHA-256 (`api_keys.secret_sha256`) and the API shows its 12-character `prefix`.
+//!
+//! Rules between a key and the keys it mints (the spec says them too):
+//! - A key grants only scopes it holds (403).
+//! - A child never outlives its parent: its `expires_at` is capped at the parent's (a child asked
+//!   for without expiry, or for later, gets the parent's expiry; the response shows it).
+//! - Revoking a key revokes every key minted from it, down the chain, in the same transaction.
+//! - A key may revoke only keys whose scopes it holds all of (403 naming the ones it lacks), as
+//!   it may mint only those.
 
 use crate::generated::api::{Operation, Scope};
 use crate::sandbox::db::{Filter, Store};
@@ -68,45 +76,109 @@ fn create_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
             ),
         ));
     }
-    if let Some(text) = input.str("expires_at")
-        && ids::parse_client_timestamp("expires_at", text)? <= ids::now()
-    {
-        return Err(ApiError::unprocessable(format!(
-            "expires_at ({text}) must be in the future"
-        )));
+    let asked = match input.str("expires_at") {
+        Some(text) => {
+            let at = ids::parse_client_timestamp("expires_at", text)?;
+            if at <= ids::now() {
+                return Err(ApiError::unprocessable(format!(
+                    "expires_at ({text}) must be in the future"
+                )));
+            }
+            Some(at)
+        }
+        None => None,
+    };
+    // A child never outlives its parent: the earlier of the two expiries.
+    let parent = ctx.store.require(KIND, &ctx.principal.key_id)?;
+    let parent_expiry = parent["expires_at"].as_str().and_then(ids::parse_timestamp);
+    let expires_at = match (asked, parent_expiry) {
+        (Some(asked), Some(parent)) => Some(asked.min(parent)),
+        (asked, parent) => asked.or(parent),
     }
+    .map(ids::timestamp);
     let (mut key, secret) = insert_key(
         &ctx.store,
         input.required_str("name")?,
         &requested,
         Some(&ctx.principal.key_id),
-        input.str("expires_at"),
+        expires_at.as_deref(),
         None,
     )?;
     key["key"] = json!(secret);
     created(key)
 }
 
-/// Sets `revoked_at`; who revoked the key, when and why go to its private audit log.
+/// Sets `revoked_at` on the key and on every live key minted from it, down the chain; who
+/// revoked each, when and why go to its private audit log. Only a key holding every scope of
+/// the target may revoke it.
 fn revoke_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
     let id = input.required_str("key_id")?;
     let mut key = ctx.store.require(KIND, id)?;
+    let lacking: Vec<String> = key["scopes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|name| Scope::parse(name).is_some_and(|s| !ctx.principal.scopes.contains(s)))
+        .map(String::from)
+        .collect();
+    if !lacking.is_empty() {
+        return Err(ApiError::insufficient_scope(
+            lacking.clone(),
+            format!(
+                "a key cannot revoke a key holding scopes it does not hold itself: {}",
+                lacking.join(", ")
+            ),
+        ));
+    }
     if !key["revoked_at"].is_null() {
         return Err(ApiError::conflict("this API key is already revoked"));
     }
     let at = ids::now_string();
+    let reason = input.str("reason");
     key["revoked_at"] = json!(at);
     ctx.store.update(KIND, &key)?;
+    audit(
+        ctx,
+        id,
+        json!({"at": at, "action": "revoked", "actor": ctx.principal.key_id, "reason": reason}),
+    )?;
+    // Then its descendants, breadth first (ids are unique, so the walk ends).
+    let mut parents = vec![id.to_string()];
+    while let Some(parent) = parents.pop() {
+        let children = ctx.store.all_matching(
+            KIND,
+            &[
+                Filter::field("created_by_key_id", json!(parent)),
+                Filter::field("revoked_at", Value::Null),
+            ],
+        )?;
+        for mut child in children {
+            let child_id = child["id"].as_str().unwrap_or_default().to_string();
+            child["revoked_at"] = json!(at);
+            ctx.store.update(KIND, &child)?;
+            audit(
+                ctx,
+                &child_id,
+                json!({
+                    "at": at, "action": "revoked_with_parent", "parent": parent,
+                    "actor": ctx.principal.key_id, "reason": reason,
+                }),
+            )?;
+            parents.push(child_id);
+        }
+    }
+    ok(key)
+}
+
+/// Appends `entry` to key `id`'s private audit log.
+fn audit(ctx: &Ctx, id: &str, entry: Value) -> Result<(), ApiError> {
     let mut private = ctx.store.private(KIND, id)?;
-    let entry = json!({
-        "at": at, "action": "revoked", "actor": ctx.principal.key_id, "reason": input.str("reason"),
-    });
     match private["audit"].as_array_mut() {
         Some(log) => log.push(entry),
         None => private["audit"] = json!([entry]),
     }
-    ctx.store.set_private(KIND, id, &private)?;
-    ok(key)
+    ctx.store.set_private(KIND, id, &private)
 }
 
 /// Stores a new key and returns its API representation and its secret (shown once).
@@ -139,6 +211,77 @@ pub fn insert_key(
         params![id, store.tenant_id(), ids::sha256_hex(secret.as_bytes())],
     )?;
     Ok((key, secret))
+}
+
+/// Brings keys minted before the lineage rules under them, at every start (idempotent; keys
+/// are few): a key whose expiry is later than an ancestor's (or absent while an ancestor's is
+/// set) gets the earliest, and a live key with a revoked ancestor is revoked (at that
+/// ancestor's time, noted in its audit log). Returns how many keys changed.
+pub fn enforce_lineage(tx: &Transaction) -> Result<usize, ApiError> {
+    let mut statement =
+        tx.prepare("SELECT tenant_id, body FROM objects WHERE kind = ?1 ORDER BY seq")?;
+    let rows = statement.query_map(params![KIND], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut keys = std::collections::HashMap::new();
+    for row in rows {
+        let (tenant_id, body) = row?;
+        let key: Value = serde_json::from_str(&body).map_err(ApiError::internal)?;
+        let id = key["id"].as_str().unwrap_or_default().to_string();
+        keys.insert((tenant_id, id), key);
+    }
+    let mut changed = 0;
+    for ((tenant_id, id), key) in &keys {
+        let mut expiry = key["expires_at"].as_str().and_then(ids::parse_timestamp);
+        let mut revoked_by: Option<(String, Value)> = None;
+        let mut parent = key["created_by_key_id"].as_str();
+        // Ids are unique and a key is minted after its parent, so the walk ends; the bound
+        // only guards against a hand-edited database.
+        for _ in 0..keys.len() {
+            let Some(ancestor) = parent.and_then(|p| keys.get(&(tenant_id.clone(), p.to_string())))
+            else {
+                break;
+            };
+            if let Some(at) = ancestor["expires_at"]
+                .as_str()
+                .and_then(ids::parse_timestamp)
+            {
+                expiry = Some(expiry.map_or(at, |own| own.min(at)));
+            }
+            if revoked_by.is_none() && !ancestor["revoked_at"].is_null() {
+                revoked_by = Some((
+                    ancestor["id"].as_str().unwrap_or_default().to_string(),
+                    ancestor["revoked_at"].clone(),
+                ));
+            }
+            parent = ancestor["created_by_key_id"].as_str();
+        }
+        let mut fixed = key.clone();
+        let capped = expiry.map(ids::timestamp);
+        if fixed["expires_at"].as_str().and_then(ids::parse_timestamp) != expiry {
+            fixed["expires_at"] = json!(capped);
+        }
+        let revoke = fixed["revoked_at"].is_null() && revoked_by.is_some();
+        if let (true, Some((_, at))) = (revoke, &revoked_by) {
+            fixed["revoked_at"] = at.clone();
+        }
+        if &fixed == key {
+            continue;
+        }
+        let store = Store::new(tx, tenant_id);
+        store.update(KIND, &fixed)?;
+        if let (true, Some((ancestor, at))) = (revoke, revoked_by) {
+            let mut private = store.private(KIND, id)?;
+            let entry = json!({"at": at, "action": "revoked_with_parent", "parent": ancestor, "actor": null, "reason": "an ancestor key was revoked"});
+            match private["audit"].as_array_mut() {
+                Some(log) => log.push(entry),
+                None => private["audit"] = json!([entry]),
+            }
+            store.set_private(KIND, id, &private)?;
+        }
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 /// A new tenant with an admin key holding every scope. Returns (tenant id, admin secret).

@@ -16,12 +16,16 @@
 //!    their outcome written in another. A crash mid-send only means a retry when the lease ends.
 //!    A non-2xx answer or a transport error is retried after 1, 2, 4, 8 and 16 s; the sixth failed
 //!    attempt gives up (`failed`). The endpoint's `delivery_stats` count failed attempts.
+//!
+//! Where deliveries may go is `egress`'s rule: checked on the URL's text when an endpoint is
+//! created or its URL changed (422), and on the resolved addresses at every attempt (a refused
+//! address is a failed attempt that sends nothing). Redirects are not followed.
 
 use crate::generated::api::Operation;
 use crate::sandbox::db::{Db, Store};
-use crate::sandbox::error::ApiError;
+use crate::sandbox::error::{ApiError, FieldError};
 use crate::sandbox::request::{Input, Reply, created, deleted, ok, page};
-use crate::sandbox::{Ctx, ids, not_served, users};
+use crate::sandbox::{Ctx, egress, ids, not_served, users};
 use rusqlite::{Transaction, params};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -52,8 +56,11 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
                 },
             )?)
         }
-        Operation::CreateWebhook => create_webhook(&ctx.store, input),
+        Operation::CreateWebhook => create_webhook(ctx, input),
         Operation::UpdateWebhook => {
+            if let Some(url) = input.str("url") {
+                check_url(ctx, url)?;
+            }
             let mut webhook = ctx.store.require(KIND, input.required_str("webhook_id")?)?;
             for (field, value) in input.given(&["url", "events", "description", "enabled"]) {
                 webhook[field] = value.clone();
@@ -84,7 +91,23 @@ fn subscribes(webhook: &Value, event: &str) -> bool {
         .is_some_and(|events| events.iter().any(|e| e == event))
 }
 
-fn create_webhook(store: &Store, input: &Input) -> Result<Reply, ApiError> {
+/// 422 naming why, unless deliveries may go to `url` (`egress::check_url`).
+fn check_url(ctx: &Ctx, url: &str) -> Result<(), ApiError> {
+    egress::check_url(url, ctx.config.allow_private_webhooks)
+        .map(|_| ())
+        .map_err(|reason| {
+            let mut error = ApiError::unprocessable(format!("url: {reason}"));
+            error.details = vec![FieldError {
+                field: "url".into(),
+                message: reason,
+            }];
+            error
+        })
+}
+
+fn create_webhook(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
+    let store = &ctx.store;
+    check_url(ctx, input.required_str("url")?)?;
     let existing: i64 = store.tx().query_row(
         "SELECT COUNT(*) FROM objects WHERE tenant_id = ?1 AND kind = ?2",
         params![store.tenant_id(), KIND],
@@ -177,13 +200,18 @@ struct Job {
     body: String,
 }
 
-/// The delivery worker: fans out new events and sends due deliveries, forever.
-pub async fn deliver_forever(db: Db) {
+/// The delivery worker: fans out new events and sends due deliveries, forever. Deliveries go
+/// only where `egress` allows (`allow_private`: the operator's `--allow-private-webhooks`).
+pub async fn deliver_forever(db: Db, allow_private: bool) {
     crate::install_tls_provider();
     let client = match reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
         .connect_timeout(HTTP_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        // The address checked is the address connected to: no proxy in between, and names
+        // resolve through the egress rule.
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(egress::Resolver { allow_private }))
         .build()
     {
         Ok(client) => client,
@@ -218,7 +246,7 @@ pub async fn deliver_forever(db: Db) {
             .check("claiming webhook deliveries", claimed)
             .unwrap_or_default()
         {
-            sending.spawn(send(db.clone(), client.clone(), job));
+            sending.spawn(send(db.clone(), client.clone(), job, allow_private));
         }
         while sending.try_join_next().is_some() {}
         tokio::time::sleep(POLL).await;
@@ -374,8 +402,29 @@ fn signature(secret: &str, timestamp: i64, body: &str) -> String {
         .collect()
 }
 
-/// POSTs one delivery and records its outcome.
-async fn send(db: Db, client: reqwest::Client, job: Job) {
+/// POSTs one delivery and records its outcome. An IP literal is checked here (names are checked
+/// by the client's resolver); a refused address is a failed attempt that sends nothing.
+async fn send(db: Db, client: reqwest::Client, job: Job, allow_private: bool) {
+    let refused = match egress::check_url(&job.url, allow_private) {
+        Ok(_) => None,
+        Err(reason) => Some(format!("not sent: the URL {reason}")),
+    };
+    let (status, error) = match refused {
+        Some(reason) => (None, Some(reason)),
+        None => post(&client, &job).await,
+    };
+    let delivery_id = job.delivery_id.clone();
+    if let Err(error) = db
+        .transaction(move |tx| record(tx, &job, status, error))
+        .await
+    {
+        // The lease runs out and the delivery is sent again.
+        tracing::warn!(delivery = %delivery_id, error = %error.message, "cannot record a webhook attempt");
+    }
+}
+
+/// The attempt itself: the status the endpoint answered, and what went wrong if anything did.
+async fn post(client: &reqwest::Client, job: &Job) -> (Option<u16>, Option<String>) {
     let t = chrono::Utc::now().timestamp();
     let outcome = client
         .post(&job.url)
@@ -389,23 +438,38 @@ async fn send(db: Db, client: reqwest::Client, job: Job) {
         .body(job.body.clone())
         .send()
         .await;
-    let (status, error) = match outcome {
+    // Nothing of the answer is read: its status is all an attempt records.
+    match outcome {
         Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
+        Ok(response) if response.status().is_redirection() => (
+            Some(response.status().as_u16()),
+            Some(format!(
+                "the endpoint answered HTTP {} (a redirect); redirects are not followed: give the webhook its final URL",
+                response.status()
+            )),
+        ),
         Ok(response) => (
             Some(response.status().as_u16()),
             Some(format!("the endpoint answered HTTP {}", response.status())),
         ),
-        // Without the URL: it may carry credentials.
-        Err(error) => (None, Some(error.without_url().to_string())),
-    };
-    let delivery_id = job.delivery_id.clone();
-    if let Err(error) = db
-        .transaction(move |tx| record(tx, &job, status, error))
-        .await
-    {
-        // The lease runs out and the delivery is sent again.
-        tracing::warn!(delivery = %delivery_id, error = %error.message, "cannot record a webhook attempt");
+        // Without the URL: it may carry credentials. With the source: the resolver's refusal.
+        Err(error) => (None, Some(error_chain(&error.without_url()))),
     }
+}
+
+/// An error and its sources, `: `-joined (reqwest's own text hides a resolver's reason).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Writes one attempt's outcome to the delivery and to its endpoint's `delivery_stats`.

@@ -19,5 +19,6 @@ mod sandbox_fixture;
 mod sandbox_integrations_sessions_reports;
 mod sandbox_knowledge;
 mod sandbox_skills_users_webhooks;
+mod sandbox_tenancy;
 mod tools_diff;
 mod upstream_checks;

@@ -11,6 +11,8 @@ pub struct TestSandbox {
     pub url: String,
     pub data_dir: PathBuf,
     pub admin: String,
+    /// What it was opened with; `restart` reopens with the same (demo seeding aside).
+    pub config: Config,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
@@ -37,12 +39,37 @@ impl TestSandbox {
         TestSandbox::open(fresh_dir("sandbox"), false).await
     }
 
+    /// A sandbox with only the tenant, whose operator allows webhooks to loopback and private
+    /// addresses (`--allow-private-webhooks`): for tests that deliver to a local receiver.
+    pub async fn allowing_private_webhooks() -> TestSandbox {
+        TestSandbox::open_with(fresh_dir("sandbox"), false, |config| {
+            config.allow_private_webhooks = true
+        })
+        .await
+    }
+
     pub async fn open(data_dir: PathBuf, demo: bool) -> TestSandbox {
-        trainar_mcp::install_tls_provider();
+        TestSandbox::open_with(data_dir, demo, |_| {}).await
+    }
+
+    /// A sandbox with the test defaults, then `configure` applied.
+    pub async fn open_with(
+        data_dir: PathBuf,
+        demo: bool,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestSandbox {
         let mut config = Config::new(&data_dir);
         config.demo_seed = demo;
         config.admin_key = Some(ADMIN_KEY.to_string());
         config.max_body_bytes = 2 * 1024 * 1024;
+        configure(&mut config);
+        TestSandbox::start(config).await
+    }
+
+    async fn start(config: Config) -> TestSandbox {
+        trainar_mcp::install_tls_provider();
+        let data_dir = config.data_dir.clone();
+        let kept = config.clone();
         let (sandbox, _) = Sandbox::open(config).expect("the sandbox opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -59,16 +86,25 @@ impl TestSandbox {
             url,
             data_dir,
             admin: ADMIN_KEY.to_string(),
+            config: kept,
             http: reqwest::Client::new(),
             stop: Some(stop),
             served: Some(served),
         }
     }
 
-    /// Stops this sandbox and opens a new one on the same data dir.
-    pub async fn restart(mut self) -> TestSandbox {
+    /// Stops this sandbox and opens a new one on the same data dir, with the same configuration.
+    pub async fn restart(self) -> TestSandbox {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like `restart`, with `configure` applied to the configuration first (an operator's change).
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestSandbox {
         self.stop().await;
-        TestSandbox::open(self.data_dir.clone(), false).await
+        let mut config = self.config.clone();
+        config.demo_seed = false;
+        configure(&mut config);
+        TestSandbox::start(config).await
     }
 
     pub async fn stop(&mut self) {

@@ -980,8 +980,7 @@ async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() 
     assert_eq!(webhook["secret_prefix"], secret[..10]);
     assert_eq!(webhook["enabled"], true);
     assert_eq!(webhook["delivery_stats"]["consecutive_failures"], 0);
-    let paused =
-        json!({"url": "http://localhost:9/hook", "events": ["skill.executed"], "enabled": false});
+    let paused = json!({"url": "https://hooks.example.com/paused", "events": ["skill.executed"], "enabled": false});
     let paused = sandbox
         .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(paused))
         .await;
@@ -1171,7 +1170,8 @@ fn hmac_hex(secret: &str, message: &str) -> String {
 
 #[tokio::test]
 async fn events_are_delivered_signed_to_subscribed_endpoints() {
-    let sandbox = TestSandbox::empty().await;
+    // The receiver listens on loopback, which only an operator's opt-in allows.
+    let sandbox = TestSandbox::allowing_private_webhooks().await;
     let before = sandbox
         .expect(
             201,
@@ -1274,7 +1274,8 @@ async fn events_are_delivered_signed_to_subscribed_endpoints() {
 
 #[tokio::test]
 async fn a_failing_endpoint_is_retried_with_backoff() {
-    let sandbox = TestSandbox::empty().await;
+    // The receiver listens on loopback, which only an operator's opt-in allows.
+    let sandbox = TestSandbox::allowing_private_webhooks().await;
     let (url, hits) = receiver(500).await;
     let body = json!({"url": url, "events": ["user.invited"]});
     let webhook = sandbox
@@ -1346,7 +1347,8 @@ async fn a_failing_endpoint_is_retried_with_backoff() {
 
 #[tokio::test]
 async fn a_failing_fan_out_does_not_hold_back_queued_retries() {
-    let sandbox = TestSandbox::empty().await;
+    // The receiver listens on loopback, which only an operator's opt-in allows.
+    let sandbox = TestSandbox::allowing_private_webhooks().await;
     let (url, hits) = receiver(500).await;
     let body = json!({"url": url, "events": ["user.invited"]});
     sandbox
