@@ -101,8 +101,9 @@ fn catalogue_html() -> String {
     for category in catalogue.categories() {
         let _ = write!(
             html,
-            "<section class=\"category\" data-category=\"{c}\"><h3>{c}</h3>",
-            c = escape(category)
+            "<section class=\"category\" data-category=\"{c}\"><h3>{words}</h3>",
+            c = escape(category),
+            words = escape(&category.replace('_', " "))
         );
         for tool in catalogue
             .tools()
@@ -258,7 +259,7 @@ fn escape(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem 2rem;\
-color:#1b1f24;line-height:1.45}h1{margin-bottom:.2rem}h3{text-transform:capitalize}\
+color:#1b1f24;line-height:1.45}h1{margin-bottom:.2rem}.category>h3{text-transform:capitalize}\
 code{background:#f1f3f5;padding:0 .25rem;border-radius:3px}pre{background:#f1f3f5;padding:.6rem;\
 overflow-x:auto;white-space:pre-wrap;word-break:break-all}.config{margin-bottom:1rem}\
 .copy{cursor:pointer}#filter{display:flex;flex-wrap:wrap;gap:.3rem 1rem;border:1px solid #ccd;\
