@@ -10,6 +10,8 @@
 //! - `diff`: `tools diff`, the breaking/compatible classification of two catalogues.
 //! - `auth`: `Authorization: Bearer tak_…` → `Principal`, through the API's key introspection.
 //! - `mcp`: the protocol core (JSON-RPC, lifecycle, tools), sessions and tool selection.
+//! - `replicas`: sessions and per-key limits, in this process or shared through Redis.
+//! - `rate_limiter`: a token bucket per key in this process (a leaf: replicas and auth use it).
 //! - `transport`: Streamable HTTP (`/mcp`) and legacy SSE (`/sse`), thin over the core.
 //! - `gateway`: the handle every handler shares (core, auth, sessions and limits, upstream), built
 //!   from `GatewayConfig`; the caller, rate and session checks a request passes.
@@ -30,6 +32,7 @@ pub mod generated;
 pub mod http;
 pub mod logging;
 pub mod mcp;
+pub mod rate_limiter;
 pub mod replicas;
 pub mod sandbox;
 pub mod scopes;
