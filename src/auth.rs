@@ -7,7 +7,7 @@
 
 use crate::api_key::ApiKey;
 use crate::generated::api::Operation;
-use crate::replicas::local::RateLimiter;
+use crate::rate_limiter::RateLimiter;
 use crate::scopes::ScopeSet;
 use crate::upstream::{DispatchError, Upstream};
 use serde_json::Map;

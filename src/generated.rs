@@ -1,7 +1,7 @@
 //! The one door to the code that build.rs generates from spec/trainar.yaml into OUT_DIR.
 //!
-//! Nothing here is written by hand: change the spec (or build/) and rebuild. Lint allowances for
-//! generated code live here and nowhere else.
+//! Nothing here is written by hand: change the spec (or the generator, codegen/) and rebuild. Lint
+//! allowances for generated code live here and nowhere else.
 
 /// The closed `Operation` and `Scope` enums and their tables (method, path, category, required
 /// scopes, scope hierarchy): the one scope table that the gateway and the sandbox share.

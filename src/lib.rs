@@ -10,8 +10,14 @@
 //! - `diff`: `tools diff`, the breaking/compatible classification of two catalogues.
 //! - `auth`: `Authorization: Bearer tak_…` → `Principal`, through the API's key introspection.
 //! - `mcp`: the protocol core (JSON-RPC, lifecycle, tools), sessions and tool selection.
+//! - `replicas`: sessions and per-key limits, in this process or shared through Redis.
+//! - `rate_limiter`: a token bucket per key in this process (a leaf: replicas and auth use it).
 //! - `transport`: Streamable HTTP (`/mcp`) and legacy SSE (`/sse`), thin over the core.
-//! - `server`: the gateway's router, Origin/CORS, limits, health, graceful shutdown.
+//! - `gateway`: the handle every handler shares (core, auth, sessions and limits, upstream), built
+//!   from `GatewayConfig`; the caller, rate and session checks a request passes.
+//! - `http`: the connection's `Peer` and the responses that refuse a request (below the router and
+//!   the transports alike).
+//! - `server`: the gateway's router, Origin/CORS, connection limits, health, graceful shutdown.
 //! - `sandbox`: the embedded REST API (a second implementation of the spec; no gateway inside).
 //! - `stats`: `tools stats`, what each listing mode costs in bytes and tokens, dialect pass counts.
 //! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
@@ -23,10 +29,13 @@ pub mod api_key;
 pub mod auth;
 pub mod catalogue;
 pub mod diff;
+pub mod gateway;
 pub mod generated;
+pub mod http;
 pub mod logging;
 pub mod mcp;
 pub mod page;
+pub mod rate_limiter;
 pub mod replicas;
 pub mod sandbox;
 pub mod scopes;

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 use trainar_mcp::catalogue::Catalogue;
 use trainar_mcp::diff;
+use trainar_mcp::gateway::{Gateway, GatewayConfig, ServerOptions};
 use trainar_mcp::mcp::core::CoreOptions;
 use trainar_mcp::mcp::presentation::Presentation;
 use trainar_mcp::mcp::selection::Selection;
 use trainar_mcp::replicas::RedisOptions;
 use trainar_mcp::sandbox;
-use trainar_mcp::server::{self, Gateway, GatewayConfig, ServerOptions};
+use trainar_mcp::server;
 use trainar_mcp::transport;
 use trainar_mcp::upstream::UpstreamOptions;
 

@@ -345,7 +345,7 @@ impl Arguments {
 }
 
 /// A success body as the generated client returns it: JSON already decoded into a `Value` (build.rs
-/// retypes progenitor's JSON success bodies, see build/client.rs), or nothing (no content).
+/// retypes progenitor's JSON success bodies, see codegen/src/client.rs), or nothing (no content).
 pub trait SuccessBody {
     fn into_json(self) -> Box<RawValue>;
 }

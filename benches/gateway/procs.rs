@@ -297,7 +297,7 @@ pub fn find_build_script(exe: &Path) -> Option<PathBuf> {
             {
                 continue;
             }
-            // `build-script-build`, or `build-script-main` for `build = "build/main.rs"`.
+            // `build-script-build` (build.rs); any other name a `build = …` key would give it.
             let Ok(files) = std::fs::read_dir(build.path()) else {
                 continue;
             };

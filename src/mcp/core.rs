@@ -12,30 +12,17 @@ use crate::catalogue::{Catalogue, Dialect, Tool};
 use crate::mcp::discovery::{
     self, CALL_TOOL, CallTool, Discovery, SEARCH_TOOLS, SearchResults, SearchTools,
 };
-use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::{ErrorCode, Incoming, Reply, Request, RpcError};
 use crate::mcp::outline;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Notify, Session};
+use crate::mcp::versions::{HANDSHAKE_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_VERSIONS};
 use crate::upstream::{DispatchError, Upstream};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
-
-/// Protocol versions of the handshake eras, newest first.
-pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-pub const LATEST_HANDSHAKE_VERSION: &str = HANDSHAKE_VERSIONS[0];
-
-/// Every version served, both eras, newest first.
-pub fn all_versions() -> Vec<&'static str> {
-    MODERN_VERSIONS
-        .iter()
-        .chain(HANDSHAKE_VERSIONS)
-        .copied()
-        .collect()
-}
 
 /// How often a long tool call reports that it is still waiting for the API.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 
 /// The converter build.rs applies to the catalogue's inputSchemas; included here so that the
 /// meta-tools are written in exactly the same dialects.
-#[path = "../../build/dialect.rs"]
+#[path = "../../codegen/src/dialect.rs"]
 mod dialect;
 
 pub const SEARCH_TOOLS: &str = "search_tools";

@@ -8,13 +8,10 @@
 //! `data.supported` and `data.requested`). Invariant: nothing here touches HTTP types; the
 //! transport passes the header values it read.
 
-use crate::mcp::core::{HANDSHAKE_VERSIONS, all_versions};
 use crate::mcp::jsonrpc::{ErrorCode, Request, RpcError};
 use crate::mcp::session::LogLevel;
+use crate::mcp::versions::{HANDSHAKE_VERSIONS, MODERN_VERSIONS, all_versions};
 use serde_json::{Value, json};
-
-/// The stateless era's versions, newest first.
-pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
 
 pub const PROTOCOL_VERSION_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 pub const CLIENT_INFO_KEY: &str = "io.modelcontextprotocol/clientInfo";

@@ -7,6 +7,7 @@
 //! - `selection`: which tools a connection is offered.
 //! - `presentation`: how they are written out (schema dialect, lean listing, tool search).
 //! - `discovery`: tool search, the meta-tools `search_tools` and `call_tool`.
+//! - `versions`: the protocol versions served, of both eras (a leaf every other module may read).
 
 pub mod core;
 pub mod discovery;
@@ -16,3 +17,4 @@ pub mod outline;
 pub mod presentation;
 pub mod selection;
 pub mod session;
+pub mod versions;

@@ -6,9 +6,9 @@
 //! Redis for several replicas, is `replicas`' business; a session held elsewhere reaches the
 //! other replicas through a `Relay`.
 
-use crate::mcp::envelope::MODERN_VERSIONS;
 use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
+use crate::mcp::versions::MODERN_VERSIONS;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;

@@ -15,7 +15,7 @@
 use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Outbound, Relay, Session, SessionRecord};
-use crate::replicas::local::{RateLimiter, burst};
+use crate::rate_limiter::{RateLimiter, burst};
 use crate::replicas::{Limits, Refusal};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;

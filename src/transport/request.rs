@@ -5,7 +5,8 @@
 //! the gateway hold its body.
 
 use crate::auth::Principal;
-use crate::server::{Peer, Refused, SharedGateway, http_error};
+use crate::gateway::SharedGateway;
+use crate::http::{Peer, Refused, http_error};
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

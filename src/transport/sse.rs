@@ -5,10 +5,11 @@
 //! A stream's queue is bounded; a client that stops reading is dropped (see `Session::send`).
 
 use super::request::{AcceptRule, RequestHead, checked_post};
+use crate::gateway::SharedGateway;
+use crate::http::{http_error, method_not_allowed, refused};
 use crate::mcp::jsonrpc::{Demand, Reply};
 use crate::mcp::session::{Notify, Session};
 use crate::replicas::{Refusal, Replicas};
-use crate::server::{SharedGateway, http_error, method_not_allowed, refused};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};

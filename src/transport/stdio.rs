@@ -6,9 +6,9 @@
 //! replies are written one per line, in completion order.
 //! Invariant: stdout carries protocol messages only; logs go to stderr.
 
+use crate::gateway::SharedGateway;
 use crate::mcp::jsonrpc::{ErrorCode, Reply, RpcError};
 use crate::mcp::session::{Notify, Session};
-use crate::server::SharedGateway;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

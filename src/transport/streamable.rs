@@ -12,11 +12,12 @@
 
 use super::request::{AcceptRule, RequestHead, accepts, checked_post};
 use crate::auth::Principal;
+use crate::gateway::SharedGateway;
+use crate::http::{Refused, http_error, method_not_allowed, refused, rpc_error};
 use crate::mcp::envelope::{self, RoutingHeaders};
 use crate::mcp::jsonrpc::{Demand, ErrorCode, Incoming, Reply, RpcError};
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::replicas::{Admitted, Refusal};
-use crate::server::{Refused, SharedGateway, http_error, method_not_allowed, refused, rpc_error};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use trainar_mcp::server::{self, Gateway, GatewayConfig};
+use trainar_mcp::gateway::{Gateway, GatewayConfig};
+use trainar_mcp::server;
 
 pub struct TestGateway {
     pub url: String,

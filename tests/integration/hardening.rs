@@ -361,7 +361,7 @@ fn futures_stream(
 
 async fn get_task_through(
     api: &str,
-    configure: impl FnOnce(&mut trainar_mcp::server::GatewayConfig),
+    configure: impl FnOnce(&mut trainar_mcp::gateway::GatewayConfig),
 ) -> Value {
     let gateway = TestGateway::in_front_of(api, configure).await;
     let session = gateway.initialize(SLOW_KEY, "/mcp").await;

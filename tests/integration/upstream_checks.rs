@@ -92,7 +92,7 @@ async fn initialize(gateway: &TestGateway, admin: &str) -> crate::gateway_fixtur
 async fn an_https_upstream_works_once_its_ca_is_trusted_and_each_failure_says_why() {
     let sandbox = TestSandbox::demo().await;
     let ca = TestCa::new();
-    let trusting = |config: &mut trainar_mcp::server::GatewayConfig| {
+    let trusting = |config: &mut trainar_mcp::gateway::GatewayConfig| {
         config.upstream.extra_ca_pem = Some(ca.pem.clone().into_bytes());
     };
     let valid = ca.server_pem(&["localhost"], (2020, 2100));

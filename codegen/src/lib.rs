@@ -1,4 +1,5 @@
 //! The build-time generator: spec/trainar.yaml → everything the runtime needs, in OUT_DIR.
+//! The crate's build.rs calls `generate`; nothing here is compiled into the gateway.
 //!
 //! Layout:
 //! - `spec`: loads the document twice (typed for progenitor, raw JSON for schemas) and lints it.
@@ -6,7 +7,8 @@
 //! - `catalogue`: the MCP tool catalogue (`tools.json`, `dialects.json`, the search keywords in
 //!   `search.json`), the operation/scope tables (`api.rs`) and the request shapes the sandbox
 //!   validates against (`requests.json`).
-//! - `dialect`: a tool's inputSchema in the dialects of OpenAI and Gemini (`dialects.json`).
+//! - `dialect`: a tool's inputSchema in the dialects of OpenAI and Gemini (`dialects.json`); the
+//!   gateway compiles this very file too (`src/mcp/discovery.rs`, by `#[path]`).
 //! - `client`: the REST client, by progenitor (`client.rs`).
 //! - `dispatch`: tool name + JSON arguments → the client call (`dispatch.rs`), checked against the
 //!   signatures progenitor actually generated.
@@ -20,24 +22,15 @@ mod dialect;
 mod dispatch;
 mod schema;
 mod spec;
+#[cfg(test)]
+mod testing;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const SPEC_PATH: &str = "spec/trainar.yaml";
-
-fn main() {
-    println!("cargo:rerun-if-changed={SPEC_PATH}");
-    println!("cargo:rerun-if-changed=build");
-    if let Err(message) = run() {
-        // A build script reports through its exit status; the message is what a developer reads.
-        eprintln!("error: {SPEC_PATH}: {message}");
-        std::process::exit(1);
-    }
-}
-
-fn run() -> Result<(), String> {
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
-    let spec = spec::Spec::load(Path::new(SPEC_PATH))?;
+/// Generates every file from the spec at `spec_path` into `out_dir`; the error names what is wrong
+/// (for a spec problem, the operation at fault).
+pub fn generate(spec_path: &Path, out_dir: &Path) -> Result<(), String> {
+    let spec = spec::Spec::load(spec_path)?;
     spec.lint()?;
 
     let operations = catalogue::Operation::all_from(&spec)?;

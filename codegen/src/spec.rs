@@ -31,6 +31,11 @@ impl Spec {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
         let raw: Value =
             serde_norway::from_str(&text).map_err(|e| format!("not valid YAML: {e}"))?;
+        Spec::from_raw(raw)
+    }
+
+    /// The document as JSON (what `load` makes of the YAML), typed for progenitor too.
+    pub fn from_raw(raw: Value) -> Result<Spec, String> {
         let typed: openapiv3::OpenAPI = serde_json::from_value(raw.clone())
             .map_err(|e| format!("not a valid OpenAPI 3.0 document: {e}"))?;
         Ok(Spec { raw, typed })
@@ -236,4 +241,106 @@ pub fn is_tool_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{operation, spec_with};
+    use serde_json::json;
+
+    fn lint(paths: serde_json::Value) -> Result<(), String> {
+        spec_with(paths).lint()
+    }
+
+    #[test]
+    fn a_well_formed_spec_passes() {
+        lint(json!({"/tasks": {"get": operation("list_tasks", json!({}))}})).unwrap();
+    }
+
+    #[test]
+    fn only_openapi_3_0_is_accepted() {
+        let mut spec = spec_with(json!({}));
+        spec.raw["openapi"] = json!("3.1.0");
+        let error = spec.lint().unwrap_err();
+        assert!(error.contains("only 3.0.x is supported"), "{error}");
+    }
+
+    #[test]
+    fn operation_ids_must_exist_be_unique_and_be_tool_names() {
+        let error = lint(json!({
+            "/a": {"get": operation("same", json!({}))},
+            "/b": {"get": operation("same", json!({}))},
+            "/c": {"get": operation("has space", json!({}))},
+            "/d": {"get": operation("", json!({"operationId": null}))},
+        }))
+        .unwrap_err();
+        assert!(error.starts_with("3 problem(s):"), "{error}");
+        assert!(error.contains("same: operationId is not unique"), "{error}");
+        assert!(
+            error.contains("has space: operationId must match"),
+            "{error}"
+        );
+        assert!(error.contains("GET /d: no operationId"), "{error}");
+    }
+
+    #[test]
+    fn a_tool_needs_a_known_scope_unless_excluded() {
+        let error = lint(json!({"/tasks": {
+            "get": operation("list_tasks", json!({"security": [{"scopes": ["tasks:delete"]}]})),
+            "post": operation("create_task", json!({"security": []})),
+        }}))
+        .unwrap_err();
+        assert!(
+            error.contains("list_tasks: requires scope \"tasks:delete\", which the scope catalogue does not list"),
+            "{error}"
+        );
+        assert!(
+            error.contains("create_task: a tool must require at least one scope"),
+            "{error}"
+        );
+        lint(json!({"/me": {"get": operation(
+            "get_current_api_key",
+            json!({"security": [], "x-mcp": {"exclude": true}})
+        )}}))
+        .unwrap();
+    }
+
+    #[test]
+    fn bodies_are_json_and_responses_have_one_success_type() {
+        let error = lint(json!({"/tasks": {"post": operation("create_task", json!({
+            "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        }))}}))
+        .unwrap_err();
+        assert!(
+            error.contains("exactly one content type, application/json"),
+            "{error}"
+        );
+
+        let error = lint(json!({"/tasks": {"get": operation("list_tasks", json!({
+            "responses": {
+                "200": {"description": "A task.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}},
+                "201": {"description": "Text.", "content": {"application/json": {"schema": {"type": "string"}}}},
+            },
+        }))}}))
+        .unwrap_err();
+        assert!(
+            error.contains("exactly one JSON success body type"),
+            "{error}"
+        );
+
+        let error = lint(json!({"/tasks": {"get": operation("list_tasks", json!({
+            "responses": {"default": {"description": "Anything."}},
+        }))}}))
+        .unwrap_err();
+        assert!(error.contains("use explicit 2xx/4xx/5xx codes"), "{error}");
+    }
+
+    #[test]
+    fn tool_names_follow_mcp() {
+        assert!(super::is_tool_name("list_tasks"));
+        assert!(super::is_tool_name("get-task-2"));
+        assert!(!super::is_tool_name(""));
+        assert!(!super::is_tool_name("tasks.list"));
+        assert!(!super::is_tool_name(&"a".repeat(65)));
+    }
 }

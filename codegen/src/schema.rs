@@ -208,3 +208,99 @@ pub fn explain_scope_enums(schema: &mut Value, scopes: &[(String, String)]) {
         explain_scope_enums(items, scopes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::convert;
+    use crate::testing::spec_with;
+    use serde_json::json;
+
+    #[test]
+    fn refs_are_inlined() {
+        let spec = spec_with(json!({}));
+        let converted = convert(
+            &spec,
+            &json!({"type": "array", "items": {"$ref": "#/components/schemas/Task"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            converted,
+            json!({"type": "array", "items": {
+                "type": "object",
+                "description": "A task.",
+                "properties": {"id": {"type": "string", "description": "The task's id."}},
+            }})
+        );
+    }
+
+    #[test]
+    fn recursive_refs_are_refused() {
+        let mut spec = spec_with(json!({}));
+        spec.raw["components"]["schemas"]["Node"] = json!({
+            "type": "object",
+            "properties": {"child": {"$ref": "#/components/schemas/Node"}},
+        });
+        let error = convert(&spec, &json!({"$ref": "#/components/schemas/Node"})).unwrap_err();
+        assert_eq!(
+            error,
+            "child: #/components/schemas/Node is recursive and cannot be inlined"
+        );
+    }
+
+    #[test]
+    fn nullable_becomes_a_type_array_and_a_null_enum_value() {
+        let spec = spec_with(json!({}));
+        let converted = convert(
+            &spec,
+            &json!({"type": "string", "enum": ["a", "b"], "nullable": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            converted,
+            json!({"type": ["string", "null"], "enum": ["a", "b", null]})
+        );
+    }
+
+    #[test]
+    fn openapi_3_0_keywords_become_json_schema_ones() {
+        let spec = spec_with(json!({}));
+        let converted = convert(
+            &spec,
+            &json!({
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "exclusiveMinimum": true,
+                "maximum": 10,
+                "exclusiveMaximum": false,
+                "example": 5,
+                "xml": {"name": "n"},
+                "readOnly": true,
+            }),
+        )
+        .unwrap();
+        // int64 is OpenAPI's own format; `xml` and `readOnly` are OpenAPI-only keywords.
+        assert_eq!(
+            converted,
+            json!({"type": "integer", "exclusiveMinimum": 0, "maximum": 10, "examples": [5]})
+        );
+        let converted = convert(&spec, &json!({"type": "string", "format": "date-time"})).unwrap();
+        assert_eq!(converted, json!({"type": "string", "format": "date-time"}));
+    }
+
+    #[test]
+    fn property_order_is_the_spec_s() {
+        let spec = spec_with(json!({}));
+        let converted = convert(
+            &spec,
+            &json!({"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "string"}}}),
+        )
+        .unwrap();
+        let names: Vec<&String> = converted["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(names, ["z", "a"]);
+    }
+}

@@ -584,3 +584,100 @@ pub fn camel(snake: &str) -> String {
 fn scope_variant(scope: &str) -> String {
     camel(scope)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Operation, tools};
+    use crate::testing::{operation, spec_with};
+    use serde_json::{Value, json};
+
+    /// The annotations of the one tool at `method` on `/tasks`, with `extra` merged into it.
+    fn annotations(method: &str, extra: Value) -> Result<Value, String> {
+        let spec = spec_with(json!({"/tasks": {method: operation("a_tool", extra)}}));
+        let operations = Operation::all_from(&spec)?;
+        let tools = tools(&operations)?;
+        Ok(tools[0]["annotations"].clone())
+    }
+
+    #[test]
+    fn annotation_defaults_follow_the_http_method() {
+        let hints = |read_only, destructive, idempotent| {
+            json!({
+                "readOnlyHint": read_only,
+                "destructiveHint": destructive,
+                "idempotentHint": idempotent,
+                "openWorldHint": false,
+            })
+        };
+        assert_eq!(
+            annotations("get", json!({})).unwrap(),
+            hints(true, false, true)
+        );
+        assert_eq!(
+            annotations("post", json!({})).unwrap(),
+            hints(false, false, false)
+        );
+        for method in ["put", "patch", "delete"] {
+            assert_eq!(
+                annotations(method, json!({})).unwrap(),
+                hints(false, true, true),
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn x_mcp_annotations_override_a_default_and_nothing_else() {
+        let overridden = annotations(
+            "post",
+            json!({"x-mcp": {"annotations": {"idempotentHint": true}}}),
+        )
+        .unwrap();
+        assert_eq!(overridden["idempotentHint"], json!(true));
+        assert_eq!(overridden["readOnlyHint"], json!(false));
+
+        let error =
+            annotations("post", json!({"x-mcp": {"annotations": {"title": "T"}}})).unwrap_err();
+        assert_eq!(
+            error,
+            "a_tool: x-mcp.annotations.title is not a tool annotation"
+        );
+    }
+
+    #[test]
+    fn unknown_x_mcp_keys_are_refused() {
+        let error = annotations("get", json!({"x-mcp": {"hidden": true}})).unwrap_err();
+        assert!(
+            error.starts_with("a_tool: x-mcp.hidden is not understood"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn parameters_and_body_flatten_into_one_argument_object() {
+        let spec = spec_with(
+            json!({"/tasks/{id}": {"put": operation("update_task", json!({
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "description": "The task.", "schema": {"type": "string"}},
+                    {"name": "dry_run", "in": "query", "description": "Only check.", "schema": {"type": "boolean"}},
+                ],
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {"type": "string", "description": "The new id."}},
+                }}}},
+            }))}}),
+        );
+        let operations = Operation::all_from(&spec).unwrap();
+        let tool = &tools(&operations).unwrap()[0];
+        // The path parameter yields its name to the body property it collides with.
+        assert_eq!(tool["inputSchema"]["required"], json!(["id__path", "id"]));
+        let names: Vec<&String> = tool["inputSchema"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(names, ["id__path", "dry_run", "id"]);
+        assert_eq!(tool["inputSchema"]["additionalProperties"], json!(false));
+    }
+}

@@ -1,0 +1,100 @@
+//! What the gateway's HTTP side shares below the router and the transports: the connection's
+//! `Peer`, and the responses that refuse a request (a JSON error body, 405 with `Allow`, 401 with
+//! a Bearer challenge, a JSON-RPC error as HTTP, a refused admission as 429/404/503 with
+//! `Retry-After`). Invariant: no state and no routes; pure constructors of responses.
+
+use crate::mcp::jsonrpc::{ErrorCode, failure};
+use crate::replicas::Refusal;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::net::IpAddr;
+
+/// The address of the connection a request came on (a request extension set by `server::serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
+
+/// A refusal of the whole HTTP request (boxed: a `Response` is large, and refusals are rare).
+pub type Refused = Box<Response>;
+
+/// A JSON error body for HTTP-level refusals.
+pub fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// 405 with the `Allow` header a client needs to correct itself.
+pub fn method_not_allowed(allow: &'static str, message: &str) -> Response {
+    let mut response = http_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// A JSON-RPC error as an HTTP response (for transport-level faults with a JSON-RPC body).
+pub fn rpc_error(status: StatusCode, id: &Value, code: ErrorCode, message: &str) -> Response {
+    (status, axum::Json(failure(id, code, message))).into_response()
+}
+
+/// 401 with the `WWW-Authenticate` challenge of a Bearer scheme.
+pub fn unauthorized(message: &str) -> Response {
+    let mut response = http_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"trainar-mcp\", error=\"invalid_token\""),
+    );
+    response
+}
+
+/// The response to a refused admission. An unknown session is worded by each transport (its
+/// client reconnects differently); this is the general form.
+pub fn refused(refusal: Refusal) -> Response {
+    let (status, code, message, retry_after) = match refusal {
+        Refusal::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this key; retry in {retry_after} s"),
+            retry_after,
+        ),
+        Refusal::SessionCap { held } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "this key already holds {held} sessions, all streaming or busy; close one first"
+            ),
+            30,
+        ),
+        Refusal::UnknownSession => (
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "unknown or expired session; start a new one".to_string(),
+            0,
+        ),
+        Refusal::Unavailable { reason } => {
+            tracing::warn!(%reason, "a session request was refused: the shared store is unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions_unavailable",
+                "sessions are briefly unavailable (the gateway cannot reach its session store); \
+                 retry in a second, or use protocol 2026-07-28, which needs no session"
+                    .to_string(),
+                1,
+            )
+        }
+    };
+    let mut response = http_error(status, code, &message);
+    if retry_after > 0 {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    }
+    response
+}
