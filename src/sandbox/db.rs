@@ -14,7 +14,7 @@
 //! WAL with `synchronous=NORMAL` survives a `kill -9` of the process (the OS holds the WAL), which
 //! is the crash the sandbox promises to survive.
 
-use crate::sandbox::error::ApiError;
+use crate::sandbox::error::{ApiError, READ_INTERRUPTED};
 use crate::sandbox::ids;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
@@ -212,7 +212,7 @@ impl Db {
         let held = pool.clone();
         // Runs to its end even if this future is dropped: it returns the connection and permit.
         let mut reading = tokio::task::spawn_blocking(move || {
-            let result = (|| {
+            let result = (|| -> Result<T, ApiError> {
                 let tx = reader.connection.transaction()?;
                 let value = work(&tx)?;
                 tx.commit()?;
@@ -232,7 +232,15 @@ impl Db {
                         interrupt.interrupt();
                     }
                 }
-                reading.await
+                let limit = pool.limit.as_secs_f64();
+                reading.await.map(|result| {
+                    result.map_err(|error| match error.message.as_str() {
+                        READ_INTERRUPTED => ApiError::bad_request(format!(
+                            "{READ_INTERRUPTED} (the limit is {limit} s)"
+                        )),
+                        _ => error,
+                    })
+                })
             }
         };
         joined.map_err(ApiError::internal)?

@@ -141,6 +141,10 @@ impl ApiError {
     }
 }
 
+/// What a client hears of a read that SQLite interrupted for running too long.
+pub const READ_INTERRUPTED: &str = "this read ran longer than the sandbox allows and was stopped: \
+     narrow it (a smaller page, a shorter period, a more specific query)";
+
 impl From<rusqlite::Error> for ApiError {
     fn from(error: rusqlite::Error) -> ApiError {
         if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
@@ -148,10 +152,8 @@ impl From<rusqlite::Error> for ApiError {
             return ApiError::redo(Redo::OnWriter);
         }
         if error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
-            return ApiError::bad_request(format!(
-                "this read ran longer than the sandbox allows ({} s) and was stopped: narrow it (a smaller page, a shorter period, a more specific query)",
-                crate::sandbox::db::READ_TIME_LIMIT.as_secs()
-            ));
+            // `Db::read` words it with the limit it applied.
+            return ApiError::bad_request(READ_INTERRUPTED);
         }
         ApiError::internal(format!("sqlite: {error}"))
     }
