@@ -345,6 +345,25 @@ enum SandboxCommand {
     /// Manage the sandbox's tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Manage API keys (for a lost key: no other key is needed).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Mint a key for a tenant of this data directory and print it once.
+    Create {
+        /// The key's scopes, comma-separated (default: every scope).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// The key's name.
+        #[arg(long, default_value = "Key from the command line")]
+        name: String,
+        /// The tenant's id (default: the first tenant, the demo one).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -426,6 +445,21 @@ fn run_sandbox(args: SandboxArgs) -> ExitCode {
         args.tenant_work_ms_per_second,
     );
     config.admin_key = std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    if let Some(SandboxCommand::Key(KeyCommand::Create {
+        scopes,
+        name,
+        tenant,
+    })) = &args.command
+    {
+        return match sandbox::create_key(&config, tenant.as_deref(), name, scopes) {
+            Ok((tenant_id, tenant_name, key)) => {
+                println!("key for tenant {tenant_id} ({tenant_name}), shown once:");
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
     if let Some(SandboxCommand::Tenant(TenantCommand::Create { name })) = args.command {
         return match sandbox::create_tenant(&config, &name) {
             Ok((tenant_id, key)) => {
@@ -629,7 +663,15 @@ fn print_banner(base: &str, upstream: &str, embedded: bool, first: Option<&sandb
             println!("  {}", first.admin_key);
             first.admin_key.clone()
         }
-        None => "tak_your_key_here".to_string(),
+        None => {
+            if embedded {
+                println!(
+                    "\nThe demo tenant's admin key was shown on the first start. Lost it? \
+                     `trainar-mcp sandbox key create` prints a new one."
+                );
+            }
+            "tak_your_key_here".to_string()
+        }
     };
     println!(
         "\nClaude Code:\n  claude mcp add --transport http trainar {base}/mcp --header \"Authorization: Bearer {key}\""

@@ -499,6 +499,55 @@ pub fn create_tenant(config: &Config, name: &str) -> Result<(String, String), St
         .map_err(|e| e.message)
 }
 
+/// A new key for a tenant of the sandbox at `config.data_dir` (its first, the demo tenant, when
+/// `tenant` is None), with `scopes` (every scope when empty). Returns the tenant's id and name,
+/// and the secret, which is shown only this once. For the operator: it needs no other key.
+pub fn create_key(
+    config: &Config,
+    tenant: Option<&str>,
+    name: &str,
+    scopes: &[String],
+) -> Result<(String, String, String), String> {
+    let scopes: Vec<&str> = if scopes.is_empty() {
+        crate::generated::api::Scope::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect()
+    } else {
+        scopes.iter().map(String::as_str).collect()
+    };
+    if let Some(unknown) = scopes
+        .iter()
+        .find(|s| crate::generated::api::Scope::parse(s).is_none())
+    {
+        return Err(format!(
+            "unknown scope `{unknown}`; `trainar-mcp tools list` shows them"
+        ));
+    }
+    let db = Db::open(&config.data_dir)?;
+    db.transaction_blocking(|tx| {
+        let found = tx.query_row(
+            "SELECT id, name FROM tenants WHERE ?1 IS NULL OR id = ?1 ORDER BY rowid LIMIT 1",
+            rusqlite::params![tenant],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+        );
+        let (tenant_id, tenant_name) = match found {
+            Ok(found) => found,
+            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                return Err(ApiError::not_found(match tenant {
+                    Some(id) => format!("no tenant {id} in this data directory"),
+                    None => "this data directory has no tenant yet: start the sandbox once".into(),
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = db::Store::new(tx, &tenant_id);
+        let (_, secret) = tenants::insert_key(&store, name, &scopes, None, None, None)?;
+        Ok((tenant_id, tenant_name, secret))
+    })
+    .map_err(|e| e.message)
+}
+
 async fn method_not_allowed() -> Response {
     let error = ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,

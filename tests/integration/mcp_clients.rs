@@ -400,3 +400,71 @@ fn stdio_from_another_directory_uses_the_key_serve_printed() {
         "{said}"
     );
 }
+
+#[test]
+fn a_lost_key_is_replaced_from_the_command_line() {
+    let home = fresh_dir("lost-key");
+    let run = |args: &[&str]| {
+        binary()
+            .args(args)
+            .env("XDG_DATA_HOME", &home)
+            .env_remove("TRAINAR_DATA_DIR")
+            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
+            .output()
+            .unwrap()
+    };
+    let none_yet = run(&["sandbox", "key", "create"]);
+    assert!(!none_yet.status.success());
+    assert!(String::from_utf8_lossy(&none_yet.stderr).contains("no tenant yet"));
+    // A first start makes the demo tenant (sandbox --seed none is enough and quick).
+    let mut first = KillOnDrop(
+        binary()
+            .args(["sandbox", "--seed", "none", "--listen", "127.0.0.1:0"])
+            .env("XDG_DATA_HOME", &home)
+            .env_remove("TRAINAR_DATA_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    BufReader::new(first.0.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    first.kill();
+    let minted = run(&[
+        "sandbox",
+        "key",
+        "create",
+        "--scopes",
+        "read:tasks",
+        "--name",
+        "laptop",
+    ]);
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let printed = String::from_utf8_lossy(&minted.stdout);
+    let key = printed
+        .lines()
+        .find(|l| l.starts_with("tak_"))
+        .expect("the key is printed once");
+    let works = binary()
+        .arg("stdio")
+        .env("XDG_DATA_HOME", &home)
+        .env_remove("TRAINAR_DATA_DIR")
+        .env("TRAINAR_API_KEY", key)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        works.status.success(),
+        "the new key is accepted: {}",
+        String::from_utf8_lossy(&works.stderr)
+    );
+    let unknown = run(&["sandbox", "key", "create", "--scopes", "read:everything"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown scope `read:everything`"));
+}
