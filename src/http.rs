@@ -17,13 +17,19 @@ pub struct Peer(pub IpAddr);
 /// A refusal of the whole HTTP request (boxed: a `Response` is large, and refusals are rare).
 pub type Refused = Box<Response>;
 
-/// A JSON error body for HTTP-level refusals.
-pub fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+/// The JSON-RPC error code of every HTTP-level refusal (the implementation-defined server range);
+/// `data.status` and `data.reason` say which.
+pub const REFUSED: i64 = -32001;
+
+/// An HTTP-level refusal, with a JSON-RPC error body: clients show a JSON-RPC error's message
+/// (the Python SDK does, on any status), where they would show only the status otherwise. Its
+/// `id` is null: the request may not have been read (a key is checked before the body).
+pub fn http_error(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {
+        "code": REFUSED, "message": message,
+        "data": {"status": status.as_u16(), "reason": reason},
+    }});
+    (status, axum::Json(body)).into_response()
 }
 
 /// 405 with the `Allow` header a client needs to correct itself.

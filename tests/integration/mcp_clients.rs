@@ -468,3 +468,28 @@ fn a_lost_key_is_replaced_from_the_command_line() {
     let unknown = run(&["sandbox", "key", "create", "--scopes", "read:everything"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown scope `read:everything`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_shows_the_gateways_sentence_for_a_wrong_key() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let output = tokio::process::Command::new(python())
+        .arg(repo_root().join("tests/python/refused.py"))
+        .arg(&gateway.url)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("shown: ") && stdout.contains("unknown API key"),
+        "the person sees why: {stdout}"
+    );
+    assert!(
+        !stdout.contains("Server returned an error response"),
+        "{stdout}"
+    );
+}

@@ -180,7 +180,11 @@ async fn every_request_needs_a_valid_key_in_the_header() {
                 .unwrap()
                 .starts_with("Bearer")
         );
-        assert_eq!(reply.body["error"]["code"], "unauthorized");
+        assert_eq!(reply.body["error"]["data"]["reason"], "unauthorized");
+        assert_eq!(
+            reply.body["error"]["code"], -32001,
+            "a JSON-RPC error clients can show"
+        );
     }
     let admin = gateway.admin();
     let in_url = gateway
@@ -306,7 +310,7 @@ async fn limits_answer_413_and_429_with_retry_after() {
             .unwrap()
             >= 1
     );
-    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    assert_eq!(limited.body["error"]["data"]["reason"], "rate_limited");
 }
 
 #[tokio::test]
