@@ -493,3 +493,121 @@ async fn the_python_sdk_shows_the_gateways_sentence_for_a_wrong_key() {
         "{stdout}"
     );
 }
+
+/// stdio fuzzed as HTTP is (schemathesis): 400 lines of random bytes, random JSON-ish fragments
+/// and random JSON-RPC shapes, from a fixed seed; every line is answered (or, for notifications,
+/// ignored), the process never exits early, and a ping at the end still works.
+#[test]
+fn stdio_survives_random_lines_and_reads_on() {
+    use std::io::Write;
+    let mut state: u64 = 0x5eed_1234_abcd_ef01;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let fragments = [
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"jsonrpc\"",
+        ":",
+        "\"2.0\"",
+        ",",
+        "\"id\"",
+        "1",
+        "null",
+        "\"method\"",
+        "\"tools/call\"",
+        "\"params\"",
+        "{\"name\":\"get_task\"}",
+        "\"\\u0000\"",
+        "1e999",
+        "-0",
+        "\"ping\"",
+        "\"initialize\"",
+        "true",
+        "\u{1F600}",
+        "\\",
+        "\"",
+    ];
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for n in 0..400 {
+        let line: Vec<u8> = match n % 3 {
+            0 => (0..(next() % 200))
+                .map(|_| (next() % 255 + 1) as u8)
+                .filter(|b| *b != b'\n')
+                .collect(),
+            1 => (0..(next() % 12))
+                .map(|_| fragments[(next() % fragments.len() as u64) as usize])
+                .collect::<String>()
+                .into_bytes(),
+            _ => {
+                let method = [
+                    "ping",
+                    "tools/list",
+                    "tools/call",
+                    "nope",
+                    "logging/setLevel",
+                ][(next() % 5) as usize];
+                let id = match next() % 4 {
+                    0 => json!(null),
+                    1 => json!(next() % 1000),
+                    2 => json!("x"),
+                    _ => json!({"bad": true}),
+                };
+                json!({"jsonrpc": "2.0", "id": id, "method": method,
+                    "params": {"name": "get_task", "arguments": {"task_id": next() % 7}}})
+                .to_string()
+                .into_bytes()
+            }
+        };
+        lines.push(line);
+    }
+    let admin = crate::sandbox_fixture::ADMIN_KEY;
+    let mut child = binary()
+        .args(["stdio", "--data-dir"])
+        .arg(fresh_dir("stdio-fuzz"))
+        .env("TRAINAR_SANDBOX_ADMIN_KEY", admin)
+        .env("TRAINAR_API_KEY", admin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines {
+        stdin.write_all(line).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": "last", "method": "ping"})
+    )
+    .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "stdio exits cleanly at the end of input"
+    );
+    let replies: Vec<Value> = String::from_utf8(output.stdout)
+        .expect("stdout is UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line of stdout is JSON"))
+        .collect();
+    assert!(
+        replies.len() >= 250,
+        "{} replies to 400 lines",
+        replies.len()
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|r| r["id"] == "last" && r["result"] == json!({})),
+        "the final ping is answered"
+    );
+}
