@@ -7,11 +7,11 @@ use crate::gateway_fixture::TestGateway;
 use crate::sandbox_fixture::fresh_dir;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The Python with the `mcp` package: $TRAINAR_TEST_PYTHON, or the repo's .venv (which
 /// `scripts/test` creates).
-pub fn python() -> PathBuf {
+fn python() -> PathBuf {
     if let Ok(path) = std::env::var("TRAINAR_TEST_PYTHON") {
         return PathBuf::from(path);
     }
@@ -24,25 +24,41 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Runs the Python `script` (a name in tests/python, or a path) with `args` on the Python that has
+/// the SDK; its stdout, once it exited 0 (else the test fails, showing both streams).
+pub async fn run_python(script: impl AsRef<Path>, args: &[&str]) -> String {
+    let script = repo_root().join("tests/python").join(script.as_ref());
+    let output = tokio::process::Command::new(python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_works_over_every_transport() {
     let gateway = TestGateway::demo(|config| config.core.page_size = 20).await;
     let reader = gateway.sandbox().key_with(&["read:tasks"]).await;
-    let script = repo_root().join("tests/python/mcp_clients.py");
-    let output = tokio::process::Command::new(python())
-        .arg(&script)
-        .args([&gateway.url, &gateway.admin(), &reader])
-        .arg(env!("CARGO_BIN_EXE_trainar-mcp"))
-        .arg(fresh_dir("stdio-python"))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdio_data = fresh_dir("stdio-python");
+    let binary = env!("CARGO_BIN_EXE_trainar-mcp");
+    let admin = gateway.admin();
+    let args = [
+        &gateway.url,
+        &admin,
+        &reader,
+        binary,
+        stdio_data.to_str().unwrap(),
+    ];
+    let stdout = run_python("mcp_clients.py", &args).await;
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
 
@@ -51,19 +67,7 @@ async fn the_python_sdk_works_over_every_transport() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vendors_sdks_accept_every_schema_of_their_dialect() {
     let gateway = TestGateway::demo(|_| {}).await;
-    let script = repo_root().join("tests/python/dialects.py");
-    let output = tokio::process::Command::new(python())
-        .arg(&script)
-        .args([&gateway.url, &gateway.admin()])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "dialects.py failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python("dialects.py", &[&gateway.url, &gateway.admin()]).await;
     assert!(stdout.contains("openai: 67/67"), "{stdout}");
     assert!(stdout.contains("gemini: 67/67"), "{stdout}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
@@ -283,18 +287,7 @@ fn stdio_answers_an_undecodable_or_oversized_line_with_an_error_and_reads_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_too_large_reaches_the_python_sdk_as_a_tool_error_not_an_exception() {
     let gateway = TestGateway::demo(|config| config.core.max_result_bytes = 1024).await;
-    let output = tokio::process::Command::new(python())
-        .arg(repo_root().join("tests/python/large_result.py"))
-        .args([&gateway.url, &gateway.admin()])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python("large_result.py", &[&gateway.url, &gateway.admin()]).await;
     assert!(stdout.contains("no client exception"), "{stdout}");
 }
 
@@ -313,17 +306,7 @@ async fn the_readmes_python_snippet_runs_as_printed() {
         .replace("\"tak_…\"", &format!("\"{}\"", gateway.admin()));
     let path = fresh_dir("readme-snippet").with_extension("py");
     std::fs::write(&path, script).unwrap();
-    let output = tokio::process::Command::new(python())
-        .arg(&path)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python(&path, &[]).await;
     assert!(
         stdout.contains("tools; first:") && stdout.contains("'data'"),
         "{stdout}"
@@ -472,18 +455,7 @@ fn a_lost_key_is_replaced_from_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_shows_the_gateways_sentence_for_a_wrong_key() {
     let gateway = TestGateway::demo(|_| {}).await;
-    let output = tokio::process::Command::new(python())
-        .arg(repo_root().join("tests/python/refused.py"))
-        .arg(&gateway.url)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_python("refused.py", &[&gateway.url]).await;
     assert!(
         stdout.contains("shown: ") && stdout.contains("unknown API key"),
         "the person sees why: {stdout}"

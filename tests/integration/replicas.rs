@@ -3,7 +3,6 @@
 //! the replica running the call, a killed replica or Redis costs only what it held, and the
 //! Python SDK works through a round-robin load balancer.
 
-use crate::common::repo_root;
 use crate::gateway_fixture::{SLOW_KEY, hanging_api, read_events, until_abandoned};
 use crate::replicas_fixture::Cluster;
 use crate::sandbox_fixture::TestSandbox;
@@ -506,19 +505,8 @@ async fn the_python_sdk_works_through_a_round_robin_load_balancer() {
     let reader = sandbox.key_with(&["read:tasks"]).await;
     let cluster = Cluster::balanced(&sandbox.url, &["--tools-page-size", "20"]);
     let balancer = cluster.balancer.clone().unwrap();
-    let output = tokio::process::Command::new(crate::mcp_clients::python())
-        .arg(repo_root().join("tests/python/mcp_clients.py"))
-        .args([&balancer, &sandbox.admin, &reader])
-        // No stdio here: it has no replicas.
-        .args(["-", "-"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python client through haproxy failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // No stdio here ("-"): it has no replicas.
+    let args = [balancer.as_str(), &sandbox.admin, &reader, "-", "-"];
+    let stdout = crate::mcp_clients::run_python("mcp_clients.py", &args).await;
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
