@@ -202,7 +202,7 @@ impl Authenticator {
     ) -> Result<Arc<Principal>, AuthFailure> {
         match self
             .upstream
-            .call(&key, Operation::GetCurrentApiKey, Map::new())
+            .call(&key, Operation::GetCurrentApiKey, Map::new(), None)
             .await
         {
             Ok(me) => {

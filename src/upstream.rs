@@ -111,22 +111,24 @@ impl Upstream {
     }
 
     /// A generated client that acts as `key` over the shared pool. Cheap: no connection is made.
-    pub fn client_for(&self, key: &ApiKey) -> Client {
+    pub fn client_for(&self, key: &ApiKey, idempotency_key: Option<String>) -> Client {
         Client::new_with_client(
             &self.base_url,
             self.http.clone(),
-            Caller::new(key, self.max_body_bytes),
+            Caller::new(key, self.max_body_bytes, idempotency_key),
         )
     }
 
-    /// Calls `operation` with a tool's flat `arguments` as `key`.
+    /// Calls `operation` with a tool's flat `arguments` as `key`; a POST carries
+    /// `idempotency_key`, when given, as its `Idempotency-Key`.
     pub async fn call(
         &self,
         key: &ApiKey,
         operation: Operation,
         arguments: Map<String, Value>,
+        idempotency_key: Option<String>,
     ) -> Result<Box<RawValue>, DispatchError> {
-        dispatch(&self.client_for(key), operation, arguments).await
+        dispatch(&self.client_for(key, idempotency_key), operation, arguments).await
     }
 }
 
@@ -142,10 +144,12 @@ pub struct Caller {
     /// hands over unread: kept so that the API's own code and message reach the caller.
     last_error_body: Mutex<Option<Bytes>>,
     max_body_bytes: usize,
+    /// Sent as `Idempotency-Key` on a POST (see `Core`'s `idempotency_key`).
+    idempotency_key: Option<HeaderValue>,
 }
 
 impl Caller {
-    fn new(key: &ApiKey, max_body_bytes: usize) -> Caller {
+    fn new(key: &ApiKey, max_body_bytes: usize, idempotency_key: Option<String>) -> Caller {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
             .expect("a parsed ApiKey is visible ASCII");
         authorization.set_sensitive(true);
@@ -154,6 +158,7 @@ impl Caller {
             last_status: AtomicU16::new(0),
             last_error_body: Mutex::new(None),
             max_body_bytes,
+            idempotency_key: idempotency_key.and_then(|key| HeaderValue::from_str(&key).ok()),
         }
     }
 }
@@ -166,6 +171,7 @@ impl Clone for Caller {
             last_status: AtomicU16::new(self.last_status.load(Ordering::Relaxed)),
             last_error_body: Mutex::new(lock(&self.last_error_body).clone()),
             max_body_bytes: self.max_body_bytes,
+            idempotency_key: self.idempotency_key.clone(),
         }
     }
 }
@@ -188,6 +194,11 @@ impl ClientHooks<Caller> for Client {
         request
             .headers_mut()
             .insert(AUTHORIZATION, self.inner().authorization.clone());
+        if let Some(key) = &self.inner().idempotency_key
+            && request.method() == reqwest::Method::POST
+        {
+            request.headers_mut().insert("idempotency-key", key.clone());
+        }
         Ok(())
     }
 

@@ -20,7 +20,7 @@ pub fn generate(spec: &Spec) -> Result<String, String> {
         .with_hooks(HooksMode::Expected);
     let mut generator = Generator::new(&settings);
     let tokens = generator
-        .generate_tokens(&spec.typed)
+        .generate_tokens(&without_header_parameters(&spec.typed))
         .map_err(|e| format!("progenitor: {e}"))?;
     let mut file =
         syn::parse2::<syn::File>(tokens).map_err(|e| format!("progenitor output: {e}"))?;
@@ -30,6 +30,47 @@ pub fn generate(spec: &Spec) -> Result<String, String> {
         crate::GENERATED_HEADER,
         prettyplease::unparse(&file)
     ))
+}
+
+/// The spec without its header parameters (`Idempotency-Key`): the gateway sets those itself, in
+/// the client's `pre` hook, so they are neither arguments of the generated methods nor of tools.
+fn without_header_parameters(spec: &openapiv3::OpenAPI) -> openapiv3::OpenAPI {
+    let mut spec = spec.clone();
+    let header_refs: Vec<String> = spec
+        .components
+        .iter()
+        .flat_map(|components| components.parameters.iter())
+        .filter(|(_, parameter)| {
+            matches!(
+                parameter,
+                openapiv3::ReferenceOr::Item(openapiv3::Parameter::Header { .. })
+            )
+        })
+        .map(|(name, _)| format!("#/components/parameters/{name}"))
+        .collect();
+    let is_header = |parameter: &openapiv3::ReferenceOr<openapiv3::Parameter>| match parameter {
+        openapiv3::ReferenceOr::Item(item) => matches!(item, openapiv3::Parameter::Header { .. }),
+        openapiv3::ReferenceOr::Reference { reference } => header_refs.contains(reference),
+    };
+    for (_, item) in spec.paths.paths.iter_mut() {
+        let openapiv3::ReferenceOr::Item(item) = item else {
+            continue;
+        };
+        item.parameters.retain(|p| !is_header(p));
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.parameters.retain(|p| !is_header(p));
+        }
+    }
+    spec
 }
 
 /// Retypes every client method's JSON success body from the schema's type to JSON text,

@@ -427,9 +427,10 @@ impl Core {
                 notify,
                 count: 0,
             });
+        let idempotency = idempotency_key(session, tool, &request.id);
         let started = Instant::now();
         let (outcome, status) = self
-            .run_tool(principal, tool, arguments, dialect, progress)
+            .run_tool(principal, tool, arguments, dialect, progress, idempotency)
             .await;
         log_call(principal, session, notify, tool.name(), status, started);
         outcome
@@ -467,6 +468,7 @@ impl Core {
         mut arguments: Map<String, Value>,
         dialect: Dialect,
         progress: Option<Progress<'_>>,
+        idempotency: Option<String>,
     ) -> (String, &'static str) {
         let missing = principal.scopes.missing_for(tool.operation);
         if !missing.is_empty() {
@@ -494,7 +496,7 @@ impl Core {
         }
         let call = self
             .upstream
-            .call(&principal.key, tool.operation, arguments);
+            .call(&principal.key, tool.operation, arguments, idempotency);
         let answer = match progress {
             Some(progress) => progress.around(tool, call).await,
             None => call.await,
@@ -652,6 +654,19 @@ fn log_call(
             ),
         );
     }
+}
+
+/// The `Idempotency-Key` of a call that changes something (a POST): the same for a retry of the
+/// same JSON-RPC request in the same session (a client that lost the reply sends it again), and
+/// different for every other call. Sessions of one request (the stateless era) have no id to
+/// derive it from, and get none.
+fn idempotency_key(session: &Session, tool: &Tool, request_id: &Value) -> Option<String> {
+    use sha2::Digest;
+    if session.id.is_empty() || tool.operation.method() != "POST" {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(format!("{}\n{request_id}", session.id).as_bytes());
+    Some(format!("mcp-{digest:x}"))
 }
 
 /// `notifications/progress` for one tool call. The API answers each call in one response, so the

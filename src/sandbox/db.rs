@@ -81,6 +81,16 @@ const MIGRATIONS: &[&str] = &[
     // to be processed, so that finding them never scans the objects.
     "CREATE INDEX objects_processing ON objects(seq)
        WHERE kind = 'knowledge' AND json_extract(body, '$.status') = 'processing';",
+    // 5: the answers kept for Idempotency-Key (see idempotency.rs).
+    "CREATE TABLE idempotency (
+        tenant_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_sha256 TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+     );",
 ];
 
 /// How many read connections serve reads beside the one writer (WAL lets them read a

@@ -20,6 +20,7 @@
 pub mod db;
 pub mod egress;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
@@ -251,7 +252,16 @@ impl Sandbox {
             Ok(Path(path)) => path,
             Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
         };
-        let raw = RawRequest { path, query, body };
+        let idempotency_key = match idempotency::key_from(headers.get("idempotency-key")) {
+            Ok(key) => key,
+            Err(error) => return error.into_response(),
+        };
+        let raw = RawRequest {
+            path,
+            query,
+            body,
+            idempotency_key,
+        };
         match self.run(operation, authorization, raw).await {
             Ok((status, body)) => (status, axum::Json(body)).into_response(),
             Err(error) => error.into_response(),
@@ -389,6 +399,7 @@ impl Sandbox {
     ) -> Result<Reply, ApiError> {
         let watch = spent.clone();
         let lane = self.budgets.lane(&principal.tenant_id).await;
+        let kept_raw = raw.clone();
         let (principal, input) = tokio::task::spawn_blocking(move || {
             let _timing = watch.time();
             request::authorize(&principal, operation)?;
@@ -410,7 +421,22 @@ impl Sandbox {
                     prepared: &prepared,
                     config: &config,
                 };
+                // A POST with an Idempotency-Key runs once; a retry gets the kept answer.
+                let raw = kept_raw;
+                let idempotent = raw
+                    .idempotency_key
+                    .as_deref()
+                    .filter(|_| operation.method() == "POST");
+                if let Some(key) = idempotent
+                    && let Some(kept) =
+                        idempotency::replay(tx, &principal.tenant_id, key, operation, &raw)?
+                {
+                    return Ok(kept);
+                }
                 let reply = handle(&ctx, &input)?;
+                if let Some(key) = idempotent {
+                    idempotency::remember(tx, &principal.tenant_id, key, operation, &raw, &reply)?;
+                }
                 if stale {
                     request::touch(tx, &principal)?;
                 }

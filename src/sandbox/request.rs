@@ -164,6 +164,8 @@ pub struct RawRequest {
     pub path: HashMap<String, String>,
     pub query: Option<String>,
     pub body: bytes::Bytes,
+    /// `Idempotency-Key`, checked (see `idempotency`).
+    pub idempotency_key: Option<String>,
 }
 
 /// Builds the flat argument object from path, query and body, and validates it against the spec.

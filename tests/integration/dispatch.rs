@@ -58,6 +58,7 @@ async fn get_puts_filters_in_the_query_and_the_key_in_authorization() {
             &key(KEY_A),
             Operation::ListTasks,
             args(json!({"status": "open", "limit": 5})),
+            None,
         )
         .await
         .unwrap();
@@ -83,7 +84,7 @@ async fn post_sends_the_flat_arguments_as_the_body() {
     server.answer(StatusCode::CREATED, "application/json", task().to_string());
     let arguments = args(json!({"title": "Inspect pump", "assignee_id": "usr_0123456789ab"}));
     upstream
-        .call(&key(KEY_A), Operation::CreateTask, arguments)
+        .call(&key(KEY_A), Operation::CreateTask, arguments, None)
         .await
         .unwrap();
     let seen = server.last();
@@ -103,7 +104,7 @@ async fn patch_splits_path_and_body() {
     server.answer(StatusCode::OK, "application/json", task().to_string());
     let arguments = args(json!({"task_id": TASK_ID, "status": "done"}));
     upstream
-        .call(&key(KEY_A), Operation::UpdateTask, arguments)
+        .call(&key(KEY_A), Operation::UpdateTask, arguments, None)
         .await
         .unwrap();
     let seen = server.last();
@@ -120,7 +121,7 @@ async fn put_and_delete_reach_their_paths() {
     server.answer(StatusCode::OK, "application/json", user().to_string());
     let arguments = args(json!({"user_id": "usr_0123456789ab", "role": "trainer"}));
     upstream
-        .call(&key(KEY_A), Operation::UpdateUserRole, arguments)
+        .call(&key(KEY_A), Operation::UpdateUserRole, arguments, None)
         .await
         .unwrap();
     let seen = server.last();
@@ -140,6 +141,7 @@ async fn put_and_delete_reach_their_paths() {
             &key(KEY_A),
             Operation::DeleteTask,
             args(json!({"task_id": TASK_ID})),
+            None,
         )
         .await
         .unwrap();
@@ -162,6 +164,7 @@ async fn two_keys_share_one_connection_pool() {
                 &key(secret),
                 Operation::GetTask,
                 args(json!({"task_id": TASK_ID})),
+                None,
             )
             .await
             .unwrap();
@@ -205,7 +208,7 @@ async fn invalid_arguments_are_refused_before_anything_is_sent() {
     ];
     for (operation, arguments, field) in cases {
         let error = upstream
-            .call(&key(KEY_A), operation, args(arguments.clone()))
+            .call(&key(KEY_A), operation, args(arguments.clone()), None)
             .await
             .unwrap_err();
         match error {
@@ -228,6 +231,7 @@ async fn api_errors_keep_status_code_and_message() {
             &key(KEY_A),
             Operation::GetTask,
             args(json!({"task_id": TASK_ID})),
+            None,
         )
         .await;
     match error.unwrap_err() {
@@ -255,6 +259,7 @@ async fn api_errors_keep_status_code_and_message() {
             &key(KEY_A),
             Operation::GetTask,
             args(json!({"task_id": TASK_ID})),
+            None,
         )
         .await;
     assert!(
@@ -281,6 +286,7 @@ async fn an_unreachable_api_is_a_transport_error_without_the_key() {
             &key(KEY_A),
             Operation::GetTask,
             args(json!({"task_id": TASK_ID})),
+            None,
         )
         .await
         .unwrap_err();
@@ -308,6 +314,7 @@ async fn a_slow_api_times_out() {
             &key(KEY_A),
             Operation::GetTask,
             args(json!({"task_id": TASK_ID})),
+            None,
         )
         .await
         .unwrap_err();

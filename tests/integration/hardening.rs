@@ -593,3 +593,68 @@ async fn unknown_keys_from_one_address_cannot_hammer_the_api() {
     assert!(asked <= 12, "{asked} of 100 unknown keys reached the API");
     assert!(throttled >= 85, "{throttled} refused here");
 }
+
+#[tokio::test]
+async fn a_retried_create_runs_once() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let admin = gateway.admin();
+    // The sandbox itself: same key and body, one task; the same key for another body, 400.
+    let http = gateway.http();
+    let post = |key: &'static str, title: &'static str| {
+        http.post(format!("{}/v1/tasks", gateway.sandbox().url))
+            .bearer_auth(&admin)
+            .header("idempotency-key", key)
+            .json(&json!({"title": title}))
+            .send()
+    };
+    let first: Value = post("order-7", "once").await.unwrap().json().await.unwrap();
+    let again = post("order-7", "once").await.unwrap();
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        first["id"], again["id"],
+        "the kept answer, not a second task"
+    );
+    let reused = post("order-7", "another").await.unwrap();
+    assert_eq!(reused.status(), 400);
+    let bad = post("has space", "x").await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Through the gateway: a client's retry of the same request (same session, same JSON-RPC
+    // id, e.g. after a lost reply) creates once; another request creates anew.
+    let session = gateway.initialize(&admin, "/mcp").await;
+    let create = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "create_task", "arguments": {"title": "retried"}}})
+    };
+    let sent = gateway
+        .post(Some(&admin), Some(&session), create(42), &[])
+        .await;
+    let retried = gateway
+        .post(Some(&admin), Some(&session), create(42), &[])
+        .await;
+    let other = gateway
+        .post(Some(&admin), Some(&session), create(43), &[])
+        .await;
+    let id_of = |reply: &crate::gateway_fixture::Exchange| {
+        reply.body["result"]["structuredContent"]["id"].clone()
+    };
+    assert!(id_of(&sent).is_string(), "{}", sent.body);
+    assert_eq!(
+        id_of(&sent),
+        id_of(&retried),
+        "the retry got the first answer"
+    );
+    assert_ne!(id_of(&sent), id_of(&other), "a new request is a new task");
+    let listed = gateway
+        .sandbox()
+        .expect(200, &admin, "GET", "/v1/tasks?limit=100", None)
+        .await;
+    let created = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|task| task["title"] == "retried")
+        .count();
+    assert_eq!(created, 2, "two requests, two tasks, whatever the retries");
+}
