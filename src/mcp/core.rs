@@ -427,7 +427,7 @@ impl Core {
                 notify,
                 count: 0,
             });
-        let idempotency = idempotency_key(session, tool, &request.id);
+        let idempotency = idempotency_key(session, tool, &request.id, &arguments);
         let started = Instant::now();
         let (outcome, status) = self
             .run_tool(principal, tool, arguments, dialect, progress, idempotency)
@@ -657,16 +657,31 @@ fn log_call(
 }
 
 /// The `Idempotency-Key` of a call that changes something (a POST): the same for a retry of the
-/// same JSON-RPC request in the same session (a client that lost the reply sends it again), and
-/// different for every other call. Sessions of one request (the stateless era) have no id to
-/// derive it from, and get none.
-fn idempotency_key(session: &Session, tool: &Tool, request_id: &Value) -> Option<String> {
+/// same request in the same session (a client that lost the reply sends it again: same JSON-RPC
+/// id, same tool, same arguments), different for anything else, including a client that reuses
+/// an id for another request. Sessions of one request (the stateless era) have no id to derive
+/// it from, and get none.
+fn idempotency_key(
+    session: &Session,
+    tool: &Tool,
+    request_id: &Value,
+    arguments: &Map<String, Value>,
+) -> Option<String> {
     use sha2::Digest;
     if session.id.is_empty() || tool.operation.method() != "POST" {
         return None;
     }
-    let digest = sha2::Sha256::digest(format!("{}\n{request_id}", session.id).as_bytes());
-    Some(format!("mcp-{digest:x}"))
+    // serde_json's maps are ordered by key here: equal arguments give equal text.
+    let request = format!(
+        "{}\n{request_id}\n{}\n{}",
+        session.id,
+        tool.name(),
+        Value::Object(arguments.clone())
+    );
+    Some(format!(
+        "mcp-{:x}",
+        sha2::Sha256::digest(request.as_bytes())
+    ))
 }
 
 /// `notifications/progress` for one tool call. The API answers each call in one response, so the

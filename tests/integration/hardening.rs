@@ -646,6 +646,18 @@ async fn a_retried_create_runs_once() {
         "the retry got the first answer"
     );
     assert_ne!(id_of(&sent), id_of(&other), "a new request is a new task");
+    // A client that reuses an id for another request is not mistaken for a retry.
+    let reused_id = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+        "params": {"name": "create_task", "arguments": {"title": "retried", "description": "another"}}});
+    let reused_id = gateway
+        .post(Some(&admin), Some(&session), reused_id, &[])
+        .await;
+    assert_eq!(
+        reused_id.body["result"]["isError"], false,
+        "{}",
+        reused_id.body
+    );
+    assert_ne!(id_of(&reused_id), id_of(&sent));
     let listed = gateway
         .sandbox()
         .expect(200, &admin, "GET", "/v1/tasks?limit=100", None)
@@ -656,5 +668,8 @@ async fn a_retried_create_runs_once() {
         .iter()
         .filter(|task| task["title"] == "retried")
         .count();
-    assert_eq!(created, 2, "two requests, two tasks, whatever the retries");
+    assert_eq!(
+        created, 3,
+        "three requests, three tasks, whatever the retries"
+    );
 }
