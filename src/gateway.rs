@@ -323,22 +323,33 @@ const CREDENTIAL_PARAMETERS: [&str; 9] = [
 /// key anywhere in the path or query once percent-decoded (`tak%5F…` too), or a query parameter
 /// named like one.
 fn credentials_in_url(uri: &Uri) -> Option<&'static str> {
-    let decoded = |text: &str| {
-        percent_encoding::percent_decode_str(&text.replace('+', " "))
-            .decode_utf8_lossy()
-            .to_ascii_lowercase()
+    // Runs on every request: text without escapes is searched as it is, without allocating.
+    let holds_key = |text: &str| {
+        if text.contains(['%', '+']) {
+            percent_encoding::percent_decode_str(&text.replace('+', " "))
+                .decode_utf8_lossy()
+                .to_ascii_lowercase()
+                .contains("tak_")
+        } else {
+            text.as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"tak_"))
+        }
     };
-    if decoded(uri.path()).contains("tak_") {
+    if holds_key(uri.path()) {
         return Some("the path holds an API key");
     }
     let query = uri.query()?;
-    if decoded(query).contains("tak_") {
+    if holds_key(query) {
         return Some("the query string holds an API key");
     }
     let named_like_a_credential = query.split('&').any(|pair| {
-        let name: String = decoded(pair.split('=').next().unwrap_or_default())
+        let name = pair.split('=').next().unwrap_or_default();
+        let name: String = percent_encoding::percent_decode_str(name)
+            .decode_utf8_lossy()
             .chars()
             .filter(|c| !matches!(c, '-' | '_'))
+            .flat_map(char::to_lowercase)
             .collect();
         CREDENTIAL_PARAMETERS.contains(&name.as_str())
     });

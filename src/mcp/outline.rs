@@ -10,7 +10,7 @@
 use crate::catalogue::Catalogue;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// JSON types, as a schema names them.
@@ -79,30 +79,74 @@ fn type_of(value: &RawValue) -> &'static str {
 }
 
 /// What is wrong with `body` as the success of `tool`, naming the field; None when its outline
-/// fits (or the tool declares no output schema).
+/// fits (or the tool declares no output schema). One pass over the body's top-level members as
+/// borrowed text: no map, no tree.
 pub fn problem(tool: &str, body: &RawValue) -> Option<String> {
     let outline = OUTLINES.get(tool)?;
-    let Ok(members) = serde_json::from_str::<BTreeMap<&str, &RawValue>>(body.get()) else {
-        return Some(format!(
+    let mut reader = serde_json::Deserializer::from_str(body.get());
+    match serde::Deserializer::deserialize_map(&mut reader, Members { outline }) {
+        Ok(problem) => problem,
+        Err(_) => Some(format!(
             "the body is not a JSON object (it starts `{}`)",
             preview(body)
-        ));
-    };
-    let wrong_type = members.iter().find_map(|(name, value)| {
-        let allowed = outline.types.get(*name)?;
-        let found = type_of(value);
-        let fits = allowed.is_empty()
-            || allowed.contains(&found)
-            || (found == "integer" && allowed.contains(&"number"));
-        (!fits).then(|| format!("`{name}` should be {}, not {found}", allowed.join(" or ")))
-    });
-    wrong_type.or_else(|| {
-        outline
-            .required
-            .iter()
-            .find(|name| !members.contains_key(name.as_str()))
-            .map(|missing| format!("`{missing}` is required but missing"))
-    })
+        )),
+    }
+}
+
+/// A member's name, borrowed from the body unless it has escapes.
+#[derive(serde::Deserialize)]
+struct MemberName<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// Visits the top-level members once: the first member of a wrong type, else the first required
+/// member missing.
+struct Members<'o> {
+    outline: &'o Outline,
+}
+
+impl<'de> serde::de::Visitor<'de> for Members<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<Option<String>, A::Error> {
+        let required = &self.outline.required;
+        let mut present = vec![false; required.len()];
+        let mut wrong_type = None;
+        while let Some(MemberName(name)) = map.next_key::<MemberName<'de>>()? {
+            let value: &RawValue = map.next_value()?;
+            if let Some(at) = required.iter().position(|r| *r == name) {
+                present[at] = true;
+            }
+            if wrong_type.is_some() {
+                continue;
+            }
+            let Some(allowed) = self.outline.types.get(name.as_ref()) else {
+                continue;
+            };
+            let found = type_of(value);
+            let fits = allowed.is_empty()
+                || allowed.contains(&found)
+                || (found == "integer" && allowed.contains(&"number"));
+            if !fits {
+                wrong_type = Some(format!(
+                    "`{name}` should be {}, not {found}",
+                    allowed.join(" or ")
+                ));
+            }
+        }
+        Ok(wrong_type.or_else(|| {
+            required
+                .iter()
+                .zip(&present)
+                .find(|(_, present)| !**present)
+                .map(|(missing, _)| format!("`{missing}` is required but missing"))
+        }))
+    }
 }
 
 fn preview(body: &RawValue) -> String {

@@ -96,13 +96,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Refused> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if media_type == "application/json" {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
         return Ok(());
     }
     let got = if content_type.is_empty() {
@@ -129,25 +124,22 @@ fn check_accept(headers: &HeaderMap) -> Result<(), Refused> {
 }
 
 /// Whether the request's `Accept` admits `media_type` (exactly, or through `*/*` or `type/*`).
+/// Runs on every POST, so it allocates nothing: media ranges are compared in place, ignoring case.
 pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
-    let ranges: Vec<String> = headers
+    let (kind, _) = media_type.split_once('/').unwrap_or((media_type, ""));
+    headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|range| {
-            range
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
+        .map(|range| range.split(';').next().unwrap_or_default().trim())
+        .any(|range| {
+            range.eq_ignore_ascii_case(media_type)
+                || range == "*/*"
+                || range
+                    .strip_suffix("/*")
+                    .is_some_and(|range_kind| range_kind.eq_ignore_ascii_case(kind))
         })
-        .collect();
-    let kind = media_type.split('/').next().unwrap_or_default();
-    ranges
-        .iter()
-        .any(|r| r == media_type || r == "*/*" || *r == format!("{kind}/*"))
 }
 
 /// The body, at most `limit` bytes, within `timeout` (a client that trickles its body is cut off).
