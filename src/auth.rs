@@ -9,6 +9,7 @@ use crate::api_key::ApiKey;
 use crate::generated::api::Operation;
 use crate::rate_limiter::RateLimiter;
 use crate::scopes::ScopeSet;
+use crate::sync::lock;
 use crate::upstream::{DispatchError, Upstream};
 use serde_json::Map;
 use std::collections::HashMap;
@@ -244,12 +245,6 @@ impl Authenticator {
             Err(other) => Err(AuthFailure::Unavailable(other.to_string())),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// SHA-256 of the secret, hex: identifies a key without holding it.

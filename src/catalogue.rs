@@ -91,6 +91,15 @@ impl Tool {
         self.operation.category()
     }
 
+    /// The scopes a call needs, as the spec names them.
+    pub fn scope_names(&self) -> Vec<&'static str> {
+        self.operation
+            .required_scopes()
+            .iter()
+            .map(|scope| scope.as_str())
+            .collect()
+    }
+
     pub fn is_read_only(&self) -> bool {
         self.definition["annotations"]["readOnlyHint"] == true
     }

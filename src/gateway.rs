@@ -15,6 +15,7 @@ use crate::mcp::presentation::Presentation;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::Session;
 use crate::replicas::{Admitted, Limits, RedisOptions, Refusal, Replicas};
+use crate::sync::lock;
 use crate::upstream::{Upstream, UpstreamOptions};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use std::collections::HashMap;
@@ -291,10 +292,7 @@ impl Gateway {
     /// The keys the API refused during calls, for `server::serve` to end their sessions: the
     /// first call takes them, later ones get None.
     pub(crate) fn take_refused_keys(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
-        self.refused_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        lock(&self.refused_keys).take()
     }
 
     /// Ends this replica's sessions (their streams close) and waits for spawned work, bounded by

@@ -41,6 +41,7 @@ pub mod sandbox;
 pub mod scopes;
 pub mod server;
 pub mod stats;
+pub mod sync;
 pub mod transport;
 pub mod upstream;
 pub mod validation;

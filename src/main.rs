@@ -739,12 +739,7 @@ fn tools_table() -> String {
     let rows: Vec<[String; 4]> = tools
         .iter()
         .map(|tool| {
-            let scopes: Vec<&str> = tool
-                .operation
-                .required_scopes()
-                .iter()
-                .map(|s| s.as_str())
-                .collect();
+            let scopes = tool.scope_names();
             let read_only = if tool.is_read_only() { "yes" } else { "no" };
             [
                 tool.name().to_string(),

@@ -120,12 +120,7 @@ fn catalogue_html() -> String {
 
 fn tool_html(tool: &Tool) -> String {
     let definition = &tool.definition;
-    let scopes: Vec<&str> = tool
-        .operation
-        .required_scopes()
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
+    let scopes = tool.scope_names();
     let annotations = &definition["annotations"];
     let mut badges = String::new();
     if annotations["readOnlyHint"] == true {

@@ -3,6 +3,7 @@
 //! (`replicas::redis`), and the throttle on failed key lookups (`auth`). A leaf: it knows nothing
 //! of sessions, keys or HTTP.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,12 +64,6 @@ impl RateLimiter {
 /// How many requests a key may make at once: a sixth of its minute (both limiters use it).
 pub fn burst(per_minute: f64) -> f64 {
     (per_minute / 6.0).max(1.0).floor()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

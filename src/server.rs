@@ -7,6 +7,7 @@
 
 use crate::gateway::{ServerOptions, SharedGateway};
 use crate::http::{Peer, http_error};
+use crate::sync::lock;
 use crate::transport::{sse, streamable};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -271,7 +272,7 @@ impl ConnectionLimits {
     }
 
     fn admit(&self, ip: std::net::IpAddr) -> Option<ConnectionSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = lock(&self.open);
         let (total, by_ip) = &mut *open;
         let from_ip = by_ip.entry(ip).or_default();
         if *total >= self.total || *from_ip >= self.per_ip {
@@ -291,7 +292,7 @@ impl ConnectionLimits {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = lock(&self.open);
         let (total, by_ip) = &mut *open;
         *total -= 1;
         if let Some(from_ip) = by_ip.get_mut(&self.ip) {

@@ -9,6 +9,7 @@ use crate::api_key::ApiKey;
 use crate::generated::api::Operation;
 use crate::generated::client::Client;
 use crate::generated::dispatch::dispatch;
+use crate::sync::lock;
 use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -174,12 +175,6 @@ impl Clone for Caller {
             idempotency_key: self.idempotency_key.clone(),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The error code a body over `--max-upstream-body-bytes` becomes (a 502 built here).

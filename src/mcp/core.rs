@@ -672,12 +672,8 @@ fn idempotency_key(
         return None;
     }
     // serde_json's maps are ordered by key here: equal arguments give equal text.
-    let request = format!(
-        "{}\n{request_id}\n{}\n{}",
-        session.id,
-        tool.name(),
-        Value::Object(arguments.clone())
-    );
+    let arguments = serde_json::to_string(arguments).unwrap_or_default();
+    let request = format!("{}\n{request_id}\n{}\n{arguments}", session.id, tool.name());
     Some(format!(
         "mcp-{:x}",
         sha2::Sha256::digest(request.as_bytes())

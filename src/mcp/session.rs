@@ -9,6 +9,7 @@
 use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use crate::mcp::versions::MODERN_VERSIONS;
+use crate::sync::lock;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -317,12 +318,6 @@ pub struct SessionRecord {
     pub selection: Selection,
     pub protocol_version: String,
     pub log_level: Option<LogLevel>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Where the notifications about one request (progress, log messages) go.

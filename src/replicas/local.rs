@@ -5,6 +5,7 @@
 use crate::mcp::session::Session;
 use crate::rate_limiter::RateLimiter;
 use crate::replicas::{Limits, Refusal};
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -142,12 +143,6 @@ impl LocalState {
         sessions.by_key.clear();
         sessions.by_id.drain().map(|(_, s)| s).collect()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Outbound, Relay, Session, SessionRecord};
 use crate::rate_limiter::{RateLimiter, burst};
 use crate::replicas::{Limits, Refusal};
+use crate::sync::lock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -615,28 +616,19 @@ impl RedisState {
                 .arg(idle_ms)
                 .arg(index_prefix());
             let mut connection = self.manager.clone();
-            let result = tokio::time::timeout(
-                self.timeout,
-                invocation.invoke_async::<Vec<usize>>(&mut connection),
-            )
-            .await;
-            match result {
-                Ok(Ok(gone)) => {
-                    if !self.up.swap(true, Ordering::Relaxed) {
-                        tracing::info!(replica = %self.replica, "Redis is reachable");
-                    }
-                    for position in gone {
-                        if let Some(session) = position.checked_sub(1).and_then(|i| streams.get(i))
-                        {
-                            self.close_here(&session.id);
-                        }
+            // A failure marks Redis down (in `exchange`); only the heartbeat marks it up again.
+            if let Ok(gone) = self
+                .exchange(invocation.invoke_async::<Vec<usize>>(&mut connection))
+                .await
+            {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(replica = %self.replica, "Redis is reachable");
+                }
+                for position in gone {
+                    if let Some(session) = position.checked_sub(1).and_then(|i| streams.get(i)) {
+                        self.close_here(&session.id);
                     }
                 }
-                Ok(Err(e)) => self.down(format!("Redis failed: {e}")),
-                Err(_) => self.down(format!(
-                    "Redis did not answer within {} ms",
-                    self.timeout.as_millis()
-                )),
             }
             let pause = if self.is_up() {
                 HEARTBEAT_EVERY
@@ -644,12 +636,6 @@ impl RedisState {
                 PROBE_EVERY
             };
             tokio::time::sleep(pause).await;
-        }
-    }
-
-    fn down(&self, reason: String) {
-        if self.up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(%reason, "Redis is unreachable: handshake-era requests get 503 until it returns");
         }
     }
 
@@ -713,12 +699,6 @@ impl Relay for RedisState {
                 })
         })
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `{'limited', ms}` → the refusal, with whole seconds to wait (at least one).
