@@ -144,21 +144,27 @@ async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
     );
 }
 
-/// Writes `lines` to `trainar-mcp stdio` (embedded sandbox, fresh data dir) and returns the
-/// replies, one JSON value per line.
-fn stdio_exchange(lines: &[Value]) -> Vec<Value> {
-    use std::io::Write;
+/// `trainar-mcp stdio` over its own embedded sandbox (a fresh data dir named after `label`), acting
+/// as that sandbox's admin key, with stdin and stdout piped.
+fn stdio_child(label: &str) -> std::process::Child {
     let admin = crate::sandbox_fixture::ADMIN_KEY;
-    let mut child = binary()
+    binary()
         .args(["stdio", "--data-dir"])
-        .arg(fresh_dir("stdio"))
+        .arg(fresh_dir(label))
         .env("TRAINAR_SANDBOX_ADMIN_KEY", admin)
         .env("TRAINAR_API_KEY", admin)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Writes `lines` to `trainar-mcp stdio` (embedded sandbox, fresh data dir) and returns the
+/// replies, one JSON value per line.
+fn stdio_exchange(lines: &[Value]) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = stdio_child("stdio");
     let mut stdin = child.stdin.take().unwrap();
     for line in lines {
         writeln!(stdin, "{line}").unwrap();
@@ -237,17 +243,7 @@ fn stdio_sends_the_clients_log_after_logging_set_level() {
 #[test]
 fn stdio_answers_an_undecodable_or_oversized_line_with_an_error_and_reads_on() {
     use std::io::Write;
-    let admin = crate::sandbox_fixture::ADMIN_KEY;
-    let mut child = binary()
-        .args(["stdio", "--data-dir"])
-        .arg(fresh_dir("stdio-bad-lines"))
-        .env("TRAINAR_SANDBOX_ADMIN_KEY", admin)
-        .env("TRAINAR_API_KEY", admin)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = stdio_child("stdio-bad-lines");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"\xff\xfe{\"jsonrpc\":\"2.0\"}\n").unwrap();
     // Over the 4 MiB line limit: read and dropped, never held whole.
@@ -538,17 +534,7 @@ fn stdio_survives_random_lines_and_reads_on() {
         };
         lines.push(line);
     }
-    let admin = crate::sandbox_fixture::ADMIN_KEY;
-    let mut child = binary()
-        .args(["stdio", "--data-dir"])
-        .arg(fresh_dir("stdio-fuzz"))
-        .env("TRAINAR_SANDBOX_ADMIN_KEY", admin)
-        .env("TRAINAR_API_KEY", admin)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = stdio_child("stdio-fuzz");
     let mut stdin = child.stdin.take().unwrap();
     for line in &lines {
         stdin.write_all(line).unwrap();
