@@ -10,6 +10,7 @@ use crate::generated::api::Operation;
 use crate::rate_limiter::RateLimiter;
 use crate::scopes::ScopeSet;
 use crate::sync::lock;
+use crate::telemetry;
 use crate::upstream::{DispatchError, Upstream};
 use serde_json::Map;
 use std::collections::HashMap;
@@ -125,6 +126,7 @@ impl Authenticator {
         let key = ApiKey::parse(secret).map_err(|e| AuthFailure::Missing(e.to_string()))?;
         let fingerprint = fingerprint(&key);
         if let Some(cached) = self.cached(&fingerprint) {
+            telemetry::record_key_lookup("hit");
             return cached;
         }
         // Only lookups cost the API anything; an address that keeps sending unknown keys is
@@ -132,6 +134,7 @@ impl Authenticator {
         if let Some(client) = client
             && let Err(retry_after) = self.failures.peek(&client.to_string())
         {
+            telemetry::record_key_lookup("throttled");
             return Err(AuthFailure::Throttled(retry_after));
         }
         let result = self.look_up(key, fingerprint.clone()).await;
@@ -196,7 +199,24 @@ impl Authenticator {
         (at.elapsed() < self.failure_ttl).then(|| Err(failure.clone()))
     }
 
+    /// Asks the API (a cache miss), counted by how it ended.
     async fn look_up(
+        &self,
+        key: ApiKey,
+        fingerprint: String,
+    ) -> Result<Arc<Principal>, AuthFailure> {
+        let started = Instant::now();
+        let result = self.introspect(key, fingerprint).await;
+        telemetry::record_key_introspection(started.elapsed());
+        telemetry::record_key_lookup(match &result {
+            Ok(_) => "miss_ok",
+            Err(AuthFailure::Unavailable(_)) => "failed",
+            Err(_) => "miss_refused",
+        });
+        result
+    }
+
+    async fn introspect(
         &self,
         key: ApiKey,
         fingerprint: String,

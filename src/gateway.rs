@@ -7,6 +7,7 @@
 //! It sits below both the router (`server`) and the transports, which take it as `SharedGateway`;
 //! it knows no route. Its refusals are HTTP responses built by `http`.
 
+use crate::audit::AuditLog;
 use crate::auth::{AuthFailure, Authenticator, Principal};
 use crate::http::{Peer, Refused, http_error, refused, unauthorized};
 use crate::mcp::core::Core;
@@ -87,6 +88,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Spawned work (SSE message handling) that graceful shutdown waits for.
     pub tasks: TaskTracker,
+    /// The audit trail, when `--audit-log` is set (reopened on SIGHUP by `serve` and `stdio`).
+    pub audit: Option<AuditLog>,
     /// Keys the API refused during calls, taken by `serve` (see `end_refused_keys`).
     refused_keys: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
@@ -102,6 +105,8 @@ pub struct GatewayConfig {
     pub upstream: UpstreamOptions,
     /// How long a resolved key is trusted before introspection is asked again.
     pub auth_cache_ttl: Duration,
+    /// `--audit-log`: where one JSON line per tool call is appended.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -111,6 +116,7 @@ impl Default for GatewayConfig {
             server: ServerOptions::default(),
             upstream: UpstreamOptions::default(),
             auth_cache_ttl: Duration::from_secs(30),
+            audit_log: None,
         }
     }
 }
@@ -130,9 +136,18 @@ impl Gateway {
         let mut core = Core::new(upstream.clone(), config.core);
         let (refused_keys, refused) = tokio::sync::mpsc::unbounded_channel();
         core.report_refused_keys(refused_keys);
+        let audit = config
+            .audit_log
+            .as_deref()
+            .map(AuditLog::open)
+            .transpose()?;
+        if let Some(audit) = &audit {
+            core.record_calls_in(audit.clone());
+        }
         Ok(Arc::new(Gateway {
             core,
             refused_keys: std::sync::Mutex::new(Some(refused)),
+            audit,
             auth: Authenticator::new(upstream.clone(), config.auth_cache_ttl),
             replicas: Arc::new(replicas),
             options: config.server,
@@ -144,6 +159,19 @@ impl Gateway {
     /// The caller, or the response that refuses them: 401 for credentials in the URL or a bad
     /// key, 400 for two `Authorization` headers, 503 when the API is unreachable.
     pub async fn principal(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        peer: Option<&Peer>,
+    ) -> Result<Arc<Principal>, Refused> {
+        let principal = self.principal_or_refusal(headers, uri, peer).await;
+        if principal.is_err() {
+            crate::telemetry::record_refused(crate::telemetry::Refusal::Auth);
+        }
+        principal
+    }
+
+    async fn principal_or_refusal(
         &self,
         headers: &HeaderMap,
         uri: &Uri,
@@ -256,10 +284,16 @@ impl Gateway {
         session: Session,
         rate: bool,
     ) -> Result<Arc<Session>, Refused> {
-        self.replicas
+        let transport = session.transport();
+        let opened = self
+            .replicas
             .open(session, rate)
             .await
-            .map_err(|refusal| Box::new(refused(refusal)))
+            .map_err(|refusal| Box::new(refused(refusal)))?;
+        if let Some(transport) = transport {
+            crate::telemetry::record_session_opened(transport);
+        }
+        Ok(opened)
     }
 
     /// The server's selection narrowed by a connection's `?toolsets=&tools=&read_only=`, and its

@@ -63,6 +63,12 @@ pub fn unauthorized(message: &str) -> Response {
 /// The response to a refused admission. An unknown session is worded by each transport (its
 /// client reconnects differently); this is the general form.
 pub fn refused(refusal: Refusal) -> Response {
+    use crate::telemetry::{Refusal as Counted, record_refused};
+    match refusal {
+        Refusal::RateLimited { .. } => record_refused(Counted::RateLimit),
+        Refusal::SessionCap { .. } => record_refused(Counted::SessionCap),
+        Refusal::UnknownSession | Refusal::Unavailable { .. } => {}
+    }
     let (status, code, message, retry_after) = match refusal {
         Refusal::RateLimited { retry_after } => (
             StatusCode::TOO_MANY_REQUESTS,

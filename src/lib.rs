@@ -23,9 +23,12 @@
 //! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
 //! - `logging`: the process's log lines, batched to stderr by a thread of their own.
 //! - `page`: the HTML page at `GET /` (how to connect, the catalogue with a scope filter).
-//! - `replicas`: sessions and per-key limits, in process or shared on Redis.
+//! - `telemetry`: the Prometheus metrics (names, labels, recorder, the `/metrics` listener).
+//! - `trace_context`: W3C `traceparent`/`tracestate`, read, started and passed on.
+//! - `audit`: the audit trail, one JSON line per tool call, on a writer thread of its own.
 
 pub mod api_key;
+pub mod audit;
 pub mod auth;
 pub mod catalogue;
 pub mod diff;
@@ -42,6 +45,8 @@ pub mod scopes;
 pub mod server;
 pub mod stats;
 pub mod sync;
+pub mod telemetry;
+pub mod trace_context;
 pub mod transport;
 pub mod upstream;
 pub mod validation;

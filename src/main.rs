@@ -14,6 +14,7 @@ use trainar_mcp::mcp::selection::Selection;
 use trainar_mcp::replicas::RedisOptions;
 use trainar_mcp::sandbox;
 use trainar_mcp::server;
+use trainar_mcp::telemetry;
 use trainar_mcp::transport;
 use trainar_mcp::upstream::UpstreamOptions;
 
@@ -74,6 +75,10 @@ struct ServeArgs {
     /// stays in this process.
     #[arg(long = "redis", env = "TRAINAR_REDIS_URL", value_parser = parse_redis_url)]
     redis_url: Option<String>,
+    /// Serve Prometheus metrics on `/metrics` at this address (a listener of its own, so that
+    /// metrics are never public by accident). Off by default.
+    #[arg(long, env = "TRAINAR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Most messages one JSON-RPC batch (protocol 2025-03-26) may hold; each counts against the
     /// rate limit.
     #[arg(long, env = "TRAINAR_MAX_BATCH", default_value_t = 50)]
@@ -214,6 +219,10 @@ struct GatewayArgs {
     /// others (a connection may choose with `?discovery=`).
     #[arg(long, env = "TRAINAR_DISCOVERY", value_name = "direct|search")]
     discovery: Option<String>,
+    /// Append one JSON line per tool call to this file (who, which tool, argument names, outcome,
+    /// duration, trace id; never a secret or an argument's value). Reopened on SIGHUP.
+    #[arg(long, env = "TRAINAR_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -282,6 +291,7 @@ impl GatewayArgs {
                 },
             },
             auth_cache_ttl: Duration::from_secs(self.auth_cache_secs),
+            audit_log: self.audit_log.clone(),
         })
     }
 }
@@ -533,6 +543,14 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     block_on(async move {
+        // Before anything records: a recorder installed later would miss the first events.
+        let metrics = match args.metrics_listen {
+            Some(address) => match start_metrics(address).await {
+                Ok(local) => Some(local),
+                Err(e) => return fail(&e),
+            },
+            None => None,
+        };
         let upstream = match args.gateway.upstream().await {
             Ok(upstream) => upstream,
             Err(e) => return fail(&e),
@@ -541,6 +559,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             Ok(gateway) => gateway,
             Err(e) => return fail(&e),
         };
+        reopen_audit_log_on_sighup(&gateway);
+        if let Some(local) = metrics {
+            println!("Prometheus metrics on http://{local}/metrics");
+        }
         // Started anyway (the API may come up later, and /readyz says so meanwhile), but loudly.
         if let Err(problem) = gateway.upstream.probe().await {
             eprintln!("warning: {problem}; MCP requests will get 503 until it answers");
@@ -563,7 +585,12 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             upstream.embedded.is_some(),
             upstream.first_start.as_ref(),
         );
+        let audit = gateway.audit.clone();
         let result = server::serve(listener, gateway, shutdown_signal()).await;
+        // Calls that ended during shutdown are in the log before the process exits.
+        if let Some(audit) = audit {
+            audit.flush();
+        }
         if let Some(task) = upstream.embedded {
             task.abort();
         }
@@ -572,6 +599,41 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             Err(e) => fail(&format!("the server stopped: {e}")),
         }
     })
+}
+
+/// Installs the recorder and serves `/metrics` on `address`; returns the bound address.
+async fn start_metrics(address: SocketAddr) -> Result<SocketAddr, String> {
+    let listener = telemetry::bind(address).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let handle = telemetry::install()?;
+    telemetry::spawn_upkeep(handle.clone());
+    tokio::spawn(async move {
+        if let Err(e) = telemetry::serve(listener, handle).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(local)
+}
+
+/// logrotate moves the audit log and sends SIGHUP: the file is then reopened at its path.
+fn reopen_audit_log_on_sighup(gateway: &trainar_mcp::gateway::SharedGateway) {
+    let Some(audit) = gateway.audit.clone() else {
+        return;
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reopening the audit log");
+                    audit.reopen();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the audit log will not be reopened")
+        }
+    }
 }
 
 /// The environment variable that carries the key for `stdio` (never a flag: flags show in `ps`).
@@ -617,8 +679,13 @@ fn run_stdio(args: StdioArgs) -> ExitCode {
             Ok(gateway) => gateway,
             Err(e) => return fail(&e),
         };
+        reopen_audit_log_on_sighup(&gateway);
+        let audit = gateway.audit.clone();
         let result =
             transport::stdio::serve(gateway, &key, tokio::io::stdin(), tokio::io::stdout()).await;
+        if let Some(audit) = audit {
+            audit.flush();
+        }
         let embedded = upstream.embedded.is_some();
         if let Some(task) = upstream.embedded {
             task.abort();

@@ -61,6 +61,7 @@ async fn origin_and_cors(
         return next.run(request).await;
     };
     if !origin_allowed(&origin, &gateway.options.allowed_origins) {
+        crate::telemetry::record_refused(crate::telemetry::Refusal::Origin);
         return http_error(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
@@ -307,6 +308,7 @@ impl Drop for ConnectionSlot {
 /// At the connection limit: one short 503 (when the socket takes it at once), then close.
 fn refuse_connection(socket: tokio::net::TcpStream) {
     tracing::warn!("connection refused: at the connection limit");
+    crate::telemetry::record_refused(crate::telemetry::Refusal::Connections);
     let _ = socket.try_write(
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
           Connection: close\r\nContent-Length: 94\r\n\r\n\

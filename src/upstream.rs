@@ -10,6 +10,7 @@ use crate::generated::api::Operation;
 use crate::generated::client::Client;
 use crate::generated::dispatch::dispatch;
 use crate::sync::lock;
+use crate::trace_context::TraceContext;
 use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -113,10 +114,18 @@ impl Upstream {
 
     /// A generated client that acts as `key` over the shared pool. Cheap: no connection is made.
     pub fn client_for(&self, key: &ApiKey, idempotency_key: Option<String>) -> Client {
+        let extras = CallExtras {
+            idempotency_key,
+            trace: None,
+        };
+        self.client_with(key, extras)
+    }
+
+    fn client_with(&self, key: &ApiKey, extras: CallExtras<'_>) -> Client {
         Client::new_with_client(
             &self.base_url,
             self.http.clone(),
-            Caller::new(key, self.max_body_bytes, idempotency_key),
+            Caller::new(key, self.max_body_bytes, extras),
         )
     }
 
@@ -129,8 +138,58 @@ impl Upstream {
         arguments: Map<String, Value>,
         idempotency_key: Option<String>,
     ) -> Result<Box<RawValue>, DispatchError> {
-        dispatch(&self.client_for(key, idempotency_key), operation, arguments).await
+        let extras = CallExtras {
+            idempotency_key,
+            trace: None,
+        };
+        self.answer(key, operation, arguments, extras).await.result
     }
+
+    /// A tool call's upstream leg: `call`, with the trace passed on, and the leg counted in the
+    /// metrics (key introspection, through `call`, has metrics of its own).
+    pub async fn call_with(
+        &self,
+        key: &ApiKey,
+        operation: Operation,
+        arguments: Map<String, Value>,
+        extras: CallExtras<'_>,
+    ) -> Answer {
+        let started = std::time::Instant::now();
+        let answer = self.answer(key, operation, arguments, extras).await;
+        crate::telemetry::record_upstream(answer.status, started.elapsed());
+        answer
+    }
+
+    async fn answer(
+        &self,
+        key: &ApiKey,
+        operation: Operation,
+        arguments: Map<String, Value>,
+        extras: CallExtras<'_>,
+    ) -> Answer {
+        let client = self.client_with(key, extras);
+        let result = dispatch(&client, operation, arguments).await;
+        let status = match client.inner().last_status.load(Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        };
+        Answer { result, status }
+    }
+}
+
+/// What a call sends besides the key and the arguments.
+#[derive(Default)]
+pub struct CallExtras<'a> {
+    /// Sent as `Idempotency-Key` on a POST (see `Core`'s `idempotency_key`).
+    pub idempotency_key: Option<String>,
+    /// Passed on as `traceparent` (with a new parent id) and `tracestate`.
+    pub trace: Option<&'a TraceContext>,
+}
+
+/// The outcome of one call, and the HTTP status the API answered with, if it answered.
+pub struct Answer {
+    pub result: Result<Box<RawValue>, DispatchError>,
+    pub status: Option<u16>,
 }
 
 /// The per-call inner value of the generated client: who is calling, and what the upstream said.
@@ -147,10 +206,12 @@ pub struct Caller {
     max_body_bytes: usize,
     /// Sent as `Idempotency-Key` on a POST (see `Core`'s `idempotency_key`).
     idempotency_key: Option<HeaderValue>,
+    /// `traceparent` and `tracestate` for the request (see `trace_context`).
+    trace_headers: Option<(HeaderValue, Option<HeaderValue>)>,
 }
 
 impl Caller {
-    fn new(key: &ApiKey, max_body_bytes: usize, idempotency_key: Option<String>) -> Caller {
+    fn new(key: &ApiKey, max_body_bytes: usize, extras: CallExtras<'_>) -> Caller {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
             .expect("a parsed ApiKey is visible ASCII");
         authorization.set_sensitive(true);
@@ -159,7 +220,16 @@ impl Caller {
             last_status: AtomicU16::new(0),
             last_error_body: Mutex::new(None),
             max_body_bytes,
-            idempotency_key: idempotency_key.and_then(|key| HeaderValue::from_str(&key).ok()),
+            idempotency_key: extras
+                .idempotency_key
+                .and_then(|key| HeaderValue::from_str(&key).ok()),
+            trace_headers: extras.trace.and_then(|trace| {
+                let parent = HeaderValue::from_str(&trace.child_traceparent()).ok()?;
+                let state = trace
+                    .tracestate()
+                    .and_then(|s| HeaderValue::from_str(s).ok());
+                Some((parent, state))
+            }),
         }
     }
 }
@@ -173,6 +243,7 @@ impl Clone for Caller {
             last_error_body: Mutex::new(lock(&self.last_error_body).clone()),
             max_body_bytes: self.max_body_bytes,
             idempotency_key: self.idempotency_key.clone(),
+            trace_headers: self.trace_headers.clone(),
         }
     }
 }
@@ -194,12 +265,23 @@ impl ClientHooks<Caller> for Client {
         {
             request.headers_mut().insert("idempotency-key", key.clone());
         }
+        if let Some((traceparent, tracestate)) = &self.inner().trace_headers {
+            request
+                .headers_mut()
+                .insert("traceparent", traceparent.clone());
+            if let Some(tracestate) = tracestate {
+                request
+                    .headers_mut()
+                    .insert("tracestate", tracestate.clone());
+            }
+        }
         Ok(())
     }
 
     /// Sends the request and reads the body here, chunk by chunk, up to the limit: past it the
     /// connection is dropped and a 502 in the API's error shape stands in, so a huge body is
-    /// never held whole. The body read is handed on to the generated code as it came.
+    /// never held whole. The body read is handed on to the generated code as it came; a success
+    /// whose declared length is within the limit is handed on unread.
     async fn exec(
         &self,
         request: reqwest::Request,
@@ -209,6 +291,7 @@ impl ClientHooks<Caller> for Client {
         let limit = self.inner().max_body_bytes;
         let status = response.status();
         let too_large = |length: usize| {
+            crate::telemetry::record_upstream_body_too_large();
             let body = serde_json::json!({"error": {"code": RESPONSE_TOO_LARGE, "message": format!(
                 "the API's response is {length} bytes or more, over this gateway's limit of {limit} \
                  bytes; ask for less (a smaller `limit`, or narrower filters)"
@@ -219,10 +302,14 @@ impl ClientHooks<Caller> for Client {
             *replacement.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
             reqwest::Response::from(replacement)
         };
-        if let Some(length) = response.content_length()
-            && length > limit as u64
-        {
-            return Ok(too_large(usize::try_from(length).unwrap_or(usize::MAX)));
+        match response.content_length() {
+            Some(length) if length > limit as u64 => {
+                return Ok(too_large(usize::try_from(length).unwrap_or(usize::MAX)));
+            }
+            // hyper never reads past a declared length, so such a body is within the limit as
+            // it stands: handed on unread, it is not copied (the common case, and the cheap one).
+            Some(_) if status.as_u16() < 400 => return Ok(response),
+            _ => {}
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await? {
@@ -274,6 +361,13 @@ pub enum DispatchError {
     /// The upstream could not be reached, timed out, or sent something that is not the API.
     #[error("the API could not be reached: {message}")]
     Transport { message: String },
+}
+
+impl DispatchError {
+    /// The API did not answer within the call timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, DispatchError::Transport { message } if message == TIMED_OUT)
+    }
 }
 
 /// A tool's flat arguments, consumed field by field by the generated dispatch.
@@ -451,12 +545,15 @@ fn upstream_error(status: u16, body: Option<Value>) -> DispatchError {
 
 /// A reqwest error in words, without its URL (the caller's model needs the cause, not our
 /// address; operators get the URL from `probe`). A TLS failure says what failed.
+/// How a request that ran past `--call-timeout-secs` is described.
+const TIMED_OUT: &str = "the request timed out";
+
 fn describe(error: reqwest::Error) -> String {
     if let Some(tls) = tls_failure(&error) {
         return tls;
     }
     if error.is_timeout() {
-        "the request timed out".to_string()
+        TIMED_OUT.to_string()
     } else if error.is_connect() {
         "the connection was refused or failed".to_string()
     } else {

@@ -7,6 +7,7 @@
 //! HTTP or stdin; transports hand it parsed messages, the caller's `Principal` and their
 //! `Session`.
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::Principal;
 use crate::catalogue::{Catalogue, Dialect, Tool};
 use crate::mcp::discovery::{
@@ -17,7 +18,9 @@ use crate::mcp::outline;
 use crate::mcp::selection::Selection;
 use crate::mcp::session::{LogLevel, Notify, Session};
 use crate::mcp::versions::{HANDSHAKE_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_VERSIONS};
-use crate::upstream::{DispatchError, Upstream};
+use crate::mcp::via::Via;
+use crate::telemetry::{self, Held, Outcome};
+use crate::upstream::{CallExtras, DispatchError, Upstream};
 use crate::validation::SchemaCheck;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -93,6 +96,8 @@ pub struct Core {
     /// Told the fingerprint of a key the API refused during a call (revoked or expired since it
     /// was cached), so that its sessions and streams can be ended.
     refused_keys: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// `--audit-log`: one line per tool call.
+    audit: Option<AuditLog>,
 }
 
 /// Compiled input schemas, one per tool, built on first use.
@@ -115,12 +120,18 @@ impl Core {
             upstream,
             options,
             refused_keys: None,
+            audit: None,
         }
     }
 
     /// Reports keys the API refuses during calls to `sender`.
     pub fn report_refused_keys(&mut self, sender: tokio::sync::mpsc::UnboundedSender<String>) {
         self.refused_keys = Some(sender);
+    }
+
+    /// Records every tool call in `audit`.
+    pub fn record_calls_in(&mut self, audit: AuditLog) {
+        self.audit = Some(audit);
     }
 
     pub fn options(&self) -> &CoreOptions {
@@ -134,11 +145,11 @@ impl Core {
         principal: &Principal,
         session: &Session,
         value: Value,
-        notify: &Notify,
+        via: &Via,
     ) -> Option<Reply> {
         let Value::Array(items) = value else {
             return match Incoming::parse(value) {
-                Ok(message) => self.handle(principal, session, message, notify).await,
+                Ok(message) => self.handle(principal, session, message, via).await,
                 Err(error) => Some(Reply::error(&error)),
             };
         };
@@ -167,7 +178,7 @@ impl Core {
                         "initialize cannot be part of a batch",
                     )))
                 }
-                Ok(message) => self.handle(principal, session, message, notify).await,
+                Ok(message) => self.handle(principal, session, message, via).await,
                 Err(error) => Some(Reply::error(&error)),
             };
             replies.extend(reply);
@@ -182,11 +193,11 @@ impl Core {
         principal: &Principal,
         session: &Session,
         message: Incoming,
-        notify: &Notify,
+        via: &Via,
     ) -> Option<Reply> {
         session.touch();
         match message {
-            Incoming::Request(request) => self.request(principal, session, request, notify).await,
+            Incoming::Request(request) => self.request(principal, session, request, via).await,
             Incoming::Notification(notification) => {
                 if notification.method == "notifications/cancelled"
                     && let Some(id) = notification.params.get("requestId")
@@ -204,7 +215,7 @@ impl Core {
         principal: &Principal,
         session: &Session,
         request: Request,
-        notify: &Notify,
+        via: &Via,
     ) -> Option<Reply> {
         let id = request.id.clone();
         let modern = session.is_modern();
@@ -229,7 +240,7 @@ impl Core {
             ("tools/call", _) => {
                 let cancelled = session.start_request(&id);
                 let outcome = tokio::select! {
-                    outcome = self.call_tool(principal, session, &request, notify) => Some(outcome),
+                    outcome = self.call_tool(principal, session, &request, via) => Some(outcome),
                     _ = cancelled => None,
                 };
                 session.finish_request(&id);
@@ -343,7 +354,7 @@ impl Core {
         principal: &Principal,
         session: &Session,
         request: &Request,
-        notify: &Notify,
+        via: &Via,
     ) -> Result<String, RpcError> {
         let invalid =
             |message: String| RpcError::new(request.id.clone(), ErrorCode::InvalidParams, message);
@@ -364,10 +375,11 @@ impl Core {
             // search_tools found directly); the meta-tools exist only in this mode.
             match name {
                 SEARCH_TOOLS => {
-                    let started = Instant::now();
-                    let (outcome, status) = self.search_tools(principal, session, arguments);
-                    log_call(principal, session, notify, SEARCH_TOOLS, status, started);
-                    return Ok(outcome);
+                    let mut record = self.call_record(principal, session, via, SEARCH_TOOLS);
+                    record.argument_names(&arguments);
+                    let (result, outcome) = self.search_tools(principal, session, arguments);
+                    record.finish(outcome);
+                    return Ok(result);
                 }
                 CALL_TOOL => {
                     let call = match CallTool::read(arguments, dialect) {
@@ -382,7 +394,7 @@ impl Core {
                     };
                     let arguments = call.arguments.unwrap_or_default();
                     return Ok(self
-                        .call_admitted(principal, session, tool, arguments, request, notify)
+                        .call_admitted(principal, session, tool, arguments, request, via)
                         .await);
                 }
                 _ => {}
@@ -392,7 +404,7 @@ impl Core {
             .admitted(session, name)
             .ok_or_else(|| invalid(format!("unknown tool: {name}")))?;
         Ok(self
-            .call_admitted(principal, session, tool, arguments, request, notify)
+            .call_admitted(principal, session, tool, arguments, request, via)
             .await)
     }
 
@@ -409,10 +421,10 @@ impl Core {
         &self,
         principal: &Principal,
         session: &Session,
-        tool: &Tool,
+        tool: &'static Tool,
         arguments: Map<String, Value>,
         request: &Request,
-        notify: &Notify,
+        via: &Via,
     ) -> String {
         let dialect = session.selection.presentation.view().dialect;
         let progress = request
@@ -420,20 +432,57 @@ impl Core {
             .get("_meta")
             .and_then(|meta| meta.get("progressToken"))
             .filter(|token| token.is_string() || token.is_i64() || token.is_u64())
-            .filter(|_| tool.reports_progress && notify.is_open(session))
+            .filter(|_| tool.reports_progress && via.notify.is_open(session))
             .map(|token| Progress {
                 token: token.clone(),
                 session,
-                notify,
+                notify: &via.notify,
                 count: 0,
             });
-        let idempotency = idempotency_key(session, tool, &request.id, &arguments);
-        let started = Instant::now();
-        let (outcome, status) = self
-            .run_tool(principal, tool, arguments, dialect, progress, idempotency)
+        let mut record = self.call_record(principal, session, via, tool.name());
+        record.argument_names(&arguments);
+        let trace = via.trace_for(&request.params);
+        record.trace_id = trace.trace_id();
+        let extras = CallExtras {
+            idempotency_key: idempotency_key(session, tool, &request.id, &arguments),
+            trace: Some(&trace),
+        };
+        let (result, outcome) = self
+            .run_tool(
+                principal,
+                tool,
+                arguments,
+                dialect,
+                progress,
+                extras,
+                &mut record,
+            )
             .await;
-        log_call(principal, session, notify, tool.name(), status, started);
-        outcome
+        record.finish(outcome);
+        result
+    }
+
+    /// The record of a call starting now; it is written when the call ends (see `CallRecord`).
+    fn call_record<'a>(
+        &'a self,
+        principal: &'a Principal,
+        session: &'a Session,
+        via: &'a Via,
+        tool: &'static str,
+    ) -> CallRecord<'a> {
+        CallRecord {
+            audit: self.audit.as_ref(),
+            principal,
+            session,
+            via,
+            tool,
+            arguments: Vec::new(),
+            trace_id: String::new(),
+            upstream_status: None,
+            started: Instant::now(),
+            finished: false,
+            _in_flight: Held::call_in_flight(),
+        }
     }
 
     /// `search_tools`: the best matches among the tools this key may call in this selection.
@@ -442,10 +491,10 @@ impl Core {
         principal: &Principal,
         session: &Session,
         arguments: Map<String, Value>,
-    ) -> (String, &'static str) {
+    ) -> (String, Outcome) {
         let search = match SearchTools::read(arguments) {
             Ok(search) => search,
-            Err(text) => return (error_result(text), "invalid_arguments"),
+            Err(text) => return (error_result(text), Outcome::InvalidArguments),
         };
         let callable = session.selection.offered(&principal.scopes, false);
         let limit = usize::from(search.limit.unwrap_or(5));
@@ -460,7 +509,8 @@ impl Core {
         self.success_result(&body)
     }
 
-    /// The tool's result, and a short status word for the log line.
+    /// The tool's result, and how the call ended; the API's status goes into `record`.
+    #[allow(clippy::too_many_arguments)]
     async fn run_tool(
         &self,
         principal: &Principal,
@@ -468,17 +518,21 @@ impl Core {
         mut arguments: Map<String, Value>,
         dialect: Dialect,
         progress: Option<Progress<'_>>,
-        idempotency: Option<String>,
-    ) -> (String, &'static str) {
+        extras: CallExtras<'_>,
+        record: &mut CallRecord<'_>,
+    ) -> (String, Outcome) {
         let missing = principal.scopes.missing_for(tool.operation);
         if !missing.is_empty() {
             let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            return (denied(tool, &missing, &principal.scope_names), "denied");
+            return (
+                denied(tool, &missing, &principal.scope_names),
+                Outcome::ScopeDenied,
+            );
         }
         if dialect != Dialect::Full
             && let Err(text) = parse_json_text_arguments(tool, &mut arguments)
         {
-            return (error_result(text), "invalid_arguments");
+            return (error_result(text), Outcome::InvalidArguments);
         }
         let problems =
             ARGUMENT_CHECKS[tool.name()].field_problems_with_nulls_omitted(&mut arguments);
@@ -492,16 +546,18 @@ impl Core {
                 tool.name(),
                 lines.join("\n")
             );
-            return (error_result(text), "invalid_arguments");
+            return (error_result(text), Outcome::InvalidArguments);
         }
         let call = self
             .upstream
-            .call(&principal.key, tool.operation, arguments, idempotency);
+            .call_with(&principal.key, tool.operation, arguments, extras);
         let answer = match progress {
             Some(progress) => progress.around(tool, call).await,
             None => call.await,
         };
-        match answer {
+        record.upstream_status = answer.status;
+        let timed_out = answer.result.as_ref().is_err_and(DispatchError::is_timeout);
+        match answer.result {
             Ok(body) => match outline::problem(tool.name(), &body) {
                 None => self.success_result(body.get()),
                 Some(problem) => {
@@ -513,7 +569,7 @@ impl Core {
                              report it, and try again later.",
                             tool.name()
                         )),
-                        "invalid_response",
+                        Outcome::ToolError,
                     )
                 }
             },
@@ -537,7 +593,7 @@ impl Core {
                 };
                 (
                     denied(tool, &missing, &principal.scope_names),
-                    "denied_upstream",
+                    Outcome::ScopeDenied,
                 )
             }
             Err(DispatchError::Upstream {
@@ -554,7 +610,7 @@ impl Core {
                          revoked or has expired. This session has ended; connect again with a \
                          valid key."
                     )),
-                    "key_refused",
+                    Outcome::KeyRefused,
                 )
             }
             Err(DispatchError::Upstream {
@@ -581,17 +637,26 @@ impl Core {
                         detail["message"].as_str().unwrap_or("")
                     ));
                 }
-                (error_result(text), "upstream_error")
+                let outcome = if status >= 500 {
+                    Outcome::Upstream5xx
+                } else {
+                    Outcome::Upstream4xx
+                };
+                (error_result(text), outcome)
             }
             Err(DispatchError::InvalidArgument { field, message }) => (
                 error_result(format!("Invalid argument `{field}`: {message}")),
-                "invalid_arguments",
+                Outcome::InvalidArguments,
             ),
             Err(DispatchError::Transport { message }) => (
                 error_result(format!(
                     "The TrainAR API could not be reached ({message}). Try again shortly."
                 )),
-                "unreachable",
+                if timed_out {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Unreachable
+                },
             ),
         }
     }
@@ -599,10 +664,10 @@ impl Core {
     /// `structuredContent` plus the same JSON as text. Over the cap the result is a tool error
     /// that says how to ask for less: a cut result could not carry `structuredContent` (it
     /// would no longer match the output schema) and clients that validate it would fail.
-    fn success_result(&self, text: &str) -> (String, &'static str) {
+    fn success_result(&self, text: &str) -> (String, Outcome) {
         let cap = self.options.max_result_bytes;
         if text.len() <= cap {
-            return (tool_result(text, Some(text), false), "ok");
+            return (tool_result(text, Some(text), false), Outcome::Ok);
         }
         let mut advice = format!(
             "The result is {} bytes, over this server's limit of {cap} bytes, so it was not \
@@ -621,39 +686,100 @@ impl Core {
                 items.len()
             ));
         }
-        (error_result(advice), "result_too_large")
+        (error_result(advice), Outcome::ToolError)
     }
 }
 
-/// One log line per tool call, and the same line to the client's own log if it asked for one
-/// (logging/setLevel), minus the key.
-fn log_call(
-    principal: &Principal,
-    session: &Session,
-    notify: &Notify,
-    tool: &str,
-    status: &'static str,
+/// One tool call while it runs. When it ends (`finish`), or is dropped unfinished (the client
+/// cancelled, or went away), it is recorded exactly once: the metrics, one log line, the same
+/// line to the client's own log if it asked for one (logging/setLevel), and the audit trail.
+struct CallRecord<'a> {
+    audit: Option<&'a AuditLog>,
+    principal: &'a Principal,
+    session: &'a Session,
+    via: &'a Via,
+    tool: &'static str,
+    /// The arguments' names, kept only for the audit trail.
+    arguments: Vec<String>,
+    trace_id: String,
+    upstream_status: Option<u16>,
     started: Instant,
-) {
-    let duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(key_id = %principal.key_id, tool, status, duration_ms, "tools/call");
-    let level = if status == "ok" {
-        LogLevel::Info
-    } else {
-        LogLevel::Warning
-    };
-    if session.wants_log(level) && notify.is_open(session) {
-        let data = json!({"tool": tool, "status": status, "duration_ms": duration_ms});
-        notify.send(
-            session,
-            Reply::notification(
-                "notifications/message",
-                &json!({
-                    "level": level.as_str(), "logger": "trainar-mcp", "data": data,
-                }),
-            ),
-        );
+    finished: bool,
+    _in_flight: Held,
+}
+
+impl CallRecord<'_> {
+    fn argument_names(&mut self, arguments: &Map<String, Value>) {
+        if self.audit.is_some() {
+            self.arguments = arguments.keys().cloned().collect();
+        }
     }
+
+    fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.finished = true;
+        let elapsed = self.started.elapsed();
+        let transport = self.via.transport.as_str();
+        let version = known_version(&self.session.protocol_version());
+        telemetry::record_tool_call(self.tool, outcome, transport, version, elapsed);
+        let (principal, tool, status) = (self.principal, self.tool, outcome.as_str());
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        tracing::info!(key_id = %principal.key_id, tool, status, duration_ms = duration_ms as u64,
+            trace_id = %self.trace_id, "tools/call");
+        if let Some(audit) = self.audit {
+            audit.record(&AuditRecord {
+                time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                key_id: &principal.key_id,
+                tenant_id: &principal.tenant_id,
+                tool,
+                arguments: self.arguments.iter().map(String::as_str).collect(),
+                outcome: status,
+                upstream_status: self.upstream_status,
+                duration_ms: (duration_ms * 1000.0).round() / 1000.0,
+                trace_id: &self.trace_id,
+                transport,
+            });
+        }
+        let level = if outcome == Outcome::Ok {
+            LogLevel::Info
+        } else {
+            LogLevel::Warning
+        };
+        let (session, notify) = (self.session, &self.via.notify);
+        if outcome != Outcome::Cancelled && session.wants_log(level) && notify.is_open(session) {
+            let data = json!({"tool": tool, "status": status, "duration_ms": duration_ms as u64});
+            notify.send(
+                session,
+                Reply::notification(
+                    "notifications/message",
+                    &json!({
+                        "level": level.as_str(), "logger": "trainar-mcp", "data": data,
+                    }),
+                ),
+            );
+        }
+    }
+}
+
+impl Drop for CallRecord<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(Outcome::Cancelled);
+        }
+    }
+}
+
+/// The negotiated version as a label value (a closed set).
+fn known_version(version: &str) -> &'static str {
+    MODERN_VERSIONS
+        .iter()
+        .chain(HANDSHAKE_VERSIONS)
+        .find(|known| **known == version)
+        .copied()
+        .unwrap_or("none")
 }
 
 /// The `Idempotency-Key` of a call that changes something (a POST): the same for a retry of the

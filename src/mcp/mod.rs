@@ -8,6 +8,7 @@
 //! - `presentation`: how they are written out (schema dialect, lean listing, tool search).
 //! - `discovery`: tool search, the meta-tools `search_tools` and `call_tool`.
 //! - `versions`: the protocol versions served, of both eras (a leaf every other module may read).
+//! - `via`: where a message came from (transport, trace context) and where its notifications go.
 
 pub mod core;
 pub mod discovery;
@@ -18,3 +19,4 @@ pub mod presentation;
 pub mod selection;
 pub mod session;
 pub mod versions;
+pub mod via;

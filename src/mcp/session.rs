@@ -10,6 +10,7 @@ use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use crate::mcp::versions::MODERN_VERSIONS;
 use crate::sync::lock;
+use crate::telemetry::{Held, Transport};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,6 +36,9 @@ pub struct Session {
     log_level: Mutex<Option<LogLevel>>,
     /// The other replicas, when sessions are shared (None: this process is the only one).
     relay: Option<Arc<dyn Relay>>,
+    /// The transport that opened the session here, and the gauge that counts it as open while it
+    /// lives (see `opened_by`).
+    opened_by: Option<(Transport, Held)>,
 }
 
 /// Where a session's server-to-client messages go.
@@ -134,6 +138,7 @@ impl Session {
             last_seen: Mutex::new(Instant::now()),
             log_level: Mutex::new(None),
             relay: None,
+            opened_by: None,
         }
     }
 
@@ -149,6 +154,17 @@ impl Session {
         *lock(&session.log_level) = record.log_level;
         session.relay = Some(relay);
         session
+    }
+
+    /// The same session, counted in the metrics as opened by `transport` and open while held in
+    /// this process (a session read back from Redis for one request is not).
+    pub fn opened_by(mut self, transport: Transport) -> Session {
+        self.opened_by = Some((transport, Held::session(transport)));
+        self
+    }
+
+    pub fn transport(&self) -> Option<Transport> {
+        self.opened_by.as_ref().map(|(transport, _)| *transport)
     }
 
     /// The same session, now shared with the other replicas through `relay`.
@@ -284,8 +300,12 @@ impl Session {
         match &*outbound {
             Outbound::Closed => false,
             Outbound::Local(sender) => {
-                if sender.try_send(message).is_ok() {
-                    return true;
+                match sender.try_send(message) {
+                    Ok(()) => return true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        crate::telemetry::record_slow_client_dropped();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
                 *outbound = Outbound::Closed;
                 false

@@ -41,6 +41,7 @@ mod users;
 mod webhooks;
 
 use crate::generated::api::Operation;
+use crate::trace_context::TraceContext;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -262,10 +263,27 @@ impl Sandbox {
             body,
             idempotency_key,
         };
-        match self.run(operation, authorization, raw).await {
+        let trace = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| TraceContext::parse(v, None));
+        let started = std::time::Instant::now();
+        let response = match self.run(operation, authorization, raw).await {
             Ok((status, body)) => (status, axum::Json(body)).into_response(),
             Err(error) => error.into_response(),
+        };
+        // A request that is part of a trace (every call through the gateway) is logged with its
+        // trace id, so that one agent request can be followed from the client into the API.
+        if let Some(trace) = trace {
+            tracing::info!(
+                trace_id = %trace.trace_id(),
+                operation = operation.name(),
+                status = response.status().as_u16(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "sandbox request"
+            );
         }
+        response
     }
 
     /// One request, so that the database's one writer is held only for a write's handler.

@@ -82,6 +82,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn too_large(limit: usize) -> Response {
+    crate::telemetry::record_refused(crate::telemetry::Refusal::BodySize);
     http_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",

@@ -9,7 +9,9 @@ use crate::gateway::SharedGateway;
 use crate::http::{http_error, method_not_allowed, refused};
 use crate::mcp::jsonrpc::{Demand, Reply};
 use crate::mcp::session::{Notify, Session};
+use crate::mcp::via::{TraceHeaders, Transport, Via};
 use crate::replicas::{Refusal, Replicas};
+use crate::telemetry::Held;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -55,7 +57,8 @@ async fn open_stream(
         Err(response) => return *response,
     };
     let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
-    let session = Session::new(&principal.fingerprint, selection, Some(sender));
+    let session =
+        Session::new(&principal.fingerprint, selection, Some(sender)).opened_by(Transport::Sse);
     let session = match gateway.open_session(session, false).await {
         Ok(session) => session,
         Err(response) => return *response,
@@ -78,6 +81,7 @@ async fn open_stream(
         receiver,
         owner: Some((gateway.replicas.clone(), session)),
         key_check,
+        _open: Held::sse_stream(),
     };
     super::event_stream(stream)
 }
@@ -90,6 +94,8 @@ struct SessionStream {
     owner: Option<(Arc<Replicas>, Arc<Session>)>,
     /// Ends the stream once the API no longer accepts its key; stopped with the stream.
     key_check: tokio::task::JoinHandle<()>,
+    /// Counts the stream as open while it is.
+    _open: Held,
 }
 
 /// A stream outlives any one request, so its key is checked again as often as the auth cache
@@ -182,12 +188,17 @@ async fn post_message(
         Err(refusal) => return refused(refusal),
     };
     let worker = gateway.clone();
+    let via = Via::http(
+        Transport::Sse,
+        Notify::Session,
+        &TraceHeaders::of(&request.headers),
+    );
     gateway.tasks.spawn(async move {
         let session = &admitted.session;
         // Replies, and JSON-RPC errors about the message, travel on the stream.
         if let Some(reply) = worker
             .core
-            .handle_json(&principal, session, value, &Notify::Session)
+            .handle_json(&principal, session, value, &via)
             .await
             && !session.send(reply)
         {

@@ -9,6 +9,7 @@
 use crate::gateway::SharedGateway;
 use crate::mcp::jsonrpc::{ErrorCode, Reply, RpcError};
 use crate::mcp::session::{Notify, Session};
+use crate::mcp::via::{Transport, Via};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -43,11 +44,15 @@ where
     let (replies, mut outbox) = mpsc::channel::<Reply>(64);
     // The session's stream is stdout too: server-initiated messages (notifications/message)
     // share the writer with replies.
-    let session = Arc::new(Session::new(
-        &principal.fingerprint,
-        gateway.core.options().selection.clone(),
-        Some(replies.clone()),
-    ));
+    let session = Arc::new(
+        Session::new(
+            &principal.fingerprint,
+            gateway.core.options().selection.clone(),
+            Some(replies.clone()),
+        )
+        .opened_by(Transport::Stdio),
+    );
+    crate::telemetry::record_session_opened(Transport::Stdio);
     let writer = tokio::spawn(async move {
         while let Some(reply) = outbox.recv().await {
             let mut line = reply.into_string();
@@ -168,7 +173,12 @@ async fn answer(
         Ok(principal) => {
             gateway
                 .core
-                .handle_json(&principal, &session, value, &Notify::Session)
+                .handle_json(
+                    &principal,
+                    &session,
+                    value,
+                    &Via::new(Transport::Stdio, Notify::Session),
+                )
                 .await
         }
         Err(failure) => {

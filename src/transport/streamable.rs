@@ -17,6 +17,7 @@ use crate::http::{Refused, http_error, method_not_allowed, refused, rpc_error};
 use crate::mcp::envelope::{self, RoutingHeaders};
 use crate::mcp::jsonrpc::{Demand, ErrorCode, Incoming, Reply, RpcError};
 use crate::mcp::session::{LogLevel, Notify, Session};
+use crate::mcp::via::{TraceHeaders, Transport, Via};
 use crate::replicas::{Admitted, Refusal};
 use axum::Router;
 use axum::body::Body;
@@ -83,6 +84,7 @@ async fn post_mcp(
         principal,
         streams: accepts(&headers, "text/event-stream"),
         json: accepts(&headers, "application/json"),
+        trace_headers: TraceHeaders::of(&headers),
     };
     if envelope::is_modern(header(&headers, VERSION_HEADER), &value) {
         if let Err(response) = exchange.gateway.check_rate(&exchange.principal).await {
@@ -101,9 +103,14 @@ struct Exchange {
     streams: bool,
     /// The client accepts `application/json` responses (else a reply goes as a one-event stream).
     json: bool,
+    trace_headers: TraceHeaders,
 }
 
 impl Exchange {
+    fn via(&self, notify: Notify) -> Via {
+        Via::http(Transport::Streamable, notify, &self.trace_headers)
+    }
+
     /// A message of the handshake eras: `initialize` opens a session, the rest need one.
     async fn handshake(
         self,
@@ -141,7 +148,12 @@ impl Exchange {
             };
             let reply = gateway
                 .core
-                .handle_json(principal, &admitted.session, value, &Notify::Nowhere)
+                .handle_json(
+                    principal,
+                    &admitted.session,
+                    value,
+                    &self.via(Notify::Nowhere),
+                )
                 .await;
             return self.reply(reply, false);
         }
@@ -162,10 +174,11 @@ impl Exchange {
             };
             // Answered first, stored after: the stored session carries its negotiated version,
             // and storing is the one step that counts the request and checks the cap.
-            let session = Session::new(&principal.fingerprint, selection, None);
+            let session = Session::new(&principal.fingerprint, selection, None)
+                .opened_by(Transport::Streamable);
             let reply = gateway
                 .core
-                .handle(principal, &session, message, &Notify::Nowhere)
+                .handle(principal, &session, message, &self.via(Notify::Nowhere))
                 .await;
             let session = match gateway.open_session(session, true).await {
                 Ok(session) => session,
@@ -305,19 +318,24 @@ impl Exchange {
             let reply = self
                 .gateway
                 .core
-                .handle(&self.principal, &session, message, &Notify::Nowhere)
+                .handle(
+                    &self.principal,
+                    &session,
+                    message,
+                    &self.via(Notify::Nowhere),
+                )
                 .await;
             return self.reply(reply, modern);
         }
         let (sender, mut notifications) = mpsc::channel(STREAM_QUEUE);
         let worker = self.gateway.clone();
+        let via = self.via(Notify::Stream(sender));
         let principal = self.principal;
         let mut call = AbortOnDrop(self.gateway.tasks.spawn(async move {
             let _admission = admission;
-            let notify = Notify::Stream(sender);
             worker
                 .core
-                .handle(&principal, &session, message, &notify)
+                .handle(&principal, &session, message, &via)
                 .await
         }));
         // The first notification commits the response to a stream; a reply that comes first
