@@ -87,6 +87,7 @@ async fn skill_with_pattern(sandbox: &TestSandbox, slug: &str, pattern: &str) ->
 #[tokio::test]
 async fn a_pattern_that_needs_backtracking_is_refused_when_the_skill_is_defined() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let (status, reply) = skill_with_pattern(&sandbox, "lookahead", BACKTRACKING_PATTERN).await;
     assert_eq!(status, 422, "{reply}");
     let message = reply["error"]["message"].as_str().unwrap();
@@ -95,14 +96,8 @@ async fn a_pattern_that_needs_backtracking_is_refused_when_the_skill_is_defined(
     let (status, skill) = skill_with_pattern(&sandbox, "linear", r"^[a-z]+$").await;
     assert_eq!(status, 201, "{skill}");
     let update = json!({"input_schema": {"type": "object", "properties": {"a": {"type": "string", "pattern": r"(a)\1"}}}});
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PATCH",
-            &format!("/v1/skills/{}", id(&skill)),
-            Some(update),
-        )
+    admin
+        .patch(422, &format!("/v1/skills/{}", id(&skill)), update)
         .await;
 }
 
@@ -113,9 +108,7 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
     let other = sandbox.other_tenant("Globex");
     for n in 0..20 {
         let body = json!({"title": format!("Globex task {n}")});
-        sandbox
-            .expect(201, &other, "POST", "/v1/tasks", Some(body))
-            .await;
+        sandbox.as_key(&other).post(201, "/v1/tasks", body).await;
     }
     // A skill stored before patterns were restricted: written straight into the database with
     // the backtracking pattern, as the API would have accepted it then.
@@ -223,9 +216,7 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
 // ---------------------------------------------------------------- keys and the keys they mint
 
 async fn mint(sandbox: &TestSandbox, parent: &str, body: Value) -> Value {
-    sandbox
-        .expect(201, parent, "POST", "/v1/api-keys", Some(body))
-        .await
+    sandbox.as_key(parent).post(201, "/v1/api-keys", body).await
 }
 
 #[tokio::test]
@@ -267,18 +258,17 @@ async fn a_child_key_stops_working_when_its_parent_expires() {
     assert_ne!(sooner["expires_at"], parent["expires_at"]);
 
     let child = forever["key"].as_str().unwrap();
-    sandbox.expect(200, child, "GET", "/v1/tasks", None).await;
+    sandbox.as_key(child).get(200, "/v1/tasks").await;
     // Past the parent's expiry (timestamps have one-second resolution).
     let wait = (parent_expiry - chrono::Utc::now())
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(1100)).await;
-    sandbox
-        .expect(401, parent_key, "GET", "/v1/tasks", None)
-        .await;
+    sandbox.as_key(parent_key).get(401, "/v1/tasks").await;
     for key in [&forever, &later] {
         let reply = sandbox
-            .expect(401, key["key"].as_str().unwrap(), "GET", "/v1/tasks", None)
+            .as_key(key["key"].as_str().unwrap())
+            .get(401, "/v1/tasks")
             .await;
         assert!(
             reply["error"]["message"]
@@ -293,6 +283,7 @@ async fn a_child_key_stops_working_when_its_parent_expires() {
 #[tokio::test]
 async fn revoking_a_key_revokes_the_keys_it_minted() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let parent = mint(
         &sandbox,
         ADMIN_KEY,
@@ -313,31 +304,22 @@ async fn revoking_a_key_revokes_the_keys_it_minted() {
     )
     .await;
     let sibling = sandbox.key_with(&["read:tasks"]).await;
-    sandbox
-        .expect(
+    admin
+        .post(
             200,
-            ADMIN_KEY,
-            "POST",
             &format!("/v1/api-keys/{}/revoke", id(&parent)),
-            Some(json!({"reason": "leaked"})),
+            json!({"reason": "leaked"}),
         )
         .await;
     for key in [&parent, &child, &grandchild] {
         sandbox
-            .expect(401, key["key"].as_str().unwrap(), "GET", "/v1/tasks", None)
+            .as_key(key["key"].as_str().unwrap())
+            .get(401, "/v1/tasks")
             .await;
     }
-    sandbox
-        .expect(200, &sibling, "GET", "/v1/tasks", None)
-        .await;
-    let listed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/api-keys?include_revoked=true&limit=100",
-            None,
-        )
+    sandbox.as_key(&sibling).get(200, "/v1/tasks").await;
+    let listed = admin
+        .get(200, "/v1/api-keys?include_revoked=true&limit=100")
         .await;
     let revoked: Vec<&str> = listed["data"]
         .as_array()
@@ -394,19 +376,12 @@ async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
         1
     );
     let orphan_key = orphan["key"].as_str().unwrap().to_string();
-    sandbox
-        .expect(200, &orphan_key, "GET", "/v1/tasks", None)
-        .await;
+    sandbox.as_key(&orphan_key).get(200, "/v1/tasks").await;
 
     let sandbox = sandbox.restart().await;
-    let listed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/api-keys?include_revoked=true&limit=100",
-            None,
-        )
+    let admin = sandbox.as_admin();
+    let listed = admin
+        .get(200, "/v1/api-keys?include_revoked=true&limit=100")
         .await;
     let by_id = |wanted: &Value| {
         listed["data"]
@@ -419,29 +394,22 @@ async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
     };
     assert_eq!(by_id(&outliving)["expires_at"], expiring["expires_at"]);
     assert_eq!(by_id(&orphan)["revoked_at"], "2026-01-01T00:00:00.000Z");
-    sandbox
-        .expect(401, &orphan_key, "GET", "/v1/tasks", None)
-        .await;
+    sandbox.as_key(&orphan_key).get(401, "/v1/tasks").await;
 }
 
 #[tokio::test]
 async fn a_narrow_key_cannot_revoke_the_admin_key() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let narrow = sandbox.key_with(&["manage:api_keys"]).await;
-    let admin = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
-        .await;
-    let revoke = format!("/v1/api-keys/{}/revoke", id(&admin));
-    let reply = sandbox
-        .expect(403, &narrow, "POST", &revoke, Some(json!({})))
-        .await;
+    let admin_record = admin.get(200, "/v1/api-keys/current").await;
+    let revoke = format!("/v1/api-keys/{}/revoke", id(&admin_record));
+    let reply = sandbox.as_key(&narrow).post(403, &revoke, json!({})).await;
     assert_eq!(reply["error"]["code"], "insufficient_scope");
     let lacking = reply["error"]["required_scopes"].as_array().unwrap();
     assert!(lacking.contains(&json!("manage:billing")), "{reply}");
     assert!(!lacking.contains(&json!("manage:api_keys")), "{reply}");
-    sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/tasks", None)
-        .await;
+    admin.get(200, "/v1/tasks").await;
     // It may still revoke a key whose scopes it holds, itself included.
     let peer = mint(
         &sandbox,
@@ -450,12 +418,11 @@ async fn a_narrow_key_cannot_revoke_the_admin_key() {
     )
     .await;
     sandbox
-        .expect(
+        .as_key(&narrow)
+        .post(
             200,
-            &narrow,
-            "POST",
             &format!("/v1/api-keys/{}/revoke", id(&peer)),
-            Some(json!({})),
+            json!({}),
         )
         .await;
 }
@@ -498,11 +465,10 @@ async fn receiver(status: u16, location: Option<String>) -> (u16, Hits) {
 
 /// Waits (up to 10 s) until webhook `id` has recorded an attempt; returns it.
 async fn after_an_attempt(sandbox: &TestSandbox, webhook_id: &str) -> Value {
+    let admin = sandbox.as_admin();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listed = sandbox
-            .expect(200, ADMIN_KEY, "GET", "/v1/webhooks?limit=100", None)
-            .await;
+        let listed = admin.get(200, "/v1/webhooks?limit=100").await;
         let webhook = listed["data"]
             .as_array()
             .unwrap()
@@ -520,6 +486,7 @@ async fn after_an_attempt(sandbox: &TestSandbox, webhook_id: &str) -> Value {
 #[tokio::test]
 async fn webhooks_cannot_target_loopback_ports_or_the_metadata_address() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let (port, hits) = receiver(200, None).await;
     for url in [
         format!("http://127.0.0.1:{port}/hook"),
@@ -547,13 +514,11 @@ async fn webhooks_cannot_target_loopback_ports_or_the_metadata_address() {
     // Changing a public endpoint's URL to a loopback one is refused the same way.
     let (status, public) = create_webhook(&sandbox, "https://hooks.example.com/trainar").await;
     assert_eq!(status, 201, "{public}");
-    let reply = sandbox
-        .expect(
+    let reply = admin
+        .patch(
             422,
-            ADMIN_KEY,
-            "PATCH",
             &format!("/v1/webhooks/{}", id(&public)),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook")})),
+            json!({"url": format!("http://127.0.0.1:{port}/hook")}),
         )
         .await;
     assert_eq!(reply["error"]["details"][0]["field"], "url");
@@ -589,14 +554,9 @@ async fn delivery_checks_the_address_a_name_resolves_to_then() {
     let sandbox = allowing
         .restart_with(|config| config.allow_private_webhooks = false)
         .await;
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "an event"})),
-        )
+    let admin = sandbox.as_admin();
+    admin
+        .post(201, "/v1/tasks", json!({"title": "an event"}))
         .await;
     for webhook in [&by_name, &by_address] {
         let seen = after_an_attempt(&sandbox, &id(webhook)).await;
@@ -619,6 +579,7 @@ async fn delivery_checks_the_address_a_name_resolves_to_then() {
 #[tokio::test]
 async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     let sandbox = TestSandbox::allowing_private_webhooks().await;
+    let admin = sandbox.as_admin();
     let (target_port, target_hits) = receiver(200, None).await;
     let (port, hits) = receiver(
         307,
@@ -628,14 +589,8 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     let (status, webhook) =
         create_webhook(&sandbox, &format!("http://127.0.0.1:{port}/hook")).await;
     assert_eq!(status, 201, "{webhook}");
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "an event"})),
-        )
+    admin
+        .post(201, "/v1/tasks", json!({"title": "an event"}))
         .await;
     let seen = after_an_attempt(&sandbox, &id(&webhook)).await;
     assert_eq!(seen["delivery_stats"]["last_status_code"], 307, "{seen}");
