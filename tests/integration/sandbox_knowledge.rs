@@ -3,7 +3,7 @@
 //! searchable, PDF → `failed` with a reason), full-text search (snippets, scores, tenant and
 //! status isolation, hostile queries) and collections (unique names, item counts, forced delete).
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use crate::sandbox_fixture::{ADMIN_KEY, KeyHolder, TestSandbox};
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -20,6 +20,12 @@ fn file(name: &str, content_type: &str, bytes: &[u8]) -> Value {
     json!({"filename": name, "content_type": content_type, "content_base64": b64(bytes)})
 }
 
+/// An item with one plain-text file: enough to process and search, without a test spelling out
+/// the upload's shape.
+fn text_item(title: &str, filename: &str, bytes: &[u8]) -> Value {
+    json!({"title": title, "files": [file(filename, "text/plain", bytes)]})
+}
+
 fn id(value: &Value) -> String {
     value["id"].as_str().expect("an id").to_string()
 }
@@ -33,20 +39,20 @@ fn fields(reply: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn upload(sandbox: &TestSandbox, key: &str, body: Value) -> Value {
-    sandbox.as_key(key).post(201, "/v1/knowledge", body).await
+async fn upload(caller: KeyHolder<'_>, body: Value) -> Value {
+    caller.post(201, "/v1/knowledge", body).await
 }
 
-async fn process(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value {
+async fn process(caller: KeyHolder<'_>, knowledge_id: &str) -> Value {
     let path = format!("/v1/knowledge/{knowledge_id}/process");
-    sandbox.as_key(key).post(202, &path, json!({})).await
+    caller.post(202, &path, json!({})).await
 }
 
 /// Polls `get_knowledge` until the item leaves `processing` (at most ~5 s).
-async fn settled(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value {
+async fn settled(caller: KeyHolder<'_>, knowledge_id: &str) -> Value {
     let path = format!("/v1/knowledge/{knowledge_id}");
     for _ in 0..50 {
-        let item = sandbox.as_key(key).get(200, &path).await;
+        let item = caller.get(200, &path).await;
         if item["status"] != "processing" {
             return item;
         }
@@ -55,9 +61,14 @@ async fn settled(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value 
     panic!("{knowledge_id} is still processing after 5 s");
 }
 
-async fn search(sandbox: &TestSandbox, key: &str, query: &str) -> Value {
+async fn search(caller: KeyHolder<'_>, query: &str) -> Value {
     let path = format!("/v1/search/knowledge?query={}", urlencode(query));
-    sandbox.as_key(key).get(200, &path).await
+    caller.get(200, &path).await
+}
+
+async fn create_collection(caller: KeyHolder<'_>, name: &str) -> Value {
+    let body = json!({"name": name});
+    caller.post(201, "/v1/knowledge-collections", body).await
 }
 
 fn urlencode(text: &str) -> String {
@@ -79,18 +90,12 @@ const SOP: &str = "# Gearbox G-7 overhaul\n\nDrain the quixotronic lubricant bef
 async fn upload_process_and_search_round_trip() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let collection = admin
-        .post(
-            201,
-            "/v1/knowledge-collections",
-            json!({"name": "Gearboxes"}),
-        )
-        .await;
+    let collection = create_collection(admin, "Gearboxes").await;
     let body = json!({
         "title": "Gearbox overhaul", "description": "Yearly overhaul", "collection_id": collection["id"],
         "tags": ["gearbox"], "files": [file("g7.md", "text/markdown", SOP.as_bytes())],
     });
-    let item = upload(&sandbox, ADMIN_KEY, body).await;
+    let item = upload(admin, body).await;
     let kn = id(&item);
     assert!(kn.starts_with("kn_"));
     assert_eq!(item["status"], "pending");
@@ -112,24 +117,24 @@ async fn upload_process_and_search_round_trip() {
     assert_eq!(counted["item_count"], 1);
 
     assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        hit_ids(&search(admin, "quixotronic").await),
         Vec::<String>::new(),
         "pending items are not searchable"
     );
-    let started = process(&sandbox, ADMIN_KEY, &kn).await;
+    let started = process(admin, &kn).await;
     assert_eq!(started["status"], "processing");
     // Whether the worker has finished yet or not, a second start is refused.
     let path = format!("/v1/knowledge/{kn}/process");
     admin.post(409, &path, json!({})).await;
 
-    let ready = settled(&sandbox, ADMIN_KEY, &kn).await;
+    let ready = settled(admin, &kn).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["files"][0]["status"], "ready");
     assert_eq!(ready["word_count"], SOP.split_whitespace().count());
     assert!(ready["chunk_count"].as_u64().unwrap() >= 1);
     assert!(ready["processed_at"].is_string());
 
-    let results = search(&sandbox, ADMIN_KEY, "how do I drain quixotronic lubricant?").await;
+    let results = search(admin, "how do I drain quixotronic lubricant?").await;
     assert_eq!(results["query"], "how do I drain quixotronic lubricant?");
     let hit = &results["data"][0];
     assert_eq!(hit["knowledge_id"], kn.as_str());
@@ -144,7 +149,7 @@ async fn upload_process_and_search_round_trip() {
     assert!(score > 0.0 && score <= 1.0, "{score}");
 
     // A title match is the item's own row: no file.
-    let results = search(&sandbox, ADMIN_KEY, "overhaul").await;
+    let results = search(admin, "overhaul").await;
     assert!(
         results["data"]
             .as_array()
@@ -165,9 +170,9 @@ async fn upload_process_and_search_round_trip() {
     admin.post(409, &path, json!({})).await;
     let again = admin.post(202, &path, json!({"force": true})).await;
     assert_eq!(again["status"], "processing");
-    assert_eq!(settled(&sandbox, ADMIN_KEY, &kn).await["status"], "ready");
+    assert_eq!(settled(admin, &kn).await["status"], "ready");
     assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        hit_ids(&search(admin, "quixotronic").await),
         vec![kn.clone()],
         "reindexing replaces, never duplicates"
     );
@@ -180,7 +185,7 @@ async fn process_failures_are_404_409_and_422() {
     admin
         .post(404, "/v1/knowledge/kn_0000000000000000/process", json!({}))
         .await;
-    let empty = upload(&sandbox, ADMIN_KEY, json!({"title": "No files yet"})).await;
+    let empty = upload(admin, json!({"title": "No files yet"})).await;
     assert_eq!(empty["files"], json!([]));
     assert_eq!(empty["collection_id"], Value::Null);
     assert_eq!(empty["tags"], json!([]));
@@ -216,12 +221,7 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
     let unknown = json!({"title": "Lost", "collection_id": "col_0000000000000000"});
     admin.post(422, "/v1/knowledge", unknown).await;
 
-    let item = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Binary", "files": [good]}),
-    )
-    .await;
+    let item = upload(admin, json!({"title": "Binary", "files": [good]})).await;
     let kn = id(&item);
     let one = format!("/v1/knowledge/{kn}/files");
     let mut single = bad.clone();
@@ -249,8 +249,7 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
     // The same bytes in another item (or tenant) share the blob but are separate file records.
     let other = sandbox.other_tenant("Globex");
     let copy = upload(
-        &sandbox,
-        &other,
+        sandbox.as_key(&other),
         json!({"title": "Copy", "files": [file("same.bin", "application/octet-stream", &bytes)]}),
     )
     .await;
@@ -262,7 +261,7 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
 async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let item = upload(&sandbox, ADMIN_KEY, json!({"title": "Many files"})).await;
+    let item = upload(admin, json!({"title": "Many files"})).await;
     let bulk = format!("/v1/knowledge/{}/files/bulk", id(&item));
     let files: Vec<Value> = (0..3)
         .map(|n| {
@@ -329,15 +328,10 @@ async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
 async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_uploads() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let item = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Living doc", "files": [file("v1.txt", "text/plain", b"first version")]}),
-    )
-    .await;
+    let item = upload(admin, text_item("Living doc", "v1.txt", b"first version")).await;
     let kn = id(&item);
-    process(&sandbox, ADMIN_KEY, &kn).await;
-    assert_eq!(settled(&sandbox, ADMIN_KEY, &kn).await["status"], "ready");
+    process(admin, &kn).await;
+    assert_eq!(settled(admin, &kn).await["status"], "ready");
     let files = format!("/v1/knowledge/{kn}/files");
     admin
         .post(201, &files, file("v2.txt", "text/plain", b"second version"))
@@ -351,7 +345,7 @@ async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_
     // the item still processing.
     let mut refused = false;
     for attempt in 0..20 {
-        process(&sandbox, ADMIN_KEY, &kn).await;
+        process(admin, &kn).await;
         let (status, reply) = sandbox
             .call(
                 ADMIN_KEY,
@@ -361,7 +355,7 @@ async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_
             )
             .await;
         assert!(status == 409 || status == 201, "{status} {reply}");
-        settled(&sandbox, ADMIN_KEY, &kn).await;
+        settled(admin, &kn).await;
         if status == 409 {
             assert_eq!(reply["error"]["code"], "conflict");
             refused = true;
@@ -379,10 +373,10 @@ async fn a_pdf_fails_processing_with_a_reason_and_is_never_searchable() {
         file("notes.txt", "text/plain", b"the zanzibarite valve notes"),
         file("scan.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n"),
     ]});
-    let item = upload(&sandbox, ADMIN_KEY, body).await;
+    let item = upload(admin, body).await;
     let kn = id(&item);
-    process(&sandbox, ADMIN_KEY, &kn).await;
-    let failed = settled(&sandbox, ADMIN_KEY, &kn).await;
+    process(admin, &kn).await;
+    let failed = settled(admin, &kn).await;
     assert_eq!(failed["status"], "failed");
     let detail = failed["status_detail"].as_str().unwrap();
     assert!(
@@ -392,27 +386,19 @@ async fn a_pdf_fails_processing_with_a_reason_and_is_never_searchable() {
     assert_eq!(failed["files"][0]["status"], "ready");
     assert_eq!(failed["files"][1]["status"], "failed");
     assert!(failed["processed_at"].is_string());
-    assert_eq!(
-        search(&sandbox, ADMIN_KEY, "zanzibarite").await["data"],
-        json!([])
-    );
+    assert_eq!(search(admin, "zanzibarite").await["data"], json!([]));
     let listed = admin.get(200, "/v1/knowledge?status=failed").await;
     assert_eq!(hit_ids_of_items(&listed), vec![kn.clone()]);
 
     // Invalid UTF-8 in a text file fails too; a failed item may be processed again.
-    let bad = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Latin-1", "files": [file("l1.txt", "text/plain", b"caf\xe9")]}),
-    )
-    .await;
-    process(&sandbox, ADMIN_KEY, &id(&bad)).await;
-    let failed = settled(&sandbox, ADMIN_KEY, &id(&bad)).await;
+    let bad = upload(admin, text_item("Latin-1", "l1.txt", b"caf\xe9")).await;
+    process(admin, &id(&bad)).await;
+    let failed = settled(admin, &id(&bad)).await;
     assert!(
         failed["status_detail"].as_str().unwrap().contains("UTF-8"),
         "{failed}"
     );
-    process(&sandbox, ADMIN_KEY, &id(&bad)).await;
+    process(admin, &id(&bad)).await;
 }
 
 fn hit_ids_of_items(page: &Value) -> Vec<String> {
@@ -422,39 +408,36 @@ fn hit_ids_of_items(page: &Value) -> Vec<String> {
 #[tokio::test]
 async fn search_sees_only_ready_items_of_the_callers_tenant() {
     let sandbox = TestSandbox::empty().await;
-    let other = sandbox.other_tenant("Globex");
-    let mine = upload(&sandbox, ADMIN_KEY, json!({"title": "Acme secret", "files": [file("s.txt", "text/plain", b"the plutonic widget")]})).await;
-    process(&sandbox, ADMIN_KEY, &id(&mine)).await;
-    settled(&sandbox, ADMIN_KEY, &id(&mine)).await;
-    let theirs = upload(&sandbox, &other, json!({"title": "Globex notes", "files": [file("g.txt", "text/plain", b"another plutonic widget")]})).await;
-    process(&sandbox, &other, &id(&theirs)).await;
-    settled(&sandbox, &other, &id(&theirs)).await;
-    upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Draft", "files": [file("d.txt", "text/plain", b"plutonic draft")]}),
+    let admin = sandbox.as_admin();
+    let other_key = sandbox.other_tenant("Globex");
+    let other = sandbox.as_key(&other_key);
+    let mine = upload(
+        admin,
+        text_item("Acme secret", "s.txt", b"the plutonic widget"),
     )
     .await;
+    process(admin, &id(&mine)).await;
+    settled(admin, &id(&mine)).await;
+    let theirs = upload(
+        other,
+        text_item("Globex notes", "g.txt", b"another plutonic widget"),
+    )
+    .await;
+    process(other, &id(&theirs)).await;
+    settled(other, &id(&theirs)).await;
+    upload(admin, text_item("Draft", "d.txt", b"plutonic draft")).await;
 
-    assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "plutonic").await),
-        vec![id(&mine)]
-    );
-    assert_eq!(
-        hit_ids(&search(&sandbox, &other, "plutonic").await),
-        vec![id(&theirs)]
-    );
-    sandbox
-        .as_key(&other)
+    assert_eq!(hit_ids(&search(admin, "plutonic").await), vec![id(&mine)]);
+    assert_eq!(hit_ids(&search(other, "plutonic").await), vec![id(&theirs)]);
+    other
         .get(404, &format!("/v1/knowledge/{}", id(&mine)))
         .await;
-    sandbox
-        .as_key(&other)
+    other
         .delete(404, &format!("/v1/knowledge/{}", id(&mine)))
         .await;
     let reader = sandbox.key_with(&["read:knowledge"]).await;
     assert_eq!(
-        hit_ids(&search(&sandbox, &reader, "widget").await),
+        hit_ids(&search(sandbox.as_key(&reader), "widget").await),
         vec![id(&mine)]
     );
 }
@@ -500,7 +483,7 @@ async fn odd_search_queries_never_fail_the_server() {
             assert_eq!(reply["query"], query);
         }
     }
-    let results = search(&sandbox, ADMIN_KEY, "lockout").await;
+    let results = search(admin, "lockout").await;
     assert!(!results["data"].as_array().unwrap().is_empty());
     let limited = admin
         .get(
@@ -555,7 +538,7 @@ async fn the_demo_knowledge_base_is_processed_and_searchable() {
             .any(|i| i["status"] == "failed" && i["status_detail"].is_string())
     );
 
-    let results = search(&sandbox, ADMIN_KEY, "who removes the lock after lockout?").await;
+    let results = search(admin, "who removes the lock after lockout?").await;
     let best = &results["data"][0];
     assert!(
         best["title"].as_str().unwrap().contains("Lockout"),
@@ -578,17 +561,14 @@ async fn the_demo_knowledge_base_is_processed_and_searchable() {
 async fn listing_filters_by_collection_status_and_title() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let col = admin
-        .post(201, "/v1/knowledge-collections", json!({"name": "Pumps"}))
-        .await;
+    let col = create_collection(admin, "Pumps").await;
     let in_col = upload(
-        &sandbox,
-        ADMIN_KEY,
+        admin,
         json!({"title": "Pump Seal Guide", "collection_id": col["id"]}),
     )
     .await;
-    let loose = upload(&sandbox, ADMIN_KEY, json!({"title": "Valve guide"})).await;
-    let newest = upload(&sandbox, ADMIN_KEY, json!({"title": "ÉCLAIRAGE notes"})).await;
+    let loose = upload(admin, json!({"title": "Valve guide"})).await;
+    let newest = upload(admin, json!({"title": "ÉCLAIRAGE notes"})).await;
     let list = |query: &'static str| admin.get(200, query);
     assert_eq!(
         hit_ids_of_items(&list("/v1/knowledge").await),
@@ -625,18 +605,8 @@ async fn listing_filters_by_collection_status_and_title() {
 async fn file_metadata_updates_keep_the_content() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let item = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Doc", "files": [file("old.txt", "text/plain", b"body")]}),
-    )
-    .await;
-    let other = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Other", "files": [file("o.txt", "text/plain", b"o")]}),
-    )
-    .await;
+    let item = upload(admin, text_item("Doc", "old.txt", b"body")).await;
+    let other = upload(admin, text_item("Other", "o.txt", b"o")).await;
     let file_id = item["files"][0]["id"].as_str().unwrap();
     let path = format!("/v1/knowledge/{}/files/{file_id}", id(&item));
     let updated = admin
@@ -680,18 +650,13 @@ async fn file_metadata_updates_keep_the_content() {
 async fn deleting_an_item_removes_it_from_search_and_its_collection() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let col = admin
-        .post(201, "/v1/knowledge-collections", json!({"name": "Temp"}))
-        .await;
+    let col = create_collection(admin, "Temp").await;
     let col_path = format!("/v1/knowledge-collections/{}", id(&col));
-    let item = upload(&sandbox, ADMIN_KEY, json!({"title": "Ephemeral", "collection_id": col["id"], "files": [file("e.txt", "text/plain", b"the vanishing gizmo")]})).await;
+    let item = upload(admin, json!({"title": "Ephemeral", "collection_id": col["id"], "files": [file("e.txt", "text/plain", b"the vanishing gizmo")]})).await;
     let kn = id(&item);
-    process(&sandbox, ADMIN_KEY, &kn).await;
-    settled(&sandbox, ADMIN_KEY, &kn).await;
-    assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "gizmo").await),
-        vec![kn.clone()]
-    );
+    process(admin, &kn).await;
+    settled(admin, &kn).await;
+    assert_eq!(hit_ids(&search(admin, "gizmo").await), vec![kn.clone()]);
     assert_eq!(admin.get(200, &col_path).await["item_count"], 1);
 
     let path = format!("/v1/knowledge/{kn}");
@@ -701,10 +666,7 @@ async fn deleting_an_item_removes_it_from_search_and_its_collection() {
     );
     admin.get(404, &path).await;
     admin.delete(404, &path).await;
-    assert_eq!(
-        search(&sandbox, ADMIN_KEY, "gizmo").await["data"],
-        json!([])
-    );
+    assert_eq!(search(admin, "gizmo").await["data"], json!([]));
     assert_eq!(admin.get(200, &col_path).await["item_count"], 0);
 }
 
@@ -781,13 +743,10 @@ async fn collections_have_unique_names_and_page_by_name() {
 async fn a_collection_with_items_is_deleted_only_with_force() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let col = admin
-        .post(201, "/v1/knowledge-collections", json!({"name": "Busy"}))
-        .await;
+    let col = create_collection(admin, "Busy").await;
     let path = format!("/v1/knowledge-collections/{}", id(&col));
     let item = upload(
-        &sandbox,
-        ADMIN_KEY,
+        admin,
         json!({"title": "Member", "collection_id": col["id"]}),
     )
     .await;
@@ -807,9 +766,7 @@ async fn a_collection_with_items_is_deleted_only_with_force() {
         "items are moved out, never deleted"
     );
 
-    let empty = admin
-        .post(201, "/v1/knowledge-collections", json!({"name": "Empty"}))
-        .await;
+    let empty = create_collection(admin, "Empty").await;
     admin
         .delete(200, &format!("/v1/knowledge-collections/{}", id(&empty)))
         .await;
@@ -818,18 +775,9 @@ async fn a_collection_with_items_is_deleted_only_with_force() {
 #[tokio::test]
 async fn an_item_the_worker_keeps_failing_on_is_marked_failed_without_holding_back_others() {
     let sandbox = TestSandbox::empty().await;
-    let stuck = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Stuck", "files": [file("a.txt", "text/plain", b"alpha bravo charlie")]}),
-    )
-    .await;
-    let fine = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Fine", "files": [file("b.txt", "text/plain", SOP.as_bytes())]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let stuck = upload(admin, text_item("Stuck", "a.txt", b"alpha bravo charlie")).await;
+    let fine = upload(admin, text_item("Fine", "b.txt", SOP.as_bytes())).await;
     // A fault of the sandbox, not of the file: every write making `stuck` ready fails.
     sandbox.sql(
         &format!(
@@ -841,16 +789,13 @@ async fn an_item_the_worker_keeps_failing_on_is_marked_failed_without_holding_ba
         [],
     );
     // The older item first, so that it is ahead of the other in the worker's queue.
-    process(&sandbox, ADMIN_KEY, &id(&stuck)).await;
-    process(&sandbox, ADMIN_KEY, &id(&fine)).await;
+    process(admin, &id(&stuck)).await;
+    process(admin, &id(&fine)).await;
 
-    let ready = settled(&sandbox, ADMIN_KEY, &id(&fine)).await;
+    let ready = settled(admin, &id(&fine)).await;
     assert_eq!(ready["status"], "ready", "{ready}");
-    assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
-        [id(&fine)]
-    );
-    let failed = settled(&sandbox, ADMIN_KEY, &id(&stuck)).await;
+    assert_eq!(hit_ids(&search(admin, "quixotronic").await), [id(&fine)]);
+    let failed = settled(admin, &id(&stuck)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["status_detail"]
