@@ -60,6 +60,15 @@ async fn timed_reads(
     (latencies, statuses)
 }
 
+/// Ends the load and waits for every worker, so that a worker's panic fails the test instead of
+/// vanishing with its task.
+async fn stop_load(stop: &AtomicBool, workers: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
 // ---------------------------------------------------------------- one tenant cannot stall another
 
 /// The attack: nested quantifiers and a lookahead, against 2,200 arguments that almost
@@ -184,10 +193,7 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
         Duration::from_millis(5),
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for attacker in attackers {
-        attacker.await.unwrap();
-    }
+    stop_load(&stop, attackers).await;
     let attack_statuses = statuses.lock().unwrap().clone();
     let p50 = percentile(&mut latencies, 50);
     let p99 = percentile(&mut latencies, 99);
@@ -656,10 +662,7 @@ async fn a_tenant_flooding_writes_is_held_to_its_budget_while_another_reads() {
         Duration::from_millis(25),
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for flooder in flooders {
-        flooder.await.unwrap();
-    }
+    stop_load(&stop, flooders).await;
     let outcomes = outcomes.lock().unwrap().clone();
     let created = outcomes.iter().filter(|(s, _, _)| *s == 201).count();
     let limited: Vec<&(u16, Option<u64>, Value)> =
