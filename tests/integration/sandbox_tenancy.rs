@@ -2,7 +2,7 @@
 //! backtracking schema, a write flood), keys never outlive or outrank the keys that made them,
 //! and webhooks cannot probe the sandbox's own network.
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, fresh_dir};
+use crate::sandbox_fixture::{ADMIN_KEY, KeyHolder, TestSandbox, fresh_dir};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -221,61 +221,58 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
 
 // ---------------------------------------------------------------- keys and the keys they mint
 
-async fn mint(sandbox: &TestSandbox, parent: &str, body: Value) -> Value {
-    sandbox.as_key(parent).post(201, "/v1/api-keys", body).await
+/// Scopes enough to mint further keys, and scopes that only read.
+const MINTER: &[&str] = &["manage:api_keys", "read:tasks"];
+const READER: &[&str] = &["read:tasks"];
+
+/// A key minted as `parent`, asking for `expires_at` if given (the sandbox may bring it forward
+/// to the parent's).
+async fn mint(
+    parent: KeyHolder<'_>,
+    name: &str,
+    scopes: &[&str],
+    expires_at: Option<&str>,
+) -> Value {
+    let mut body = json!({"name": name, "scopes": scopes});
+    if let Some(expires_at) = expires_at {
+        body["expires_at"] = json!(expires_at);
+    }
+    parent.post(201, "/v1/api-keys", body).await
+}
+
+/// Requests as a key that `mint` returned.
+fn as_minted<'a>(sandbox: &'a TestSandbox, minted: &'a Value) -> KeyHolder<'a> {
+    sandbox.as_key(minted["key"].as_str().unwrap())
 }
 
 #[tokio::test]
 async fn a_child_key_stops_working_when_its_parent_expires() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let parent_expiry = chrono::Utc::now() + chrono::Duration::seconds(3);
     let parent_expiry_text = parent_expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let parent = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "short-lived", "scopes": ["manage:api_keys", "read:tasks"], "expires_at": parent_expiry_text}),
-    )
-    .await;
-    let parent_key = parent["key"].as_str().unwrap();
+    let parent = mint(admin, "short-lived", MINTER, Some(&parent_expiry_text)).await;
+    let as_parent = as_minted(&sandbox, &parent);
     // Asked for without expiry, and for later than the parent: both get the parent's expiry.
-    let forever = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "forever", "scopes": ["read:tasks"]}),
-    )
-    .await;
-    let later = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "later", "scopes": ["read:tasks"], "expires_at": "2099-01-01T00:00:00Z"}),
-    )
-    .await;
+    let forever = mint(as_parent, "forever", READER, None).await;
+    let later = mint(as_parent, "later", READER, Some("2099-01-01T00:00:00Z")).await;
     assert_eq!(forever["expires_at"], parent["expires_at"], "{forever}");
     assert_eq!(later["expires_at"], parent["expires_at"], "{later}");
     // An earlier expiry than the parent's is kept as asked.
     let sooner_text = (parent_expiry - chrono::Duration::seconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let sooner = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "sooner", "scopes": ["read:tasks"], "expires_at": sooner_text}),
-    )
-    .await;
+    let sooner = mint(as_parent, "sooner", READER, Some(&sooner_text)).await;
     assert_ne!(sooner["expires_at"], parent["expires_at"]);
 
-    let child = forever["key"].as_str().unwrap();
-    sandbox.as_key(child).get(200, "/v1/tasks").await;
+    as_minted(&sandbox, &forever).get(200, "/v1/tasks").await;
     // Past the parent's expiry (timestamps have one-second resolution).
     let wait = (parent_expiry - chrono::Utc::now())
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(1100)).await;
-    sandbox.as_key(parent_key).get(401, "/v1/tasks").await;
+    as_parent.get(401, "/v1/tasks").await;
     for key in [&forever, &later] {
-        let reply = sandbox
-            .as_key(key["key"].as_str().unwrap())
-            .get(401, "/v1/tasks")
-            .await;
+        let reply = as_minted(&sandbox, key).get(401, "/v1/tasks").await;
         assert!(
             reply["error"]["message"]
                 .as_str()
@@ -290,25 +287,9 @@ async fn a_child_key_stops_working_when_its_parent_expires() {
 async fn revoking_a_key_revokes_the_keys_it_minted() {
     let sandbox = TestSandbox::empty().await;
     let admin = sandbox.as_admin();
-    let parent = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "parent", "scopes": ["manage:api_keys", "read:tasks"]}),
-    )
-    .await;
-    let parent_key = parent["key"].as_str().unwrap();
-    let child = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "child", "scopes": ["manage:api_keys", "read:tasks"]}),
-    )
-    .await;
-    let grandchild = mint(
-        &sandbox,
-        child["key"].as_str().unwrap(),
-        json!({"name": "grandchild", "scopes": ["read:tasks"]}),
-    )
-    .await;
+    let parent = mint(admin, "parent", MINTER, None).await;
+    let child = mint(as_minted(&sandbox, &parent), "child", MINTER, None).await;
+    let grandchild = mint(as_minted(&sandbox, &child), "grandchild", READER, None).await;
     let sibling = sandbox.key_with(&["read:tasks"]).await;
     admin
         .post(
@@ -318,10 +299,7 @@ async fn revoking_a_key_revokes_the_keys_it_minted() {
         )
         .await;
     for key in [&parent, &child, &grandchild] {
-        sandbox
-            .as_key(key["key"].as_str().unwrap())
-            .get(401, "/v1/tasks")
-            .await;
+        as_minted(&sandbox, key).get(401, "/v1/tasks").await;
     }
     sandbox.as_key(&sibling).get(200, "/v1/tasks").await;
     let listed = admin
@@ -340,30 +318,11 @@ async fn revoking_a_key_revokes_the_keys_it_minted() {
 #[tokio::test]
 async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
     let sandbox = TestSandbox::empty().await;
-    let expiring = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "expiring", "scopes": ["manage:api_keys", "read:tasks"], "expires_at": "2099-01-01T00:00:00Z"}),
-    )
-    .await;
-    let outliving = mint(
-        &sandbox,
-        expiring["key"].as_str().unwrap(),
-        json!({"name": "outliving", "scopes": ["read:tasks"]}),
-    )
-    .await;
-    let parent = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "parent", "scopes": ["manage:api_keys", "read:tasks"]}),
-    )
-    .await;
-    let orphan = mint(
-        &sandbox,
-        parent["key"].as_str().unwrap(),
-        json!({"name": "orphan", "scopes": ["read:tasks"]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let expiring = mint(admin, "expiring", MINTER, Some("2099-01-01T00:00:00Z")).await;
+    let outliving = mint(as_minted(&sandbox, &expiring), "outliving", READER, None).await;
+    let parent = mint(admin, "parent", MINTER, None).await;
+    let orphan = mint(as_minted(&sandbox, &parent), "orphan", READER, None).await;
     // As the sandbox stored them before: a child without expiry under an expiring parent, and a
     // parent revoked without its child.
     let set = |id: String, path: &str, value: Value| {
@@ -381,8 +340,7 @@ async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
         ),
         1
     );
-    let orphan_key = orphan["key"].as_str().unwrap().to_string();
-    sandbox.as_key(&orphan_key).get(200, "/v1/tasks").await;
+    as_minted(&sandbox, &orphan).get(200, "/v1/tasks").await;
 
     let sandbox = sandbox.restart().await;
     let admin = sandbox.as_admin();
@@ -400,7 +358,7 @@ async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
     };
     assert_eq!(by_id(&outliving)["expires_at"], expiring["expires_at"]);
     assert_eq!(by_id(&orphan)["revoked_at"], "2026-01-01T00:00:00.000Z");
-    sandbox.as_key(&orphan_key).get(401, "/v1/tasks").await;
+    as_minted(&sandbox, &orphan).get(401, "/v1/tasks").await;
 }
 
 #[tokio::test]
@@ -417,12 +375,7 @@ async fn a_narrow_key_cannot_revoke_the_admin_key() {
     assert!(!lacking.contains(&json!("manage:api_keys")), "{reply}");
     admin.get(200, "/v1/tasks").await;
     // It may still revoke a key whose scopes it holds, itself included.
-    let peer = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "peer", "scopes": ["manage:api_keys"]}),
-    )
-    .await;
+    let peer = mint(admin, "peer", &["manage:api_keys"], None).await;
     sandbox
         .as_key(&narrow)
         .post(
