@@ -32,42 +32,21 @@ fn new_subscription(plan: &str) -> Value {
 #[tokio::test]
 async fn a_subscription_goes_through_its_whole_lifecycle() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     for path in [SUBSCRIPTION, "/v1/billing/details", "/v1/billing/usage"] {
-        let reply = sandbox.expect(404, ADMIN_KEY, "GET", path, None).await;
+        let reply = admin.get(404, path).await;
         assert_eq!(reply["error"]["code"], "not_found");
     }
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"seats": 30})),
-        )
-        .await;
-    sandbox
-        .expect(404, ADMIN_KEY, "POST", CANCEL, Some(json!({})))
-        .await;
-    let reply = sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("enterprise")),
-        )
+    admin.patch(404, SUBSCRIPTION, json!({"seats": 30})).await;
+    admin.post(404, CANCEL, json!({})).await;
+    let reply = admin
+        .post(422, SUBSCRIPTION, new_subscription("enterprise"))
         .await;
     assert_eq!(reply["error"]["code"], "unprocessable");
 
     // Without a card: a 14-day trial, with the plan's minutes granted.
-    let created = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("team")),
-        )
+    let created = admin
+        .post(201, SUBSCRIPTION, new_subscription("team"))
         .await;
     assert!(created["id"].as_str().unwrap().starts_with("sub_"));
     assert_eq!(created["status"], "trialing");
@@ -79,26 +58,13 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
     assert!(created["canceled_at"].is_null());
     let trial = time(&created["trial_end"]) - time(&created["created_at"]);
     assert_eq!(trial.num_days(), 14);
-    assert_eq!(
-        sandbox
-            .expect(200, ADMIN_KEY, "GET", SUBSCRIPTION, None)
-            .await,
-        created
-    );
-    let reply = sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("starter")),
-        )
+    assert_eq!(admin.get(200, SUBSCRIPTION).await, created);
+    let reply = admin
+        .post(409, SUBSCRIPTION, new_subscription("starter"))
         .await;
     assert_eq!(reply["error"]["code"], "conflict");
 
-    let details = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/details", None)
-        .await;
+    let details = admin.get(200, "/v1/billing/details").await;
     assert_eq!(details["company_name"], "Globex Corporation");
     assert_eq!(details["billing_email"], "ap@globex.example.com");
     assert_eq!(details["address"]["line2"], "");
@@ -115,9 +81,7 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
         "tax_id": "US12-3456789", "payment_method_token": "pm_TestCard00000001",
         "address": {"line1": "2 Globex Way", "line2": "Floor 3", "city": "Springfield", "state": "OR", "postal_code": "97477", "country": "US"},
     });
-    let updated = sandbox
-        .expect(200, ADMIN_KEY, "PATCH", SUBSCRIPTION, Some(change))
-        .await;
+    let updated = admin.patch(200, SUBSCRIPTION, change).await;
     assert_eq!(updated["plan"]["id"], "business");
     assert_eq!(updated["seats"], 40);
     assert_eq!(updated["billing_email"], "billing@globex.example.com");
@@ -125,9 +89,7 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
         updated["status"], "trialing",
         "a card does not end the trial early"
     );
-    let details = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/details", None)
-        .await;
+    let details = admin.get(200, "/v1/billing/details").await;
     assert_eq!(details["billing_email"], "billing@globex.example.com");
     assert_eq!(details["tax_id"], "US12-3456789");
     assert_eq!(details["address"]["line2"], "Floor 3");
@@ -144,29 +106,19 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
         !details.to_string().contains("pm_TestCard"),
         "the token is never served"
     );
-    let grants = sandbox
-        .expect(200, ADMIN_KEY, "GET", &format!("{LEDGER}?kind=grant"), None)
-        .await;
+    let grants = admin.get(200, &format!("{LEDGER}?kind=grant")).await;
     assert_eq!(
         items(&grants).len(),
         2,
         "the upgrade credits prorated minutes: {grants}"
     );
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"plan_id": "enterprise"})),
-        )
+    admin
+        .patch(422, SUBSCRIPTION, json!({"plan_id": "enterprise"}))
         .await;
 
     // Cancel at the period end, undo it, then cancel at once.
     let cancel = json!({"at_period_end": true, "reason": "Moving to a group contract"});
-    let scheduled = sandbox
-        .expect(200, ADMIN_KEY, "POST", CANCEL, Some(cancel.clone()))
-        .await;
+    let scheduled = admin.post(200, CANCEL, cancel.clone()).await;
     assert_eq!(scheduled["cancel_at_period_end"], true);
     assert_eq!(scheduled["status"], "trialing");
     assert_eq!(
@@ -174,68 +126,32 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
         "Moving to a group contract"
     );
     assert!(scheduled["canceled_at"].is_string());
-    sandbox
-        .expect(409, ADMIN_KEY, "POST", CANCEL, Some(cancel))
-        .await;
-    let undone = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"cancel_at_period_end": false})),
-        )
+    admin.post(409, CANCEL, cancel).await;
+    let undone = admin
+        .patch(200, SUBSCRIPTION, json!({"cancel_at_period_end": false}))
         .await;
     assert_eq!(undone["cancel_at_period_end"], false);
     assert!(undone["canceled_at"].is_null());
-    let ended = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "POST",
-            CANCEL,
-            Some(json!({"at_period_end": false})),
-        )
+    let ended = admin
+        .post(200, CANCEL, json!({"at_period_end": false}))
         .await;
     assert_eq!(ended["status"], "canceled");
     assert!(ended["canceled_at"].is_string());
-    let usage = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/usage", None)
-        .await;
+    let usage = admin.get(200, "/v1/billing/usage").await;
     assert_eq!(
         usage["remaining_minutes"], 0,
         "ending now forfeits the minutes: {usage}"
     );
-    let expiries = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("{LEDGER}?kind=expiry"),
-            None,
-        )
-        .await;
+    let expiries = admin.get(200, &format!("{LEDGER}?kind=expiry")).await;
     assert_eq!(items(&expiries).len(), 1);
     assert_eq!(items(&expiries)[0]["balance_after_minutes"], 0);
-    sandbox
-        .expect(409, ADMIN_KEY, "POST", CANCEL, Some(json!({})))
-        .await;
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"seats": 30})),
-        )
-        .await;
+    admin.post(409, CANCEL, json!({})).await;
+    admin.patch(409, SUBSCRIPTION, json!({"seats": 30})).await;
 
     // After a cancellation a new subscription may start; with a card it is active at once.
     let mut restart = new_subscription("starter");
     restart["payment_method_token"] = json!("pm_TestCard00000002");
-    let again = sandbox
-        .expect(201, ADMIN_KEY, "POST", SUBSCRIPTION, Some(restart))
-        .await;
+    let again = admin.post(201, SUBSCRIPTION, restart).await;
     assert_eq!(again["status"], "active");
     assert!(again["trial_end"].is_null());
     assert_ne!(again["id"], created["id"]);
@@ -243,15 +159,11 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
         time(&again["current_period_end"])
             > time(&again["current_period_start"]) + chrono::Duration::days(27)
     );
-    let usage = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/usage", None)
-        .await;
+    let usage = admin.get(200, "/v1/billing/usage").await;
     assert_eq!(usage["subscription_id"], again["id"]);
     assert_eq!(usage["included_minutes"], 500);
     assert_eq!(usage["remaining_minutes"], 500);
-    let details = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/details", None)
-        .await;
+    let details = admin.get(200, "/v1/billing/details").await;
     assert!(
         details["tax_id"].is_null(),
         "a new subscription's details are what it was created with"
@@ -261,20 +173,13 @@ async fn a_subscription_goes_through_its_whole_lifecycle() {
 #[tokio::test]
 async fn the_grant_shows_in_the_usage_balance_and_the_ledger() {
     let sandbox = TestSandbox::empty().await;
-    let ledger = sandbox.expect(200, ADMIN_KEY, "GET", LEDGER, None).await;
+    let admin = sandbox.as_admin();
+    let ledger = admin.get(200, LEDGER).await;
     assert_eq!(ledger, json!({"data": [], "next_cursor": null}));
-    let subscription = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("team")),
-        )
+    let subscription = admin
+        .post(201, SUBSCRIPTION, new_subscription("team"))
         .await;
-    let usage = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/usage", None)
-        .await;
+    let usage = admin.get(200, "/v1/billing/usage").await;
     assert_eq!(usage["subscription_id"], subscription["id"]);
     assert_eq!(usage["plan_id"], "team");
     assert_eq!(usage["period_start"], subscription["current_period_start"]);
@@ -285,7 +190,7 @@ async fn the_grant_shows_in_the_usage_balance_and_the_ledger() {
     assert_eq!(usage["remaining_minutes"], 2000);
     assert_eq!(usage["overage_minutes"], 0);
     assert!(time(&usage["as_of"]) >= time(&subscription["created_at"]));
-    let ledger = sandbox.expect(200, ADMIN_KEY, "GET", LEDGER, None).await;
+    let ledger = admin.get(200, LEDGER).await;
     let entry = &items(&ledger)[0];
     assert_eq!(items(&ledger).len(), 1);
     assert!(entry["id"].as_str().unwrap().starts_with("mtx_"));
@@ -298,58 +203,27 @@ async fn the_grant_shows_in_the_usage_balance_and_the_ledger() {
 #[tokio::test]
 async fn the_minute_ledger_pages_newest_first_and_filters() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     // Grants, prorated grants on upgrades and an expiry on cancel: six entries.
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("starter")),
-        )
+    admin
+        .post(201, SUBSCRIPTION, new_subscription("starter"))
         .await;
     for plan in ["team", "business"] {
-        sandbox
-            .expect(
-                200,
-                ADMIN_KEY,
-                "PATCH",
-                SUBSCRIPTION,
-                Some(json!({"plan_id": plan})),
-            )
+        admin
+            .patch(200, SUBSCRIPTION, json!({"plan_id": plan}))
             .await;
     }
-    sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "POST",
-            CANCEL,
-            Some(json!({"at_period_end": false})),
-        )
+    admin
+        .post(200, CANCEL, json!({"at_period_end": false}))
         .await;
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("team")),
-        )
+    admin
+        .post(201, SUBSCRIPTION, new_subscription("team"))
         .await;
-    sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"plan_id": "business"})),
-        )
+    admin
+        .patch(200, SUBSCRIPTION, json!({"plan_id": "business"}))
         .await;
 
-    let everything = sandbox
-        .expect(200, ADMIN_KEY, "GET", &format!("{LEDGER}?limit=100"), None)
-        .await;
+    let everything = admin.get(200, &format!("{LEDGER}?limit=100")).await;
     let all = items(&everything);
     assert_eq!(all.len(), 6, "{everything}");
     let paged = sandbox.all_pages(ADMIN_KEY, LEDGER, 2).await;
@@ -386,102 +260,54 @@ async fn the_minute_ledger_pages_newest_first_and_filters() {
             .iter()
             .all(|e| e["kind"] == "grant" && e["minutes"].as_i64().unwrap() > 0)
     );
-    let expiries = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("{LEDGER}?kind=expiry"),
-            None,
-        )
-        .await;
+    let expiries = admin.get(200, &format!("{LEDGER}?kind=expiry")).await;
     assert_eq!(items(&expiries).len(), 1);
     assert!(items(&expiries)[0]["minutes"].as_i64().unwrap() < 0);
-    let none = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("{LEDGER}?kind=top_up"),
-            None,
-        )
-        .await;
+    let none = admin.get(200, &format!("{LEDGER}?kind=top_up")).await;
     assert_eq!(items(&none).len(), 0);
 
     // from/to bound created_at: [from, to).
     let first = &paged.last().unwrap()["created_at"];
-    let before = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("{LEDGER}?to={}", first.as_str().unwrap()),
-            None,
-        )
+    let before = admin
+        .get(200, &format!("{LEDGER}?to={}", first.as_str().unwrap()))
         .await;
     assert_eq!(items(&before).len(), 0);
-    let from_first = sandbox
-        .expect(
+    let from_first = admin
+        .get(
             200,
-            ADMIN_KEY,
-            "GET",
             &format!("{LEDGER}?limit=100&from={}", first.as_str().unwrap()),
-            None,
         )
         .await;
     assert_eq!(items(&from_first).len(), 6);
-    let old = sandbox
-        .expect(
+    let old = admin
+        .get(
             200,
-            ADMIN_KEY,
-            "GET",
             &format!("{LEDGER}?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00%2B02:00"),
-            None,
         )
         .await;
     assert_eq!(items(&old).len(), 0);
-    sandbox
-        .expect(
+    admin
+        .get(
             400,
-            ADMIN_KEY,
-            "GET",
             &format!("{LEDGER}?from=2021-01-01T00:00:00Z&to=2020-01-01T00:00:00Z"),
-            None,
         )
         .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            &format!("{LEDGER}?kind=refund"),
-            None,
-        )
-        .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            &format!("{LEDGER}?cursor=djE6OTk5OTk5"),
-            None,
-        )
+    admin.get(400, &format!("{LEDGER}?kind=refund")).await;
+    admin
+        .get(400, &format!("{LEDGER}?cursor=djE6OTk5OTk5"))
         .await;
 }
 
 #[tokio::test]
 async fn the_demo_tenant_has_an_active_team_plan_with_a_consistent_balance() {
     let sandbox = TestSandbox::demo().await;
-    let subscription = sandbox
-        .expect(200, ADMIN_KEY, "GET", SUBSCRIPTION, None)
-        .await;
+    let admin = sandbox.as_admin();
+    let subscription = admin.get(200, SUBSCRIPTION).await;
     assert_eq!(subscription["status"], "active");
     assert_eq!(subscription["plan"]["id"], "team");
     let started = chrono::Utc::now() - time(&subscription["current_period_start"]);
     assert!((19..=21).contains(&started.num_days()), "{subscription}");
-    let usage = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/usage", None)
-        .await;
+    let usage = admin.get(200, "/v1/billing/usage").await;
     assert_eq!(usage["included_minutes"], 2000);
     assert_eq!(usage["purchased_minutes"], 500);
     let (included, purchased, used) = (
@@ -521,19 +347,11 @@ async fn the_demo_tenant_has_an_active_team_plan_with_a_consistent_balance() {
         ledger[0]["balance_after_minutes"],
         usage["remaining_minutes"]
     );
-    let details = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/details", None)
-        .await;
+    let details = admin.get(200, "/v1/billing/details").await;
     assert!(details["payment_method"]["brand"].is_string());
     assert_eq!(details["billing_email"], subscription["billing_email"]);
-    let reply = sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("business")),
-        )
+    let reply = admin
+        .post(409, SUBSCRIPTION, new_subscription("business"))
         .await;
     assert_eq!(reply["error"]["code"], "conflict");
 }
@@ -541,29 +359,18 @@ async fn the_demo_tenant_has_an_active_team_plan_with_a_consistent_balance() {
 #[tokio::test]
 async fn seats_cannot_drop_below_the_active_users() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let active = sandbox
         .all_pages(ADMIN_KEY, "/v1/users?status=active", 100)
         .await
         .len();
     assert!(active >= 2, "the demo tenant has several active users");
-    let reply = sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"seats": active - 1})),
-        )
+    let reply = admin
+        .patch(422, SUBSCRIPTION, json!({"seats": active - 1}))
         .await;
     assert_eq!(reply["error"]["code"], "unprocessable");
-    let updated = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            SUBSCRIPTION,
-            Some(json!({"seats": active})),
-        )
+    let updated = admin
+        .patch(200, SUBSCRIPTION, json!({"seats": active}))
         .await;
     assert_eq!(updated["seats"], active);
 }
@@ -571,6 +378,7 @@ async fn seats_cannot_drop_below_the_active_users() {
 #[tokio::test]
 async fn devices_list_with_filters_and_unpair_once() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let devices = sandbox.all_pages(ADMIN_KEY, "/v1/devices", 2).await;
     assert!(devices.len() >= 6, "{devices:?}");
     assert!(
@@ -591,9 +399,7 @@ async fn devices_list_with_filters_and_unpair_once() {
     assert_eq!(statuses, ["offline", "paired", "unpaired"].into());
     for query in ["status=unpaired", "status=paired", "model=hololens_2"] {
         let (field, value) = query.split_once('=').unwrap();
-        let page = sandbox
-            .expect(200, ADMIN_KEY, "GET", &format!("/v1/devices?{query}"), None)
-            .await;
+        let page = admin.get(200, &format!("/v1/devices?{query}")).await;
         assert!(!items(&page).is_empty(), "{query}");
         assert!(
             items(&page).iter().all(|d| d[field] == value),
@@ -601,119 +407,68 @@ async fn devices_list_with_filters_and_unpair_once() {
         );
     }
     if let Some(user) = devices.iter().find_map(|d| d["assigned_user_id"].as_str()) {
-        let page = sandbox
-            .expect(
-                200,
-                ADMIN_KEY,
-                "GET",
-                &format!("/v1/devices?assigned_user_id={user}"),
-                None,
-            )
+        let page = admin
+            .get(200, &format!("/v1/devices?assigned_user_id={user}"))
             .await;
         assert!(
             !items(&page).is_empty() && items(&page).iter().all(|d| d["assigned_user_id"] == user)
         );
     }
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/devices?model=walkman", None)
-        .await;
+    admin.get(400, "/v1/devices?model=walkman").await;
 
     let device = devices.iter().find(|d| d["status"] == "paired").unwrap();
     let path = format!("/v1/devices/{}", device["id"].as_str().unwrap());
-    assert_eq!(
-        &sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await,
-        device
-    );
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "GET",
-            "/v1/devices/dev_0000000000000000",
-            None,
-        )
-        .await;
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/devices/not-a-device", None)
-        .await;
+    assert_eq!(&admin.get(200, &path).await, device);
+    admin.get(404, "/v1/devices/dev_0000000000000000").await;
+    admin.get(400, "/v1/devices/not-a-device").await;
 
-    let unpaired = sandbox
-        .expect(
+    let unpaired = admin
+        .post(
             200,
-            ADMIN_KEY,
-            "POST",
             &format!("{path}/unpair"),
-            Some(json!({"reason": "lost on site"})),
+            json!({"reason": "lost on site"}),
         )
         .await;
     assert_eq!(unpaired["status"], "unpaired");
     assert_eq!(unpaired["unpair_reason"], "lost on site");
     assert!(time(&unpaired["unpaired_at"]) >= time(&device["paired_at"]));
     assert_eq!(unpaired["serial_number"], device["serial_number"]);
-    assert_eq!(
-        sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await,
-        unpaired
-    );
-    let reply = sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            &format!("{path}/unpair"),
-            Some(json!({})),
-        )
-        .await;
+    assert_eq!(admin.get(200, &path).await, unpaired);
+    let reply = admin.post(409, &format!("{path}/unpair"), json!({})).await;
     assert_eq!(reply["error"]["code"], "conflict");
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
-            "/v1/devices/dev_0000000000000000/unpair",
-            Some(json!({})),
-        )
+    admin
+        .post(404, "/v1/devices/dev_0000000000000000/unpair", json!({}))
         .await;
 }
 
 #[tokio::test]
 async fn another_tenant_cannot_see_or_unpair_a_device() {
     let sandbox = TestSandbox::demo().await;
-    let other = sandbox.other_tenant("Globex");
-    let devices = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/devices", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let other_key = sandbox.other_tenant("Globex");
+    let other = sandbox.as_key(&other_key);
+    let devices = admin.get(200, "/v1/devices").await;
     let id = items(&devices)[0]["id"].as_str().unwrap().to_string();
-    sandbox
-        .expect(404, &other, "GET", &format!("/v1/devices/{id}"), None)
-        .await;
-    sandbox
-        .expect(
-            404,
-            &other,
-            "POST",
-            &format!("/v1/devices/{id}/unpair"),
-            Some(json!({})),
-        )
+    other.get(404, &format!("/v1/devices/{id}")).await;
+    other
+        .post(404, &format!("/v1/devices/{id}/unpair"), json!({}))
         .await;
     assert_eq!(
-        sandbox
-            .expect(200, &other, "GET", "/v1/devices", None)
-            .await,
+        other.get(200, "/v1/devices").await,
         json!({"data": [], "next_cursor": null})
     );
     assert_eq!(
-        sandbox.expect(200, &other, "GET", "/v1/orders", None).await,
+        other.get(200, "/v1/orders").await,
         json!({"data": [], "next_cursor": null})
     );
-    sandbox.expect(404, &other, "GET", SUBSCRIPTION, None).await;
-    sandbox
-        .expect(200, ADMIN_KEY, "GET", &format!("/v1/devices/{id}"), None)
-        .await;
+    other.get(404, SUBSCRIPTION).await;
+    admin.get(200, &format!("/v1/devices/{id}")).await;
 }
 
 #[tokio::test]
 async fn pairing_codes_are_typeable_and_expire() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let is_code = |code: &str| {
         code.len() == 8
             && code
@@ -721,14 +476,8 @@ async fn pairing_codes_are_typeable_and_expire() {
                 .all(|c| c.is_ascii_uppercase() || ('2'..='9').contains(&c))
             && !code.contains(['O', 'I'])
     };
-    let plain = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/devices/pairing-codes",
-            Some(json!({})),
-        )
+    let plain = admin
+        .post(201, "/v1/devices/pairing-codes", json!({}))
         .await;
     assert!(plain["id"].as_str().unwrap().starts_with("pc_"));
     assert!(is_code(plain["code"].as_str().unwrap()), "{plain}");
@@ -739,9 +488,7 @@ async fn pairing_codes_are_typeable_and_expire() {
         900
     );
 
-    let devices = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/devices?limit=100", None)
-        .await;
+    let devices = admin.get(200, "/v1/devices?limit=100").await;
     let user = items(&devices)
         .iter()
         .find_map(|d| d["assigned_user_id"].as_str())
@@ -750,15 +497,7 @@ async fn pairing_codes_are_typeable_and_expire() {
     if let Some(user) = &user {
         request["assigned_user_id"] = json!(user);
     }
-    let named = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/devices/pairing-codes",
-            Some(request),
-        )
-        .await;
+    let named = admin.post(201, "/v1/devices/pairing-codes", request).await;
     assert!(is_code(named["code"].as_str().unwrap()));
     assert_ne!(named["code"], plain["code"]);
     assert_eq!(named["device_name"], "Line 4 HoloLens");
@@ -769,23 +508,19 @@ async fn pairing_codes_are_typeable_and_expire() {
     );
 
     for ttl in [59, 3601] {
-        sandbox
-            .expect(
+        admin
+            .post(
                 400,
-                ADMIN_KEY,
-                "POST",
                 "/v1/devices/pairing-codes",
-                Some(json!({"ttl_seconds": ttl})),
+                json!({"ttl_seconds": ttl}),
             )
             .await;
     }
-    let reply = sandbox
-        .expect(
+    let reply = admin
+        .post(
             422,
-            ADMIN_KEY,
-            "POST",
             "/v1/devices/pairing-codes",
-            Some(json!({"assigned_user_id": "usr_0000000000000000"})),
+            json!({"assigned_user_id": "usr_0000000000000000"}),
         )
         .await;
     assert_eq!(reply["error"]["code"], "unprocessable");
@@ -794,6 +529,7 @@ async fn pairing_codes_are_typeable_and_expire() {
 #[tokio::test]
 async fn orders_list_newest_first_with_consistent_totals() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let orders = sandbox.all_pages(ADMIN_KEY, "/v1/orders", 1).await;
     assert!((2..=5).contains(&orders.len()), "{orders:?}");
     assert!(
@@ -821,50 +557,31 @@ async fn orders_list_newest_first_with_consistent_totals() {
             order["shipped_at"].is_null()
         );
     }
-    let shipped = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/orders?status=shipped", None)
-        .await;
+    let shipped = admin.get(200, "/v1/orders?status=shipped").await;
     assert!(!items(&shipped).is_empty());
     assert!(items(&shipped).iter().all(|o| o["status"] == "shipped"
         && o["tracking_url"].is_string()
         && o["delivered_at"].is_null()));
-    let cancelled = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/orders?status=cancelled", None)
-        .await;
+    let cancelled = admin.get(200, "/v1/orders?status=cancelled").await;
     assert!(items(&cancelled).is_empty());
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/orders?status=lost", None)
-        .await;
+    admin.get(400, "/v1/orders?status=lost").await;
 }
 
 #[tokio::test]
 async fn switching_plans_back_and_forth_credits_an_upgrade_once_per_period() {
     let sandbox = TestSandbox::empty().await;
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            SUBSCRIPTION,
-            Some(new_subscription("starter")),
-        )
+    let admin = sandbox.as_admin();
+    admin
+        .post(201, SUBSCRIPTION, new_subscription("starter"))
         .await;
     for plan in [
         "business", "starter", "business", "team", "business", "starter",
     ] {
-        sandbox
-            .expect(
-                200,
-                ADMIN_KEY,
-                "PATCH",
-                SUBSCRIPTION,
-                Some(json!({"plan_id": plan})),
-            )
+        admin
+            .patch(200, SUBSCRIPTION, json!({"plan_id": plan}))
             .await;
     }
-    let grants = sandbox
-        .expect(200, ADMIN_KEY, "GET", &format!("{LEDGER}?kind=grant"), None)
-        .await;
+    let grants = admin.get(200, &format!("{LEDGER}?kind=grant")).await;
     let prorated: Vec<&Value> = items(&grants)
         .iter()
         .filter(|g| g["description"].as_str().unwrap().starts_with("Prorated"))
@@ -875,9 +592,7 @@ async fn switching_plans_back_and_forth_credits_an_upgrade_once_per_period() {
         "only the first upgrade to business credits minutes: {grants}"
     );
     let credited = prorated[0]["minutes"].as_i64().unwrap();
-    let usage = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/billing/usage", None)
-        .await;
+    let usage = admin.get(200, "/v1/billing/usage").await;
     assert_eq!(usage["remaining_minutes"], 500 + credited, "{usage}");
 }
 
@@ -890,19 +605,12 @@ fn days_ago(days: i64) -> String {
 async fn the_account_and_reports_see_the_subscription_as_get_subscription_does() {
     for reader in ["/v1/account", "/v1/reports/overview"] {
         let sandbox = TestSandbox::empty().await;
+        let admin = sandbox.as_admin();
         let mut body = new_subscription("starter");
         body["payment_method_token"] = json!("pm_TestCard00000001");
-        sandbox
-            .expect(201, ADMIN_KEY, "POST", SUBSCRIPTION, Some(body))
-            .await;
-        sandbox
-            .expect(
-                200,
-                ADMIN_KEY,
-                "POST",
-                CANCEL,
-                Some(json!({"at_period_end": true})),
-            )
+        admin.post(201, SUBSCRIPTION, body).await;
+        admin
+            .post(200, CANCEL, json!({"at_period_end": true}))
             .await;
         // The period ended, with its scheduled cancellation, while nobody looked.
         let changed = sandbox.sql(
@@ -912,7 +620,7 @@ async fn the_account_and_reports_see_the_subscription_as_get_subscription_does()
         );
         assert_eq!(changed, 1);
 
-        let read = sandbox.expect(200, ADMIN_KEY, "GET", reader, None).await;
+        let read = admin.get(200, reader).await;
         if reader == "/v1/account" {
             assert_eq!(read["plan"]["status"], "canceled", "{read}");
         } else {
@@ -922,9 +630,7 @@ async fn the_account_and_reports_see_the_subscription_as_get_subscription_does()
                 "a canceled subscription has no minute pool: {read}"
             );
         }
-        let subscription = sandbox
-            .expect(200, ADMIN_KEY, "GET", SUBSCRIPTION, None)
-            .await;
+        let subscription = admin.get(200, SUBSCRIPTION).await;
         assert_eq!(subscription["status"], "canceled");
     }
 }
@@ -932,10 +638,9 @@ async fn the_account_and_reports_see_the_subscription_as_get_subscription_does()
 #[tokio::test]
 async fn seats_sent_as_a_whole_float_are_seats() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let mut body = new_subscription("starter");
     body["seats"] = json!(7.0);
-    let subscription = sandbox
-        .expect(201, ADMIN_KEY, "POST", SUBSCRIPTION, Some(body))
-        .await;
+    let subscription = admin.post(201, SUBSCRIPTION, body).await;
     assert_eq!(subscription["seats"], json!(7));
 }

@@ -45,9 +45,7 @@ async fn requests_without_a_valid_key_are_401_with_a_challenge() {
 async fn introspection_names_the_key_and_its_tenant() {
     let sandbox = TestSandbox::empty().await;
     let key = sandbox.key_with(&["read:tasks"]).await;
-    let me = sandbox
-        .expect(200, &key, "GET", "/v1/api-keys/current", None)
-        .await;
+    let me = sandbox.as_key(&key).get(200, "/v1/api-keys/current").await;
     assert_eq!(me["scopes"], json!(["read:tasks"]));
     assert_eq!(me["prefix"], key[..12]);
     assert!(me["tenant_id"].as_str().unwrap().starts_with("ten_"));
@@ -133,21 +131,16 @@ async fn every_operation_enforces_its_scopes_from_the_generated_table() {
 #[tokio::test]
 async fn a_key_cannot_mint_a_key_with_more_scopes_than_it_holds() {
     let sandbox = TestSandbox::empty().await;
-    let minter = sandbox.key_with(&["manage:api_keys", "write:tasks"]).await;
+    let minter_key = sandbox.key_with(&["manage:api_keys", "write:tasks"]).await;
+    let minter = sandbox.as_key(&minter_key);
     let denied = json!({"name": "escalate", "scopes": ["read:tasks", "manage:users"]});
-    let reply = sandbox
-        .expect(403, &minter, "POST", "/v1/api-keys", Some(denied))
-        .await;
+    let reply = minter.post(403, "/v1/api-keys", denied).await;
     assert_eq!(reply["error"]["required_scopes"], json!(["manage:users"]));
     // Implied scopes are held: write:tasks implies read:tasks.
     let allowed = json!({"name": "reader", "scopes": ["read:tasks"]});
-    let created = sandbox
-        .expect(201, &minter, "POST", "/v1/api-keys", Some(allowed))
-        .await;
+    let created = minter.post(201, "/v1/api-keys", allowed).await;
     assert!(created["key"].as_str().unwrap().starts_with("tak_"));
-    let listed = sandbox
-        .expect(200, &minter, "GET", "/v1/api-keys", None)
-        .await;
+    let listed = minter.get(200, "/v1/api-keys").await;
     assert!(
         listed
             .to_string()
@@ -160,24 +153,18 @@ async fn a_key_cannot_mint_a_key_with_more_scopes_than_it_holds() {
 #[tokio::test]
 async fn revocation_takes_effect_on_the_next_request() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let key = sandbox.key_with(&["read:tasks"]).await;
-    sandbox.expect(200, &key, "GET", "/v1/tasks", None).await;
-    let me = sandbox
-        .expect(200, &key, "GET", "/v1/api-keys/current", None)
-        .await;
+    let reader = sandbox.as_key(&key);
+    reader.get(200, "/v1/tasks").await;
+    let me = reader.get(200, "/v1/api-keys/current").await;
     let path = format!("/v1/api-keys/{}/revoke", me["id"].as_str().unwrap());
-    let revoked = sandbox
-        .expect(200, ADMIN_KEY, "POST", &path, Some(json!({})))
-        .await;
+    let revoked = admin.post(200, &path, json!({})).await;
     assert!(revoked["revoked_at"].is_string());
-    let reply = sandbox.expect(401, &key, "GET", "/v1/tasks", None).await;
+    let reply = reader.get(401, "/v1/tasks").await;
     assert_eq!(reply["error"]["code"], "unauthorized");
-    sandbox
-        .expect(409, ADMIN_KEY, "POST", &path, Some(json!({})))
-        .await;
-    let active = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys", None)
-        .await;
+    admin.post(409, &path, json!({})).await;
+    let active = admin.get(200, "/v1/api-keys").await;
     assert!(
         active["data"]
             .as_array()
@@ -185,15 +172,7 @@ async fn revocation_takes_effect_on_the_next_request() {
             .iter()
             .all(|k| k["id"] != me["id"])
     );
-    let all = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/api-keys?include_revoked=true",
-            None,
-        )
-        .await;
+    let all = admin.get(200, "/v1/api-keys?include_revoked=true").await;
     assert!(
         all["data"]
             .as_array()
@@ -206,36 +185,29 @@ async fn revocation_takes_effect_on_the_next_request() {
 #[tokio::test]
 async fn tenants_never_see_each_others_data() {
     let sandbox = TestSandbox::demo().await;
-    let other = sandbox.other_tenant("Globex");
-    let task = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "Acme only"})),
-        )
+    let admin = sandbox.as_admin();
+    let other_key = sandbox.other_tenant("Globex");
+    let other = sandbox.as_key(&other_key);
+    let task = admin
+        .post(201, "/v1/tasks", json!({"title": "Acme only"}))
         .await;
     let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
-    sandbox.expect(404, &other, "GET", &path, None).await;
-    sandbox
-        .expect(404, &other, "PATCH", &path, Some(json!({"status": "done"})))
-        .await;
-    sandbox.expect(404, &other, "DELETE", &path, None).await;
-    let listed = sandbox
-        .expect(200, &other, "GET", "/v1/tasks?limit=100", None)
-        .await;
+    other.get(404, &path).await;
+    other.patch(404, &path, json!({"status": "done"})).await;
+    other.delete(404, &path).await;
+    let listed = other.get(200, "/v1/tasks?limit=100").await;
     assert_eq!(
         listed["data"],
         json!([]),
         "a new tenant has no tasks, and none of Acme's"
     );
-    sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await;
+    admin.get(200, &path).await;
 }
 
 #[tokio::test]
 async fn malformed_requests_get_specific_errors() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let details = |reply: &Value| -> BTreeSet<String> {
         reply["error"]["details"]
             .as_array()
@@ -244,13 +216,11 @@ async fn malformed_requests_get_specific_errors() {
             .map(|d| d["field"].as_str().unwrap().to_string())
             .collect()
     };
-    let reply = sandbox
-        .expect(
+    let reply = admin
+        .post(
             400,
-            ADMIN_KEY,
-            "POST",
             "/v1/tasks",
-            Some(json!({"title": "", "priority": 1, "status": "later"})),
+            json!({"title": "", "priority": 1, "status": "later"}),
         )
         .await;
     assert_eq!(reply["error"]["code"], "validation_failed");
@@ -258,9 +228,7 @@ async fn malformed_requests_get_specific_errors() {
         details(&reply),
         ["priority", "status", "title"].map(String::from).into()
     );
-    let reply = sandbox
-        .expect(400, ADMIN_KEY, "POST", "/v1/tasks", Some(json!({})))
-        .await;
+    let reply = admin.post(400, "/v1/tasks", json!({})).await;
     assert_eq!(details(&reply), ["title".to_string()].into());
     for query in [
         "limit=0",
@@ -270,25 +238,13 @@ async fn malformed_requests_get_specific_errors() {
         "status=finished",
         "color=red",
     ] {
-        let reply = sandbox
-            .expect(400, ADMIN_KEY, "GET", &format!("/v1/tasks?{query}"), None)
-            .await;
+        let reply = admin.get(400, &format!("/v1/tasks?{query}")).await;
         let field = query.split('=').next().unwrap();
         assert!(details(&reply).contains(field), "{query}: {reply}");
     }
-    let reply = sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/tasks/not-a-task", None)
-        .await;
+    let reply = admin.get(400, "/v1/tasks/not-a-task").await;
     assert!(details(&reply).contains("task_id"));
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "GET",
-            "/v1/tasks/tsk_0000000000000000",
-            None,
-        )
-        .await;
+    admin.get(404, "/v1/tasks/tsk_0000000000000000").await;
 
     let raw = sandbox
         .http()
@@ -304,14 +260,10 @@ async fn malformed_requests_get_specific_errors() {
     assert_eq!(body["error"]["code"], "bad_request");
 
     let huge = json!({"title": "big", "description": "x".repeat(3 * 1024 * 1024)});
-    let reply = sandbox
-        .expect(413, ADMIN_KEY, "POST", "/v1/tasks", Some(huge))
-        .await;
+    let reply = admin.post(413, "/v1/tasks", huge).await;
     assert_eq!(reply["error"]["code"], "payload_too_large");
 
-    let reply = sandbox
-        .expect(404, ADMIN_KEY, "GET", "/v1/nothing-here", None)
-        .await;
+    let reply = admin.get(404, "/v1/nothing-here").await;
     assert_eq!(reply["error"]["code"], "not_found");
     sandbox
         .expect(405, ADMIN_KEY, "PUT", "/v1/tasks", None)
@@ -321,16 +273,11 @@ async fn malformed_requests_get_specific_errors() {
 #[tokio::test]
 async fn pages_stay_stable_while_rows_are_inserted() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let mut existing = BTreeSet::new();
     for n in 0..30 {
-        let task = sandbox
-            .expect(
-                201,
-                ADMIN_KEY,
-                "POST",
-                "/v1/tasks",
-                Some(json!({"title": format!("t{n}")})),
-            )
+        let task = admin
+            .post(201, "/v1/tasks", json!({"title": format!("t{n}")}))
             .await;
         existing.insert(task["id"].as_str().unwrap().to_string());
     }
@@ -389,6 +336,7 @@ async fn futures_join(
 #[tokio::test]
 async fn concurrent_writers_lose_nothing_and_data_survives_a_restart() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let mut writers = Vec::new();
     for w in 0..8 {
         let (url, key) = (sandbox.url.clone(), ADMIN_KEY.to_string());
@@ -410,14 +358,11 @@ async fn concurrent_writers_lose_nothing_and_data_survives_a_restart() {
         writer.await.unwrap();
     }
     let count = |page: &Value| page["data"].as_array().unwrap().len();
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/tasks?limit=100", None)
-        .await;
+    let listed = admin.get(200, "/v1/tasks?limit=100").await;
     assert_eq!(count(&listed), 80);
     let sandbox = sandbox.restart().await;
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/tasks?limit=100", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let listed = admin.get(200, "/v1/tasks?limit=100").await;
     assert_eq!(count(&listed), 80);
 }
 
@@ -514,6 +459,7 @@ fn named_field(reply: &Value) -> &str {
 #[tokio::test]
 async fn client_timestamps_must_have_a_four_digit_year_in_utc() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     // Valid RFC 3339, but 10000-01-01T04:00:00Z in UTC (and year 0 for the early one).
     let late = "9999-12-31T23:00:00-05:00";
     let early = "0001-01-01T00:30:00+01:00";
@@ -533,76 +479,52 @@ async fn client_timestamps_must_have_a_four_digit_year_in_utc() {
     ];
     for (path, field) in &reads {
         let path = path.replace('+', "%2B");
-        let reply = sandbox.expect(400, ADMIN_KEY, "GET", &path, None).await;
+        let reply = admin.get(400, &path).await;
         assert_eq!(named_field(&reply), *field, "{path}: {reply}");
     }
-    sandbox
-        .expect(
+    admin
+        .get(
             200,
-            ADMIN_KEY,
-            "GET",
             "/v1/billing/minute-transactions?to=9999-12-31T23:59:59Z",
-            None,
         )
         .await;
 
     let key = json!({"name": "far future", "scopes": ["read:tasks"], "expires_at": late});
-    let reply = sandbox
-        .expect(400, ADMIN_KEY, "POST", "/v1/api-keys", Some(key))
-        .await;
+    let reply = admin.post(400, "/v1/api-keys", key).await;
     assert_eq!(named_field(&reply), "expires_at", "{reply}");
     let task = json!({"title": "someday", "due_at": late});
-    let reply = sandbox
-        .expect(400, ADMIN_KEY, "POST", "/v1/tasks", Some(task))
-        .await;
+    let reply = admin.post(400, "/v1/tasks", task).await;
     assert_eq!(named_field(&reply), "due_at", "{reply}");
-    let task = sandbox
-        .expect(
+    let task = admin
+        .post(
             201,
-            ADMIN_KEY,
-            "POST",
             "/v1/tasks",
-            Some(json!({"title": "soon", "due_at": "2030-01-01T09:00:00+01:00"})),
+            json!({"title": "soon", "due_at": "2030-01-01T09:00:00+01:00"}),
         )
         .await;
     let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
-    let reply = sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"due_at": late})),
-        )
-        .await;
+    let reply = admin.patch(400, &path, json!({"due_at": late})).await;
     assert_eq!(named_field(&reply), "due_at", "{reply}");
 }
 
 #[tokio::test]
 async fn a_key_cannot_expire_in_the_past_and_a_revocation_keeps_its_reason() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let past =
         json!({"name": "stale", "scopes": ["read:tasks"], "expires_at": "2020-01-01T00:00:00Z"});
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", "/v1/api-keys", Some(past))
-        .await;
+    let reply = admin.post(422, "/v1/api-keys", past).await;
     assert_eq!(reply["error"]["code"], "unprocessable");
 
     let key = sandbox.key_with(&["read:tasks"]).await;
-    let me = sandbox
-        .expect(200, &key, "GET", "/v1/api-keys/current", None)
-        .await;
+    let me = sandbox.as_key(&key).get(200, "/v1/api-keys/current").await;
     let key_id = me["id"].as_str().unwrap();
-    let admin = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
-        .await;
-    let revoked = sandbox
-        .expect(
+    let admin_record = admin.get(200, "/v1/api-keys/current").await;
+    let revoked = admin
+        .post(
             200,
-            ADMIN_KEY,
-            "POST",
             &format!("/v1/api-keys/{key_id}/revoke"),
-            Some(json!({"reason": "Leaked in a CI log"})),
+            json!({"reason": "Leaked in a CI log"}),
         )
         .await;
     assert!(
@@ -617,7 +539,7 @@ async fn a_key_cannot_expire_in_the_past_and_a_revocation_keeps_its_reason() {
     let entry = &private["audit"][0];
     assert_eq!(entry["action"], "revoked");
     assert_eq!(entry["reason"], "Leaked in a CI log");
-    assert_eq!(entry["actor"], admin["id"]);
+    assert_eq!(entry["actor"], admin_record["id"]);
     assert_eq!(entry["at"], revoked["revoked_at"]);
 }
 
@@ -629,9 +551,7 @@ async fn tenant_names_fit_key_introspection() {
     // 100 characters in 200 bytes: the limit counts characters, as maxLength does.
     let name = "ü".repeat(100);
     let (_, key) = trainar_mcp::sandbox::create_tenant(&config, &name).unwrap();
-    let me = sandbox
-        .expect(200, &key, "GET", "/v1/api-keys/current", None)
-        .await;
+    let me = sandbox.as_key(&key).get(200, "/v1/api-keys/current").await;
     assert_eq!(me["tenant_name"], name);
 }
 

@@ -161,6 +161,16 @@ impl TestSandbox {
         body
     }
 
+    /// Requests as the admin key, each asserting its status: see `KeyHolder`.
+    pub fn as_admin(&self) -> KeyHolder<'_> {
+        self.as_key(&self.admin)
+    }
+
+    /// Requests as `key`, each asserting its status: see `KeyHolder`.
+    pub fn as_key<'a>(&'a self, key: &'a str) -> KeyHolder<'a> {
+        KeyHolder { sandbox: self, key }
+    }
+
     /// A new key of the admin's tenant holding exactly `scopes`.
     pub async fn key_with(&self, scopes: &[&str]) -> String {
         let body = json!({"name": "test key", "scopes": scopes});
@@ -226,6 +236,47 @@ impl TestSandbox {
             .busy_timeout(std::time::Duration::from_secs(5))
             .unwrap();
         database
+    }
+}
+
+/// One key's requests, with the status each must answer given first and asserted (the body is
+/// printed when it differs). `TestSandbox::expect` with the key and the method bound: a call then
+/// fits on a line, so a test reads as its requests and what they must answer.
+#[derive(Clone, Copy)]
+pub struct KeyHolder<'a> {
+    sandbox: &'a TestSandbox,
+    key: &'a str,
+}
+
+impl KeyHolder<'_> {
+    pub async fn get(&self, expected: u16, path: &str) -> Value {
+        self.sandbox
+            .expect(expected, self.key, "GET", path, None)
+            .await
+    }
+
+    pub async fn delete(&self, expected: u16, path: &str) -> Value {
+        self.sandbox
+            .expect(expected, self.key, "DELETE", path, None)
+            .await
+    }
+
+    pub async fn post(&self, expected: u16, path: &str, body: Value) -> Value {
+        self.sandbox
+            .expect(expected, self.key, "POST", path, Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, expected: u16, path: &str, body: Value) -> Value {
+        self.sandbox
+            .expect(expected, self.key, "PATCH", path, Some(body))
+            .await
+    }
+
+    pub async fn put(&self, expected: u16, path: &str, body: Value) -> Value {
+        self.sandbox
+            .expect(expected, self.key, "PUT", path, Some(body))
+            .await
     }
 }
 

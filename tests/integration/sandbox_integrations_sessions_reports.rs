@@ -17,6 +17,7 @@ async fn callback(sandbox: &TestSandbox, integration: &str, query: &str) -> (u16
 #[tokio::test]
 async fn the_provider_catalogue_is_ordered_filtered_and_paged() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let all = sandbox
         .all_pages(ADMIN_KEY, "/v1/integrations/providers", 3)
         .await;
@@ -48,97 +49,58 @@ async fn the_provider_catalogue_is_ordered_filtered_and_paged() {
             .starts_with("https://")
     );
 
-    let hris = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/integrations/providers?category=hris",
-            None,
-        )
+    let hris = admin
+        .get(200, "/v1/integrations/providers?category=hris")
         .await;
     assert!(!items(&hris).is_empty());
     assert!(items(&hris).iter().all(|p| p["category"] == "hris"));
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            "/v1/integrations/providers?category=crm",
-            None,
-        )
+    admin
+        .get(400, "/v1/integrations/providers?category=crm")
         .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            "/v1/integrations/providers?cursor=bogus",
-            None,
-        )
+    admin
+        .get(400, "/v1/integrations/providers?cursor=bogus")
         .await;
 }
 
 #[tokio::test]
 async fn a_connection_flow_runs_from_connect_url_to_disconnect() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     for n in 0..2 {
-        sandbox
-            .expect(
+        admin
+            .post(
                 201,
-                ADMIN_KEY,
-                "POST",
                 "/v1/tasks",
-                Some(json!({"title": format!("work order {n}")})),
+                json!({"title": format!("work order {n}")}),
             )
             .await;
     }
-    let status = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/servicenow", None)
-        .await;
+    let status = admin.get(200, "/v1/integrations/servicenow").await;
     assert_eq!(status["status"], "not_connected");
     assert_eq!(status["integration_id"], "servicenow");
     assert!(
         status.get("id").is_none(),
         "served as the spec's TenantIntegration"
     );
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations", None)
-        .await;
+    let listed = admin.get(200, "/v1/integrations").await;
     assert_eq!(
         listed["data"],
         json!([]),
         "never-connected providers are not listed"
     );
-    sandbox
-        .expect(
+    admin.get(404, "/v1/integrations/nosuchprovider").await;
+    admin
+        .post(
             404,
-            ADMIN_KEY,
-            "GET",
-            "/v1/integrations/nosuchprovider",
-            None,
-        )
-        .await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
             "/v1/integrations/nosuchprovider/connect-url",
-            Some(json!({})),
+            json!({}),
         )
         .await;
 
     // Start the flow: the integration is pending, and the URL carries the state.
     let body = json!({"redirect_uri": "https://example.com/done"});
-    let flow = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/connect-url",
-            Some(body),
-        )
+    let flow = admin
+        .post(201, "/v1/integrations/servicenow/connect-url", body)
         .await;
     let state = flow["state"].as_str().unwrap().to_string();
     let url = flow["url"].as_str().unwrap();
@@ -152,37 +114,15 @@ async fn a_connection_flow_runs_from_connect_url_to_disconnect() {
         "{url}"
     );
     assert!(flow["expires_at"].as_str().unwrap() > flow_now(&sandbox).await.as_str());
-    let pending = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/servicenow", None)
-        .await;
+    let pending = admin.get(200, "/v1/integrations/servicenow").await;
     assert_eq!(pending["status"], "pending");
-    let listed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/integrations?status=pending",
-            None,
-        )
-        .await;
+    let listed = admin.get(200, "/v1/integrations?status=pending").await;
     assert_eq!(items(&listed).len(), 1);
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/syncs",
-            Some(json!({})),
-        )
+    admin
+        .post(409, "/v1/integrations/servicenow/syncs", json!({}))
         .await;
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/disconnect",
-            Some(json!({})),
-        )
+    admin
+        .post(409, "/v1/integrations/servicenow/disconnect", json!({}))
         .await;
 
     // The provider redirects back with the state: connected.
@@ -195,9 +135,7 @@ async fn a_connection_flow_runs_from_connect_url_to_disconnect() {
     assert_eq!(code, 200, "{done}");
     assert_eq!(done["status"], "connected");
     assert_eq!(done["redirect_uri"], "https://example.com/done");
-    let connected = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/servicenow", None)
-        .await;
+    let connected = admin.get(200, "/v1/integrations/servicenow").await;
     assert_eq!(connected["status"], "connected");
     assert!(connected["connected_at"].is_string());
     assert_eq!(
@@ -212,180 +150,98 @@ async fn a_connection_flow_runs_from_connect_url_to_disconnect() {
     )
     .await;
     assert_eq!(code, 400, "a state is single-use");
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/connect-url",
-            Some(json!({})),
-        )
+    admin
+        .post(409, "/v1/integrations/servicenow/connect-url", json!({}))
         .await;
 
     // A sync is recorded at once, counted from the stored tasks, and updates the integration.
-    let run = sandbox
-        .expect(
-            202,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/syncs",
-            Some(json!({})),
-        )
+    let run = admin
+        .post(202, "/v1/integrations/servicenow/syncs", json!({}))
         .await;
     assert!(run["id"].as_str().unwrap().starts_with("syn_"));
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["kind"], "full", "the first sync reads everything");
     assert_eq!(run["records_synced"], 2);
     assert!(run["started_at"].is_string() && run["finished_at"].is_string());
-    let synced = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/servicenow", None)
-        .await;
+    let synced = admin.get(200, "/v1/integrations/servicenow").await;
     assert_eq!(synced["last_sync_at"], run["finished_at"]);
     assert_eq!(synced["last_sync_status"], "succeeded");
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "new since the sync"})),
-        )
+    admin
+        .post(201, "/v1/tasks", json!({"title": "new since the sync"}))
         .await;
-    let run = sandbox
-        .expect(
-            202,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/syncs",
-            Some(json!({})),
-        )
+    let run = admin
+        .post(202, "/v1/integrations/servicenow/syncs", json!({}))
         .await;
     assert_eq!(
         (run["kind"].clone(), run["records_synced"].clone()),
         (json!("incremental"), json!(1))
     );
-    let run = sandbox
-        .expect(
+    let run = admin
+        .post(
             202,
-            ADMIN_KEY,
-            "POST",
             "/v1/integrations/servicenow/syncs",
-            Some(json!({"full": true})),
+            json!({"full": true}),
         )
         .await;
     assert_eq!(
         (run["kind"].clone(), run["records_synced"].clone()),
         (json!("full"), json!(3))
     );
-    sandbox
-        .expect(
+    admin
+        .post(
             400,
-            ADMIN_KEY,
-            "POST",
             "/v1/integrations/servicenow/syncs",
-            Some(json!({"full": "yes"})),
+            json!({"full": "yes"}),
         )
         .await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/nosuchprovider/syncs",
-            Some(json!({})),
-        )
+    admin
+        .post(404, "/v1/integrations/nosuchprovider/syncs", json!({}))
         .await;
 
     // Disconnect: once.
     let body = json!({"reason": "moving to a new ITSM"});
-    let gone = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/disconnect",
-            Some(body),
-        )
+    let gone = admin
+        .post(200, "/v1/integrations/servicenow/disconnect", body)
         .await;
     assert_eq!(gone["status"], "disconnected");
     assert_eq!(gone["external_account"], Value::Null);
     assert_eq!(gone["last_sync_status"], "succeeded", "history stays");
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/disconnect",
-            Some(json!({})),
-        )
+    admin
+        .post(409, "/v1/integrations/servicenow/disconnect", json!({}))
         .await;
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/syncs",
-            Some(json!({})),
-        )
+    admin
+        .post(409, "/v1/integrations/servicenow/syncs", json!({}))
         .await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/nosuchprovider/disconnect",
-            Some(json!({})),
-        )
+    admin
+        .post(404, "/v1/integrations/nosuchprovider/disconnect", json!({}))
         .await;
     // Reconnecting needs a new flow.
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/servicenow/connect-url",
-            Some(json!({})),
-        )
+    admin
+        .post(201, "/v1/integrations/servicenow/connect-url", json!({}))
         .await;
 }
 
 /// The sandbox's clock, read from a fresh object it stamps.
 async fn flow_now(sandbox: &TestSandbox) -> String {
-    let task = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "clock"})),
-        )
+    let admin = sandbox.as_admin();
+    let task = admin
+        .post(201, "/v1/tasks", json!({"title": "clock"}))
         .await;
     let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
-    sandbox.expect(200, ADMIN_KEY, "DELETE", &path, None).await;
+    admin.delete(200, &path).await;
     task["created_at"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
 async fn a_tampered_misdirected_or_superseded_state_is_rejected() {
     let sandbox = TestSandbox::empty().await;
-    let first = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/workday/connect-url",
-            Some(json!({})),
-        )
+    let admin = sandbox.as_admin();
+    let first = admin
+        .post(201, "/v1/integrations/workday/connect-url", json!({}))
         .await;
     let first = first["state"].as_str().unwrap().to_string();
-    let flow = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/workday/connect-url",
-            Some(json!({})),
-        )
+    let flow = admin
+        .post(201, "/v1/integrations/workday/connect-url", json!({}))
         .await;
     let state = flow["state"].as_str().unwrap().to_string();
 
@@ -414,26 +270,21 @@ async fn a_tampered_misdirected_or_superseded_state_is_rejected() {
         code, 400,
         "a state only completes the flow it was issued for"
     );
-    let unchanged = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/workday", None)
-        .await;
+    let unchanged = admin.get(200, "/v1/integrations/workday").await;
     assert_eq!(unchanged["status"], "pending");
     assert_eq!(unchanged["connected_at"], Value::Null);
 
     let (code, body) = callback(&sandbox, "workday", &format!("state={state}&code=x")).await;
     assert_eq!(code, 200, "{body}");
-    let connected = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/workday", None)
-        .await;
+    let connected = admin.get(200, "/v1/integrations/workday").await;
     assert_eq!(connected["status"], "connected");
 }
 
 #[tokio::test]
 async fn the_demo_tenant_has_integrations_in_every_state() {
     let sandbox = TestSandbox::demo().await;
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations?limit=100", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let listed = admin.get(200, "/v1/integrations?limit=100").await;
     let statuses: BTreeSet<&str> = items(&listed)
         .iter()
         .map(|i| i["status"].as_str().unwrap())
@@ -449,26 +300,16 @@ async fn the_demo_tenant_has_integrations_in_every_state() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted);
-    let broken = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations?status=error", None)
-        .await;
+    let broken = admin.get(200, "/v1/integrations?status=error").await;
     assert!(
         items(&broken)
             .iter()
             .all(|i| i["error"].is_string() && i["last_sync_status"] == "failed")
     );
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/docebo/syncs",
-            Some(json!({})),
-        )
+    admin
+        .post(409, "/v1/integrations/docebo/syncs", json!({}))
         .await;
-    let connected = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/integrations/servicenow", None)
-        .await;
+    let connected = admin.get(200, "/v1/integrations/servicenow").await;
     assert_eq!(connected["status"], "connected");
     assert!(connected["last_sync_at"].is_string());
 }
@@ -476,6 +317,7 @@ async fn the_demo_tenant_has_integrations_in_every_state() {
 #[tokio::test]
 async fn sessions_are_listed_newest_first_with_filters_and_stable_pages() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let all = sandbox.all_pages(ADMIN_KEY, "/v1/sessions", 7).await;
     assert!(
         all.len() >= 30,
@@ -541,35 +383,11 @@ async fn sessions_are_listed_newest_first_with_filters_and_stable_pages() {
     assert_eq!(older.len() + recent.len(), all.len());
 
     let bad_period = serde_urlencoded::to_string([("from", from), ("to", from)]).unwrap();
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/sessions?{bad_period}"),
-            None,
-        )
-        .await;
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/sessions?status=paused", None)
-        .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            "/v1/sessions?cursor=djE6OTk5OTk5",
-            None,
-        )
-        .await;
-    let none = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/sessions?user_id=usr_0000000000000000",
-            None,
-        )
+    admin.get(400, &format!("/v1/sessions?{bad_period}")).await;
+    admin.get(400, "/v1/sessions?status=paused").await;
+    admin.get(400, "/v1/sessions?cursor=djE6OTk5OTk5").await;
+    let none = admin
+        .get(200, "/v1/sessions?user_id=usr_0000000000000000")
         .await;
     assert_eq!(none["data"], json!([]));
 }
@@ -577,18 +395,13 @@ async fn sessions_are_listed_newest_first_with_filters_and_stable_pages() {
 #[tokio::test]
 async fn a_session_is_read_by_id_and_invisible_to_other_tenants() {
     let sandbox = TestSandbox::demo().await;
-    let listed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/sessions?status=completed&limit=1",
-            None,
-        )
+    let admin = sandbox.as_admin();
+    let listed = admin
+        .get(200, "/v1/sessions?status=completed&limit=1")
         .await;
     let summary = &items(&listed)[0];
     let path = format!("/v1/sessions/{}", summary["id"].as_str().unwrap());
-    let session = sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await;
+    let session = admin.get(200, &path).await;
     assert_eq!(&session, summary);
     assert!(session["minutes_used"].as_i64().unwrap() >= 1);
     let duration = session["duration_seconds"].as_i64().unwrap();
@@ -598,33 +411,18 @@ async fn a_session_is_read_by_id_and_invisible_to_other_tenants() {
         "billed rounded up"
     );
     assert!(session["user_id"].as_str().unwrap().starts_with("usr_"));
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "GET",
-            "/v1/sessions/ses_0000000000000000",
-            None,
-        )
-        .await;
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/sessions/not-a-session", None)
-        .await;
+    admin.get(404, "/v1/sessions/ses_0000000000000000").await;
+    admin.get(400, "/v1/sessions/not-a-session").await;
 
-    let other = sandbox.other_tenant("Globex");
-    sandbox.expect(404, &other, "GET", &path, None).await;
-    let theirs = sandbox
-        .expect(200, &other, "GET", "/v1/sessions?limit=100", None)
-        .await;
+    let other_key = sandbox.other_tenant("Globex");
+    let other = sandbox.as_key(&other_key);
+    other.get(404, &path).await;
+    let theirs = other.get(200, "/v1/sessions?limit=100").await;
     assert_eq!(theirs["data"], json!([]));
-    let analytics = sandbox
-        .expect(200, &other, "GET", "/v1/analytics/sessions", None)
-        .await;
+    let analytics = other.get(200, "/v1/analytics/sessions").await;
     assert_eq!(analytics["totals"]["sessions"], 0);
     assert_eq!(analytics["totals"]["average_score"], Value::Null);
-    let overview = sandbox
-        .expect(200, &other, "GET", "/v1/reports/overview", None)
-        .await;
+    let overview = other.get(200, "/v1/reports/overview").await;
     for field in [
         "active_users",
         "sessions",
@@ -635,23 +433,18 @@ async fn a_session_is_read_by_id_and_invisible_to_other_tenants() {
     ] {
         assert_eq!(overview[field], 0, "{field}");
     }
-    let users = sandbox
-        .expect(200, &other, "GET", "/v1/reports/users", None)
-        .await;
+    let users = other.get(200, "/v1/reports/users").await;
     assert!(items(&users).iter().all(|row| row["sessions"] == 0));
-    let integrations = sandbox
-        .expect(200, &other, "GET", "/v1/integrations", None)
-        .await;
+    let integrations = other.get(200, "/v1/integrations").await;
     assert_eq!(integrations["data"], json!([]));
 }
 
 #[tokio::test]
 async fn session_analytics_add_up_to_the_listed_sessions() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let all = sandbox.all_pages(ADMIN_KEY, "/v1/sessions", 100).await;
-    let analytics = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/analytics/sessions", None)
-        .await;
+    let analytics = admin.get(200, "/v1/analytics/sessions").await;
     let totals = &analytics["totals"];
     assert_eq!(totals["sessions"], all.len());
     let completed = all.iter().filter(|s| s["status"] == "completed").count();
@@ -679,27 +472,15 @@ async fn session_analytics_add_up_to_the_listed_sessions() {
         .sum();
     assert_eq!(by_skill, all.len() as i64);
 
-    let weekly = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/analytics/sessions?granularity=week",
-            None,
-        )
+    let weekly = admin
+        .get(200, "/v1/analytics/sessions?granularity=week")
         .await;
     assert_eq!(weekly["granularity"], "week");
     assert!((5..=6).contains(&weekly["series"].as_array().unwrap().len()));
 
     let user = all[0]["user_id"].as_str().unwrap();
-    let mine = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/analytics/sessions?user_id={user}"),
-            None,
-        )
+    let mine = admin
+        .get(200, &format!("/v1/analytics/sessions?user_id={user}"))
         .await;
     assert_eq!(mine["user_id"], user);
     assert_eq!(
@@ -711,44 +492,27 @@ async fn session_analytics_add_up_to_the_listed_sessions() {
         ("to", "2020-01-01T00:00:00Z"),
     ])
     .unwrap();
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/analytics/sessions?{query}"),
-            None,
-        )
+    admin
+        .get(400, &format!("/v1/analytics/sessions?{query}"))
         .await;
     let query = serde_urlencoded::to_string([
         ("from", "1990-01-01T00:00:00Z"),
         ("to", "2020-01-01T00:00:00Z"),
     ])
     .unwrap();
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/analytics/sessions?{query}"),
-            None,
-        )
+    admin
+        .get(400, &format!("/v1/analytics/sessions?{query}"))
         .await;
 }
 
 #[tokio::test]
 async fn the_tasks_report_counts_a_new_task() {
     let sandbox = TestSandbox::demo().await;
-    let before = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/reports/tasks", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let before = admin.get(200, "/v1/reports/tasks").await;
     let body = json!({"title": "Counted", "due_at": "2021-01-01T00:00:00Z"});
-    sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/tasks", Some(body))
-        .await;
-    let after = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/reports/tasks", None)
-        .await;
+    admin.post(201, "/v1/tasks", body).await;
+    let after = admin.get(200, "/v1/reports/tasks").await;
     let plus_one = |path: &[&str]| {
         let read = |report: &Value| {
             path.iter()
@@ -776,60 +540,29 @@ async fn the_tasks_report_counts_a_new_task() {
         after["created"].as_i64().unwrap()
     );
 
-    let overview = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/reports/overview", None)
-        .await;
-    let open = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/tasks?status=open&limit=100",
-            None,
-        )
-        .await;
-    let in_progress = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/tasks?status=in_progress&limit=100",
-            None,
-        )
+    let overview = admin.get(200, "/v1/reports/overview").await;
+    let open = admin.get(200, "/v1/tasks?status=open&limit=100").await;
+    let in_progress = admin
+        .get(200, "/v1/tasks?status=in_progress&limit=100")
         .await;
     assert_eq!(
         overview["tasks_open"],
         items(&open).len() + items(&in_progress).len()
     );
-    let monthly = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/reports/tasks?granularity=month",
-            None,
-        )
-        .await;
+    let monthly = admin.get(200, "/v1/reports/tasks?granularity=month").await;
     assert_eq!(monthly["created"], after["created"]);
     let query = serde_urlencoded::to_string([
         ("from", "2030-01-01T00:00:00Z"),
         ("to", "2029-01-01T00:00:00Z"),
     ])
     .unwrap();
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/reports/tasks?{query}"),
-            None,
-        )
-        .await;
+    admin.get(400, &format!("/v1/reports/tasks?{query}")).await;
 }
 
 #[tokio::test]
 async fn reports_agree_with_sessions_and_the_ledger() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let sessions = sandbox.all_pages(ADMIN_KEY, "/v1/sessions", 100).await;
     let completed = sessions
         .iter()
@@ -840,22 +573,14 @@ async fn reports_agree_with_sessions_and_the_ledger() {
         .map(|s| s["user_id"].as_str().unwrap())
         .collect();
 
-    let overview = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/reports/overview", None)
-        .await;
+    let overview = admin.get(200, "/v1/reports/overview").await;
     assert_eq!(overview["sessions"], sessions.len());
     assert_eq!(overview["completed_sessions"], completed);
     assert_eq!(overview["active_users"], users.len());
     assert!(overview["generated_at"].is_string());
 
-    let report = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/reports/sessions?granularity=week",
-            None,
-        )
+    let report = admin
+        .get(200, "/v1/reports/sessions?granularity=week")
         .await;
     assert_eq!(report["totals"]["sessions"], sessions.len());
     assert_eq!(report["by_status"]["completed"], completed);
@@ -876,9 +601,7 @@ async fn reports_agree_with_sessions_and_the_ledger() {
         .sum();
     assert_eq!(report["totals"]["minutes_used"], session_minutes);
 
-    let minutes = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/reports/minutes", None)
-        .await;
+    let minutes = admin.get(200, "/v1/reports/minutes").await;
     let series = minutes["series"].as_array().unwrap();
     let used_in_series: i64 = series
         .iter()
@@ -919,18 +642,14 @@ async fn reports_agree_with_sessions_and_the_ledger() {
     );
     let row_sessions: i64 = rows.iter().map(|r| r["sessions"].as_i64().unwrap()).sum();
     assert_eq!(row_sessions, sessions.len() as i64);
-    let by_minutes = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/reports/users?limit=100", None)
-        .await;
+    let by_minutes = admin.get(200, "/v1/reports/users?limit=100").await;
     assert_eq!(by_minutes["sort"], "minutes");
     assert!(
         items(&by_minutes)
             .windows(2)
             .all(|w| w[0]["minutes"].as_i64() >= w[1]["minutes"].as_i64())
     );
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/reports/users?sort=name", None)
-        .await;
+    admin.get(400, "/v1/reports/users?sort=name").await;
 
     let query = serde_urlencoded::to_string([
         ("from", "2025-06-01T00:00:00Z"),
@@ -938,14 +657,8 @@ async fn reports_agree_with_sessions_and_the_ledger() {
     ])
     .unwrap();
     for report in ["overview", "sessions", "users", "minutes", "tasks"] {
-        let reply = sandbox
-            .expect(
-                400,
-                ADMIN_KEY,
-                "GET",
-                &format!("/v1/reports/{report}?{query}"),
-                None,
-            )
+        let reply = admin
+            .get(400, &format!("/v1/reports/{report}?{query}"))
             .await;
         assert_eq!(reply["error"]["details"][0]["field"], "from", "{report}");
     }
@@ -954,14 +667,8 @@ async fn reports_agree_with_sessions_and_the_ledger() {
         ("to", "2001-02-01T00:00:00Z"),
     ])
     .unwrap();
-    let old = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/reports/sessions?{empty_period}"),
-            None,
-        )
+    let old = admin
+        .get(200, &format!("/v1/reports/sessions?{empty_period}"))
         .await;
     assert_eq!(old["totals"]["sessions"], 0);
     assert_eq!(old["series"].as_array().unwrap().len(), 31);
@@ -970,16 +677,11 @@ async fn reports_agree_with_sessions_and_the_ledger() {
 #[tokio::test]
 async fn a_long_redirect_uri_is_kept_with_the_flow_and_the_url_stays_in_bounds() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let redirect = format!("https://example.com/back?{}", "a=1&".repeat(500));
     let body = json!({"redirect_uri": redirect});
-    let flow = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/slack/connect-url",
-            Some(body),
-        )
+    let flow = admin
+        .post(201, "/v1/integrations/slack/connect-url", body)
         .await;
     let url = flow["url"].as_str().unwrap();
     assert!(
@@ -998,9 +700,8 @@ async fn a_long_redirect_uri_is_kept_with_the_flow_and_the_url_stays_in_bounds()
 async fn a_forged_state_learns_nothing_about_which_flows_exist() {
     use base64::Engine;
     let sandbox = TestSandbox::empty().await;
-    let me = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let me = admin.get(200, "/v1/api-keys/current").await;
     let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let claims = json!({
         "t": me["tenant_id"], "i": "workday", "n": "guessed",
@@ -1014,14 +715,8 @@ async fn a_forged_state_learns_nothing_about_which_flows_exist() {
     // No workday flow in this tenant yet.
     let (code, without_flow) = callback(&sandbox, "workday", &forged).await;
     assert_eq!(code, 400, "{without_flow}");
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/integrations/workday/connect-url",
-            Some(json!({})),
-        )
+    admin
+        .post(201, "/v1/integrations/workday/connect-url", json!({}))
         .await;
     let (code, with_flow) = callback(&sandbox, "workday", &forged).await;
     assert_eq!(code, 400, "{with_flow}");

@@ -3,7 +3,7 @@
 //! searchable, PDF → `failed` with a reason), full-text search (snippets, scores, tenant and
 //! status isolation, hostile queries) and collections (unique names, item counts, forced delete).
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox};
+use crate::sandbox_fixture::{ADMIN_KEY, KeyHolder, TestSandbox};
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -20,6 +20,12 @@ fn file(name: &str, content_type: &str, bytes: &[u8]) -> Value {
     json!({"filename": name, "content_type": content_type, "content_base64": b64(bytes)})
 }
 
+/// An item with one plain-text file: enough to process and search, without a test spelling out
+/// the upload's shape.
+fn text_item(title: &str, filename: &str, bytes: &[u8]) -> Value {
+    json!({"title": title, "files": [file(filename, "text/plain", bytes)]})
+}
+
 fn id(value: &Value) -> String {
     value["id"].as_str().expect("an id").to_string()
 }
@@ -33,24 +39,20 @@ fn fields(reply: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn upload(sandbox: &TestSandbox, key: &str, body: Value) -> Value {
-    sandbox
-        .expect(201, key, "POST", "/v1/knowledge", Some(body))
-        .await
+async fn upload(caller: KeyHolder<'_>, body: Value) -> Value {
+    caller.post(201, "/v1/knowledge", body).await
 }
 
-async fn process(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value {
+async fn process(caller: KeyHolder<'_>, knowledge_id: &str) -> Value {
     let path = format!("/v1/knowledge/{knowledge_id}/process");
-    sandbox
-        .expect(202, key, "POST", &path, Some(json!({})))
-        .await
+    caller.post(202, &path, json!({})).await
 }
 
 /// Polls `get_knowledge` until the item leaves `processing` (at most ~5 s).
-async fn settled(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value {
+async fn settled(caller: KeyHolder<'_>, knowledge_id: &str) -> Value {
     let path = format!("/v1/knowledge/{knowledge_id}");
     for _ in 0..50 {
-        let item = sandbox.expect(200, key, "GET", &path, None).await;
+        let item = caller.get(200, &path).await;
         if item["status"] != "processing" {
             return item;
         }
@@ -59,9 +61,14 @@ async fn settled(sandbox: &TestSandbox, key: &str, knowledge_id: &str) -> Value 
     panic!("{knowledge_id} is still processing after 5 s");
 }
 
-async fn search(sandbox: &TestSandbox, key: &str, query: &str) -> Value {
+async fn search(caller: KeyHolder<'_>, query: &str) -> Value {
     let path = format!("/v1/search/knowledge?query={}", urlencode(query));
-    sandbox.expect(200, key, "GET", &path, None).await
+    caller.get(200, &path).await
+}
+
+async fn create_collection(caller: KeyHolder<'_>, name: &str) -> Value {
+    let body = json!({"name": name});
+    caller.post(201, "/v1/knowledge-collections", body).await
 }
 
 fn urlencode(text: &str) -> String {
@@ -82,20 +89,13 @@ const SOP: &str = "# Gearbox G-7 overhaul\n\nDrain the quixotronic lubricant bef
 #[tokio::test]
 async fn upload_process_and_search_round_trip() {
     let sandbox = TestSandbox::empty().await;
-    let collection = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/knowledge-collections",
-            Some(json!({"name": "Gearboxes"})),
-        )
-        .await;
+    let admin = sandbox.as_admin();
+    let collection = create_collection(admin, "Gearboxes").await;
     let body = json!({
         "title": "Gearbox overhaul", "description": "Yearly overhaul", "collection_id": collection["id"],
         "tags": ["gearbox"], "files": [file("g7.md", "text/markdown", SOP.as_bytes())],
     });
-    let item = upload(&sandbox, ADMIN_KEY, body).await;
+    let item = upload(admin, body).await;
     let kn = id(&item);
     assert!(kn.starts_with("kn_"));
     assert_eq!(item["status"], "pending");
@@ -106,42 +106,35 @@ async fn upload_process_and_search_round_trip() {
     assert_eq!(item["total_size"], SOP.len());
     assert!(item["files"][0]["id"].as_str().unwrap().starts_with("kf_"));
     assert_eq!(item["files"][0]["knowledge_id"], kn.as_str());
-    let fetched = sandbox
-        .expect(200, ADMIN_KEY, "GET", &format!("/v1/knowledge/{kn}"), None)
-        .await;
+    let fetched = admin.get(200, &format!("/v1/knowledge/{kn}")).await;
     assert_eq!(fetched, item);
-    let counted = sandbox
-        .expect(
+    let counted = admin
+        .get(
             200,
-            ADMIN_KEY,
-            "GET",
             &format!("/v1/knowledge-collections/{}", id(&collection)),
-            None,
         )
         .await;
     assert_eq!(counted["item_count"], 1);
 
     assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        hit_ids(&search(admin, "quixotronic").await),
         Vec::<String>::new(),
         "pending items are not searchable"
     );
-    let started = process(&sandbox, ADMIN_KEY, &kn).await;
+    let started = process(admin, &kn).await;
     assert_eq!(started["status"], "processing");
     // Whether the worker has finished yet or not, a second start is refused.
     let path = format!("/v1/knowledge/{kn}/process");
-    sandbox
-        .expect(409, ADMIN_KEY, "POST", &path, Some(json!({})))
-        .await;
+    admin.post(409, &path, json!({})).await;
 
-    let ready = settled(&sandbox, ADMIN_KEY, &kn).await;
+    let ready = settled(admin, &kn).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["files"][0]["status"], "ready");
     assert_eq!(ready["word_count"], SOP.split_whitespace().count());
     assert!(ready["chunk_count"].as_u64().unwrap() >= 1);
     assert!(ready["processed_at"].is_string());
 
-    let results = search(&sandbox, ADMIN_KEY, "how do I drain quixotronic lubricant?").await;
+    let results = search(admin, "how do I drain quixotronic lubricant?").await;
     assert_eq!(results["query"], "how do I drain quixotronic lubricant?");
     let hit = &results["data"][0];
     assert_eq!(hit["knowledge_id"], kn.as_str());
@@ -156,7 +149,7 @@ async fn upload_process_and_search_round_trip() {
     assert!(score > 0.0 && score <= 1.0, "{score}");
 
     // A title match is the item's own row: no file.
-    let results = search(&sandbox, ADMIN_KEY, "overhaul").await;
+    let results = search(admin, "overhaul").await;
     assert!(
         results["data"]
             .as_array()
@@ -169,27 +162,17 @@ async fn upload_process_and_search_round_trip() {
         "/v1/search/knowledge?query=quixotronic&collection_id={}",
         id(&collection)
     );
-    assert_eq!(
-        hit_ids(&sandbox.expect(200, ADMIN_KEY, "GET", &scoped, None).await),
-        vec![kn.clone()]
-    );
+    assert_eq!(hit_ids(&admin.get(200, &scoped).await), vec![kn.clone()]);
     let elsewhere = "/v1/search/knowledge?query=quixotronic&collection_id=col_0000000000000000";
-    assert_eq!(
-        sandbox.expect(200, ADMIN_KEY, "GET", elsewhere, None).await["data"],
-        json!([])
-    );
+    assert_eq!(admin.get(200, elsewhere).await["data"], json!([]));
 
     // Ready: reprocessing needs force.
-    sandbox
-        .expect(409, ADMIN_KEY, "POST", &path, Some(json!({})))
-        .await;
-    let again = sandbox
-        .expect(202, ADMIN_KEY, "POST", &path, Some(json!({"force": true})))
-        .await;
+    admin.post(409, &path, json!({})).await;
+    let again = admin.post(202, &path, json!({"force": true})).await;
     assert_eq!(again["status"], "processing");
-    assert_eq!(settled(&sandbox, ADMIN_KEY, &kn).await["status"], "ready");
+    assert_eq!(settled(admin, &kn).await["status"], "ready");
     assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
+        hit_ids(&search(admin, "quixotronic").await),
         vec![kn.clone()],
         "reindexing replaces, never duplicates"
     );
@@ -198,27 +181,20 @@ async fn upload_process_and_search_round_trip() {
 #[tokio::test]
 async fn process_failures_are_404_409_and_422() {
     let sandbox = TestSandbox::empty().await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
-            "/v1/knowledge/kn_0000000000000000/process",
-            Some(json!({})),
-        )
+    let admin = sandbox.as_admin();
+    admin
+        .post(404, "/v1/knowledge/kn_0000000000000000/process", json!({}))
         .await;
-    let empty = upload(&sandbox, ADMIN_KEY, json!({"title": "No files yet"})).await;
+    let empty = upload(admin, json!({"title": "No files yet"})).await;
     assert_eq!(empty["files"], json!([]));
     assert_eq!(empty["collection_id"], Value::Null);
     assert_eq!(empty["tags"], json!([]));
     assert_eq!(empty["description"], "");
-    let reply = sandbox
-        .expect(
+    let reply = admin
+        .post(
             422,
-            ADMIN_KEY,
-            "POST",
             &format!("/v1/knowledge/{}/process", id(&empty)),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(reply["error"]["code"], "unprocessable");
@@ -227,18 +203,15 @@ async fn process_failures_are_404_409_and_422() {
 #[tokio::test]
 async fn uploads_are_decoded_strictly_and_content_addressed() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let good = file("a.txt", "text/plain", b"alpha");
     let mut bad = file("c.txt", "text/plain", b"");
     bad["content_base64"] = json!("abc"); // valid characters, impossible length
     let body = json!({"title": "Broken", "files": [good.clone(), good.clone(), bad.clone()]});
-    let reply = sandbox
-        .expect(400, ADMIN_KEY, "POST", "/v1/knowledge", Some(body))
-        .await;
+    let reply = admin.post(400, "/v1/knowledge", body).await;
     assert_eq!(reply["error"]["code"], "validation_failed");
     assert_eq!(fields(&reply), ["files[2].content_base64"]);
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge", None)
-        .await;
+    let listed = admin.get(200, "/v1/knowledge").await;
     assert_eq!(
         listed["data"],
         json!([]),
@@ -246,31 +219,20 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
     );
 
     let unknown = json!({"title": "Lost", "collection_id": "col_0000000000000000"});
-    sandbox
-        .expect(422, ADMIN_KEY, "POST", "/v1/knowledge", Some(unknown))
-        .await;
+    admin.post(422, "/v1/knowledge", unknown).await;
 
-    let item = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Binary", "files": [good]}),
-    )
-    .await;
+    let item = upload(admin, json!({"title": "Binary", "files": [good]})).await;
     let kn = id(&item);
     let one = format!("/v1/knowledge/{kn}/files");
     let mut single = bad.clone();
     single["description"] = json!("note");
-    let reply = sandbox
-        .expect(400, ADMIN_KEY, "POST", &one, Some(single))
-        .await;
+    let reply = admin.post(400, &one, single).await;
     assert_eq!(fields(&reply), ["content_base64"]);
-    sandbox
-        .expect(
+    admin
+        .post(
             404,
-            ADMIN_KEY,
-            "POST",
             "/v1/knowledge/kn_0000000000000000/files",
-            Some(file("x.txt", "text/plain", b"x")),
+            file("x.txt", "text/plain", b"x"),
         )
         .await;
 
@@ -278,9 +240,7 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
     let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
     let mut body = file("all-bytes.bin", "application/octet-stream", &bytes);
     body["description"] = json!("every byte");
-    let added = sandbox
-        .expect(201, ADMIN_KEY, "POST", &one, Some(body))
-        .await;
+    let added = admin.post(201, &one, body).await;
     assert_eq!(added["sha256"], sha256_hex(&bytes));
     assert_eq!(added["size"], 3000);
     assert_eq!(added["description"], "every byte");
@@ -289,8 +249,7 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
     // The same bytes in another item (or tenant) share the blob but are separate file records.
     let other = sandbox.other_tenant("Globex");
     let copy = upload(
-        &sandbox,
-        &other,
+        sandbox.as_key(&other),
         json!({"title": "Copy", "files": [file("same.bin", "application/octet-stream", &bytes)]}),
     )
     .await;
@@ -301,7 +260,8 @@ async fn uploads_are_decoded_strictly_and_content_addressed() {
 #[tokio::test]
 async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
     let sandbox = TestSandbox::empty().await;
-    let item = upload(&sandbox, ADMIN_KEY, json!({"title": "Many files"})).await;
+    let admin = sandbox.as_admin();
+    let item = upload(admin, json!({"title": "Many files"})).await;
     let bulk = format!("/v1/knowledge/{}/files/bulk", id(&item));
     let files: Vec<Value> = (0..3)
         .map(|n| {
@@ -312,9 +272,7 @@ async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
             )
         })
         .collect();
-    let added = sandbox
-        .expect(201, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
-        .await;
+    let added = admin.post(201, &bulk, json!({"files": files})).await;
     let data = added["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
     for (n, f) in data.iter().enumerate() {
@@ -326,24 +284,10 @@ async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
         .map(|n| file(&format!("g{n}.txt"), "text/plain", b"g"))
         .collect();
     broken[1]["content_base64"] = json!("Zg=");
-    let reply = sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "POST",
-            &bulk,
-            Some(json!({"files": broken})),
-        )
-        .await;
+    let reply = admin.post(400, &bulk, json!({"files": broken})).await;
     assert_eq!(fields(&reply), ["files[1].content_base64"]);
-    let now = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/knowledge/{}", id(&item)),
-            None,
-        )
+    let now = admin
+        .get(200, &format!("/v1/knowledge/{}", id(&item)))
         .await;
     assert_eq!(
         now["files"].as_array().unwrap().len(),
@@ -356,40 +300,26 @@ async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
         let files: Vec<Value> = (0..20)
             .map(|n| file(&format!("b{batch}-{n}.txt"), "text/plain", b"x"))
             .collect();
-        sandbox
-            .expect(201, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
-            .await;
+        admin.post(201, &bulk, json!({"files": files})).await;
     }
     let files: Vec<Value> = (0..18)
         .map(|n| file(&format!("last-{n}.txt"), "text/plain", b"x"))
         .collect();
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
-        .await;
+    let reply = admin.post(422, &bulk, json!({"files": files})).await;
     assert_eq!(reply["error"]["code"], "unprocessable");
     let files: Vec<Value> = (0..17)
         .map(|n| file(&format!("last-{n}.txt"), "text/plain", b"x"))
         .collect();
-    sandbox
-        .expect(201, ADMIN_KEY, "POST", &bulk, Some(json!({"files": files})))
-        .await;
+    admin.post(201, &bulk, json!({"files": files})).await;
     let one = format!("/v1/knowledge/{}/files", id(&item));
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "POST",
-            &one,
-            Some(file("101.txt", "text/plain", b"x")),
-        )
+    admin
+        .post(422, &one, file("101.txt", "text/plain", b"x"))
         .await;
-    sandbox
-        .expect(
+    admin
+        .post(
             404,
-            ADMIN_KEY,
-            "POST",
             "/v1/knowledge/kn_0000000000000000/files/bulk",
-            Some(json!({"files": [file("a.txt", "text/plain", b"a")]})),
+            json!({"files": [file("a.txt", "text/plain", b"a")]}),
         )
         .await;
 }
@@ -397,28 +327,16 @@ async fn bulk_upload_adds_all_or_nothing_and_enforces_100_files() {
 #[tokio::test]
 async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_uploads() {
     let sandbox = TestSandbox::empty().await;
-    let item = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Living doc", "files": [file("v1.txt", "text/plain", b"first version")]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let item = upload(admin, text_item("Living doc", "v1.txt", b"first version")).await;
     let kn = id(&item);
-    process(&sandbox, ADMIN_KEY, &kn).await;
-    assert_eq!(settled(&sandbox, ADMIN_KEY, &kn).await["status"], "ready");
+    process(admin, &kn).await;
+    assert_eq!(settled(admin, &kn).await["status"], "ready");
     let files = format!("/v1/knowledge/{kn}/files");
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            &files,
-            Some(file("v2.txt", "text/plain", b"second version")),
-        )
+    admin
+        .post(201, &files, file("v2.txt", "text/plain", b"second version"))
         .await;
-    let item = sandbox
-        .expect(200, ADMIN_KEY, "GET", &format!("/v1/knowledge/{kn}"), None)
-        .await;
+    let item = admin.get(200, &format!("/v1/knowledge/{kn}")).await;
     assert_eq!(item["status"], "pending");
     assert_eq!(item["files"][0]["status"], "ready");
     assert_eq!(item["files"][1]["status"], "pending");
@@ -427,7 +345,7 @@ async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_
     // the item still processing.
     let mut refused = false;
     for attempt in 0..20 {
-        process(&sandbox, ADMIN_KEY, &kn).await;
+        process(admin, &kn).await;
         let (status, reply) = sandbox
             .call(
                 ADMIN_KEY,
@@ -437,7 +355,7 @@ async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_
             )
             .await;
         assert!(status == 409 || status == 201, "{status} {reply}");
-        settled(&sandbox, ADMIN_KEY, &kn).await;
+        settled(admin, &kn).await;
         if status == 409 {
             assert_eq!(reply["error"]["code"], "conflict");
             refused = true;
@@ -450,14 +368,15 @@ async fn new_files_send_a_processed_item_back_to_pending_and_processing_refuses_
 #[tokio::test]
 async fn a_pdf_fails_processing_with_a_reason_and_is_never_searchable() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let body = json!({"title": "Mixed manual", "files": [
         file("notes.txt", "text/plain", b"the zanzibarite valve notes"),
         file("scan.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n"),
     ]});
-    let item = upload(&sandbox, ADMIN_KEY, body).await;
+    let item = upload(admin, body).await;
     let kn = id(&item);
-    process(&sandbox, ADMIN_KEY, &kn).await;
-    let failed = settled(&sandbox, ADMIN_KEY, &kn).await;
+    process(admin, &kn).await;
+    let failed = settled(admin, &kn).await;
     assert_eq!(failed["status"], "failed");
     let detail = failed["status_detail"].as_str().unwrap();
     assert!(
@@ -467,29 +386,19 @@ async fn a_pdf_fails_processing_with_a_reason_and_is_never_searchable() {
     assert_eq!(failed["files"][0]["status"], "ready");
     assert_eq!(failed["files"][1]["status"], "failed");
     assert!(failed["processed_at"].is_string());
-    assert_eq!(
-        search(&sandbox, ADMIN_KEY, "zanzibarite").await["data"],
-        json!([])
-    );
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge?status=failed", None)
-        .await;
+    assert_eq!(search(admin, "zanzibarite").await["data"], json!([]));
+    let listed = admin.get(200, "/v1/knowledge?status=failed").await;
     assert_eq!(hit_ids_of_items(&listed), vec![kn.clone()]);
 
     // Invalid UTF-8 in a text file fails too; a failed item may be processed again.
-    let bad = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Latin-1", "files": [file("l1.txt", "text/plain", b"caf\xe9")]}),
-    )
-    .await;
-    process(&sandbox, ADMIN_KEY, &id(&bad)).await;
-    let failed = settled(&sandbox, ADMIN_KEY, &id(&bad)).await;
+    let bad = upload(admin, text_item("Latin-1", "l1.txt", b"caf\xe9")).await;
+    process(admin, &id(&bad)).await;
+    let failed = settled(admin, &id(&bad)).await;
     assert!(
         failed["status_detail"].as_str().unwrap().contains("UTF-8"),
         "{failed}"
     );
-    process(&sandbox, ADMIN_KEY, &id(&bad)).await;
+    process(admin, &id(&bad)).await;
 }
 
 fn hit_ids_of_items(page: &Value) -> Vec<String> {
@@ -499,49 +408,36 @@ fn hit_ids_of_items(page: &Value) -> Vec<String> {
 #[tokio::test]
 async fn search_sees_only_ready_items_of_the_callers_tenant() {
     let sandbox = TestSandbox::empty().await;
-    let other = sandbox.other_tenant("Globex");
-    let mine = upload(&sandbox, ADMIN_KEY, json!({"title": "Acme secret", "files": [file("s.txt", "text/plain", b"the plutonic widget")]})).await;
-    process(&sandbox, ADMIN_KEY, &id(&mine)).await;
-    settled(&sandbox, ADMIN_KEY, &id(&mine)).await;
-    let theirs = upload(&sandbox, &other, json!({"title": "Globex notes", "files": [file("g.txt", "text/plain", b"another plutonic widget")]})).await;
-    process(&sandbox, &other, &id(&theirs)).await;
-    settled(&sandbox, &other, &id(&theirs)).await;
-    upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Draft", "files": [file("d.txt", "text/plain", b"plutonic draft")]}),
+    let admin = sandbox.as_admin();
+    let other_key = sandbox.other_tenant("Globex");
+    let other = sandbox.as_key(&other_key);
+    let mine = upload(
+        admin,
+        text_item("Acme secret", "s.txt", b"the plutonic widget"),
     )
     .await;
+    process(admin, &id(&mine)).await;
+    settled(admin, &id(&mine)).await;
+    let theirs = upload(
+        other,
+        text_item("Globex notes", "g.txt", b"another plutonic widget"),
+    )
+    .await;
+    process(other, &id(&theirs)).await;
+    settled(other, &id(&theirs)).await;
+    upload(admin, text_item("Draft", "d.txt", b"plutonic draft")).await;
 
-    assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "plutonic").await),
-        vec![id(&mine)]
-    );
-    assert_eq!(
-        hit_ids(&search(&sandbox, &other, "plutonic").await),
-        vec![id(&theirs)]
-    );
-    sandbox
-        .expect(
-            404,
-            &other,
-            "GET",
-            &format!("/v1/knowledge/{}", id(&mine)),
-            None,
-        )
+    assert_eq!(hit_ids(&search(admin, "plutonic").await), vec![id(&mine)]);
+    assert_eq!(hit_ids(&search(other, "plutonic").await), vec![id(&theirs)]);
+    other
+        .get(404, &format!("/v1/knowledge/{}", id(&mine)))
         .await;
-    sandbox
-        .expect(
-            404,
-            &other,
-            "DELETE",
-            &format!("/v1/knowledge/{}", id(&mine)),
-            None,
-        )
+    other
+        .delete(404, &format!("/v1/knowledge/{}", id(&mine)))
         .await;
     let reader = sandbox.key_with(&["read:knowledge"]).await;
     assert_eq!(
-        hit_ids(&search(&sandbox, &reader, "widget").await),
+        hit_ids(&search(sandbox.as_key(&reader), "widget").await),
         vec![id(&mine)]
     );
 }
@@ -549,6 +445,7 @@ async fn search_sees_only_ready_items_of_the_callers_tenant() {
 #[tokio::test]
 async fn odd_search_queries_never_fail_the_server() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let long = "pump ".repeat(100);
     let queries = [
         "\"",
@@ -586,38 +483,26 @@ async fn odd_search_queries_never_fail_the_server() {
             assert_eq!(reply["query"], query);
         }
     }
-    let results = search(&sandbox, ADMIN_KEY, "lockout").await;
+    let results = search(admin, "lockout").await;
     assert!(!results["data"].as_array().unwrap().is_empty());
-    let limited = sandbox
-        .expect(
+    let limited = admin
+        .get(
             200,
-            ADMIN_KEY,
-            "GET",
             "/v1/search/knowledge?query=the%20pump%20safety&limit=2",
-            None,
         )
         .await;
     assert!(limited["data"].as_array().unwrap().len() <= 2);
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            "/v1/search/knowledge?query=pump&limit=51",
-            None,
-        )
+    admin
+        .get(400, "/v1/search/knowledge?query=pump&limit=51")
         .await;
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/search/knowledge", None)
-        .await;
+    admin.get(400, "/v1/search/knowledge").await;
 }
 
 #[tokio::test]
 async fn the_demo_knowledge_base_is_processed_and_searchable() {
     let sandbox = TestSandbox::demo().await;
-    let collections = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge-collections", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let collections = admin.get(200, "/v1/knowledge-collections").await;
     let collections = collections["data"].as_array().unwrap();
     assert!(collections.len() >= 2);
     let names: Vec<&str> = collections
@@ -627,9 +512,7 @@ async fn the_demo_knowledge_base_is_processed_and_searchable() {
     let mut sorted = names.clone();
     sorted.sort_by_key(|n| n.to_lowercase());
     assert_eq!(names, sorted, "sorted by name");
-    let items = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/knowledge?limit=100", None)
-        .await;
+    let items = admin.get(200, "/v1/knowledge?limit=100").await;
     let items = items["data"].as_array().unwrap();
     assert!(items.len() >= 5);
     let total: u64 = collections
@@ -655,7 +538,7 @@ async fn the_demo_knowledge_base_is_processed_and_searchable() {
             .any(|i| i["status"] == "failed" && i["status_detail"].is_string())
     );
 
-    let results = search(&sandbox, ADMIN_KEY, "who removes the lock after lockout?").await;
+    let results = search(admin, "who removes the lock after lockout?").await;
     let best = &results["data"][0];
     assert!(
         best["title"].as_str().unwrap().contains("Lockout"),
@@ -677,31 +560,23 @@ async fn the_demo_knowledge_base_is_processed_and_searchable() {
 #[tokio::test]
 async fn listing_filters_by_collection_status_and_title() {
     let sandbox = TestSandbox::empty().await;
-    let col = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/knowledge-collections",
-            Some(json!({"name": "Pumps"})),
-        )
-        .await;
+    let admin = sandbox.as_admin();
+    let col = create_collection(admin, "Pumps").await;
     let in_col = upload(
-        &sandbox,
-        ADMIN_KEY,
+        admin,
         json!({"title": "Pump Seal Guide", "collection_id": col["id"]}),
     )
     .await;
-    let loose = upload(&sandbox, ADMIN_KEY, json!({"title": "Valve guide"})).await;
-    let newest = upload(&sandbox, ADMIN_KEY, json!({"title": "ÉCLAIRAGE notes"})).await;
-    let list = |query: &'static str| sandbox.expect(200, ADMIN_KEY, "GET", query, None);
+    let loose = upload(admin, json!({"title": "Valve guide"})).await;
+    let newest = upload(admin, json!({"title": "ÉCLAIRAGE notes"})).await;
+    let list = |query: &'static str| admin.get(200, query);
     assert_eq!(
         hit_ids_of_items(&list("/v1/knowledge").await),
         vec![id(&newest), id(&loose), id(&in_col)]
     );
     let by_col = format!("/v1/knowledge?collection_id={}", id(&col));
     assert_eq!(
-        hit_ids_of_items(&sandbox.expect(200, ADMIN_KEY, "GET", &by_col, None).await),
+        hit_ids_of_items(&admin.get(200, &by_col).await),
         vec![id(&in_col)]
     );
     assert_eq!(
@@ -717,80 +592,39 @@ async fn listing_filters_by_collection_status_and_title() {
     let first = list("/v1/knowledge?limit=2").await;
     assert_eq!(first["data"].as_array().unwrap().len(), 2);
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/knowledge?limit=2&cursor={cursor}"),
-            None,
-        )
+    let second = admin
+        .get(200, &format!("/v1/knowledge?limit=2&cursor={cursor}"))
         .await;
     assert_eq!(hit_ids_of_items(&second), vec![id(&in_col)]);
     assert_eq!(second["next_cursor"], Value::Null);
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/knowledge?status=done", None)
-        .await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "GET",
-            "/v1/knowledge/kn_0000000000000000",
-            None,
-        )
-        .await;
+    admin.get(400, "/v1/knowledge?status=done").await;
+    admin.get(404, "/v1/knowledge/kn_0000000000000000").await;
 }
 
 #[tokio::test]
 async fn file_metadata_updates_keep_the_content() {
     let sandbox = TestSandbox::empty().await;
-    let item = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Doc", "files": [file("old.txt", "text/plain", b"body")]}),
-    )
-    .await;
-    let other = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Other", "files": [file("o.txt", "text/plain", b"o")]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let item = upload(admin, text_item("Doc", "old.txt", b"body")).await;
+    let other = upload(admin, text_item("Other", "o.txt", b"o")).await;
     let file_id = item["files"][0]["id"].as_str().unwrap();
     let path = format!("/v1/knowledge/{}/files/{file_id}", id(&item));
-    let updated = sandbox
-        .expect(
+    let updated = admin
+        .patch(
             200,
-            ADMIN_KEY,
-            "PATCH",
             &path,
-            Some(json!({"filename": "new.txt", "description": "renamed"})),
+            json!({"filename": "new.txt", "description": "renamed"}),
         )
         .await;
     assert_eq!(updated["filename"], "new.txt");
     assert_eq!(updated["description"], "renamed");
     assert_eq!(updated["sha256"], item["files"][0]["sha256"]);
     assert_eq!(updated["status"], "pending");
-    let fetched = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/knowledge/{}", id(&item)),
-            None,
-        )
+    let fetched = admin
+        .get(200, &format!("/v1/knowledge/{}", id(&item)))
         .await;
     assert_eq!(fetched["files"][0], updated);
-    let cleared = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"description": ""})),
-        )
-        .await;
+    let cleared = admin.patch(200, &path, json!({"description": ""})).await;
     assert_eq!(
         (
             cleared["filename"].as_str(),
@@ -800,82 +634,46 @@ async fn file_metadata_updates_keep_the_content() {
     );
 
     let foreign = format!("/v1/knowledge/{}/files/{file_id}", id(&other));
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "PATCH",
-            &foreign,
-            Some(json!({"filename": "x.txt"})),
-        )
+    admin
+        .patch(404, &foreign, json!({"filename": "x.txt"}))
         .await;
     let missing = format!("/v1/knowledge/{}/files/kf_0000000000000000", id(&item));
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "PATCH",
-            &missing,
-            Some(json!({"filename": "x.txt"})),
-        )
+    admin
+        .patch(404, &missing, json!({"filename": "x.txt"}))
         .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"filename": "a/b.txt"})),
-        )
+    admin
+        .patch(400, &path, json!({"filename": "a/b.txt"}))
         .await;
 }
 
 #[tokio::test]
 async fn deleting_an_item_removes_it_from_search_and_its_collection() {
     let sandbox = TestSandbox::empty().await;
-    let col = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/knowledge-collections",
-            Some(json!({"name": "Temp"})),
-        )
-        .await;
+    let admin = sandbox.as_admin();
+    let col = create_collection(admin, "Temp").await;
     let col_path = format!("/v1/knowledge-collections/{}", id(&col));
-    let item = upload(&sandbox, ADMIN_KEY, json!({"title": "Ephemeral", "collection_id": col["id"], "files": [file("e.txt", "text/plain", b"the vanishing gizmo")]})).await;
+    let item = upload(admin, json!({"title": "Ephemeral", "collection_id": col["id"], "files": [file("e.txt", "text/plain", b"the vanishing gizmo")]})).await;
     let kn = id(&item);
-    process(&sandbox, ADMIN_KEY, &kn).await;
-    settled(&sandbox, ADMIN_KEY, &kn).await;
-    assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "gizmo").await),
-        vec![kn.clone()]
-    );
-    assert_eq!(
-        sandbox.expect(200, ADMIN_KEY, "GET", &col_path, None).await["item_count"],
-        1
-    );
+    process(admin, &kn).await;
+    settled(admin, &kn).await;
+    assert_eq!(hit_ids(&search(admin, "gizmo").await), vec![kn.clone()]);
+    assert_eq!(admin.get(200, &col_path).await["item_count"], 1);
 
     let path = format!("/v1/knowledge/{kn}");
     assert_eq!(
-        sandbox.expect(200, ADMIN_KEY, "DELETE", &path, None).await,
+        admin.delete(200, &path).await,
         json!({"id": kn, "deleted": true})
     );
-    sandbox.expect(404, ADMIN_KEY, "GET", &path, None).await;
-    sandbox.expect(404, ADMIN_KEY, "DELETE", &path, None).await;
-    assert_eq!(
-        search(&sandbox, ADMIN_KEY, "gizmo").await["data"],
-        json!([])
-    );
-    assert_eq!(
-        sandbox.expect(200, ADMIN_KEY, "GET", &col_path, None).await["item_count"],
-        0
-    );
+    admin.get(404, &path).await;
+    admin.delete(404, &path).await;
+    assert_eq!(search(admin, "gizmo").await["data"], json!([]));
+    assert_eq!(admin.get(200, &col_path).await["item_count"], 0);
 }
 
 #[tokio::test]
 async fn collections_have_unique_names_and_page_by_name() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let post =
         |body: Value| sandbox.call(ADMIN_KEY, "POST", "/v1/knowledge-collections", Some(body));
     let (status, pumps) = post(json!({"name": "Pumps", "description": "All pumps"})).await;
@@ -895,24 +693,15 @@ async fn collections_have_unique_names_and_page_by_name() {
     assert_eq!(post(json!({"name": ""})).await.0, 400);
 
     let path = format!("/v1/knowledge-collections/{}", id(&pumps));
-    assert_eq!(
-        sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await,
-        pumps
-    );
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "GET",
-            "/v1/knowledge-collections/col_0000000000000000",
-            None,
-        )
+    assert_eq!(admin.get(200, &path).await, pumps);
+    admin
+        .get(404, "/v1/knowledge-collections/col_0000000000000000")
         .await;
 
     let mut seen = Vec::new();
     let mut next = "/v1/knowledge-collections?limit=1".to_string();
     loop {
-        let page = sandbox.expect(200, ADMIN_KEY, "GET", &next, None).await;
+        let page = admin.get(200, &next).await;
         seen.extend(hit_ids_of_items(&page));
         match page["next_cursor"].as_str() {
             Some(cursor) => next = format!("/v1/knowledge-collections?limit=1&cursor={cursor}"),
@@ -920,113 +709,56 @@ async fn collections_have_unique_names_and_page_by_name() {
         }
     }
     assert_eq!(seen, vec![id(&alpha), id(&pumps), id(&zulu)]);
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "GET",
-            "/v1/knowledge-collections?cursor=bm9wZQ",
-            None,
-        )
+    admin
+        .get(400, "/v1/knowledge-collections?cursor=bm9wZQ")
         .await;
 
-    let renamed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"name": "Pumps & valves"})),
-        )
+    let renamed = admin
+        .patch(200, &path, json!({"name": "Pumps & valves"}))
         .await;
     assert_eq!(
         (renamed["name"].as_str(), renamed["description"].as_str()),
         (Some("Pumps & valves"), Some("All pumps"))
     );
-    sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"name": "PUMPS & VALVES"})),
-        )
+    admin
+        .patch(200, &path, json!({"name": "PUMPS & VALVES"}))
         .await;
-    let reply = sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"name": "ZULU"})),
-        )
-        .await;
+    let reply = admin.patch(409, &path, json!({"name": "ZULU"})).await;
     assert_eq!(reply["error"]["code"], "conflict");
-    sandbox
-        .expect(
+    admin
+        .patch(
             404,
-            ADMIN_KEY,
-            "PATCH",
             "/v1/knowledge-collections/col_0000000000000000",
-            Some(json!({"name": "x"})),
+            json!({"name": "x"}),
         )
         .await;
     let reader = sandbox.key_with(&["read:knowledge"]).await;
     sandbox
-        .expect(403, &reader, "PATCH", &path, Some(json!({"name": "x"})))
+        .as_key(&reader)
+        .patch(403, &path, json!({"name": "x"}))
         .await;
 }
 
 #[tokio::test]
 async fn a_collection_with_items_is_deleted_only_with_force() {
     let sandbox = TestSandbox::empty().await;
-    let col = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/knowledge-collections",
-            Some(json!({"name": "Busy"})),
-        )
-        .await;
+    let admin = sandbox.as_admin();
+    let col = create_collection(admin, "Busy").await;
     let path = format!("/v1/knowledge-collections/{}", id(&col));
     let item = upload(
-        &sandbox,
-        ADMIN_KEY,
+        admin,
         json!({"title": "Member", "collection_id": col["id"]}),
     )
     .await;
-    let reply = sandbox.expect(409, ADMIN_KEY, "DELETE", &path, None).await;
+    let reply = admin.delete(409, &path).await;
     assert_eq!(reply["error"]["code"], "conflict");
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "DELETE",
-            &format!("{path}?force=false"),
-            None,
-        )
-        .await;
-    let gone = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "DELETE",
-            &format!("{path}?force=true"),
-            None,
-        )
-        .await;
+    admin.delete(409, &format!("{path}?force=false")).await;
+    let gone = admin.delete(200, &format!("{path}?force=true")).await;
     assert_eq!(gone, json!({"id": id(&col), "deleted": true}));
-    sandbox.expect(404, ADMIN_KEY, "GET", &path, None).await;
-    sandbox.expect(404, ADMIN_KEY, "DELETE", &path, None).await;
-    let kept = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/knowledge/{}", id(&item)),
-            None,
-        )
+    admin.get(404, &path).await;
+    admin.delete(404, &path).await;
+    let kept = admin
+        .get(200, &format!("/v1/knowledge/{}", id(&item)))
         .await;
     assert_eq!(
         kept["collection_id"],
@@ -1034,41 +766,18 @@ async fn a_collection_with_items_is_deleted_only_with_force() {
         "items are moved out, never deleted"
     );
 
-    let empty = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/knowledge-collections",
-            Some(json!({"name": "Empty"})),
-        )
-        .await;
-    sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "DELETE",
-            &format!("/v1/knowledge-collections/{}", id(&empty)),
-            None,
-        )
+    let empty = create_collection(admin, "Empty").await;
+    admin
+        .delete(200, &format!("/v1/knowledge-collections/{}", id(&empty)))
         .await;
 }
 
 #[tokio::test]
 async fn an_item_the_worker_keeps_failing_on_is_marked_failed_without_holding_back_others() {
     let sandbox = TestSandbox::empty().await;
-    let stuck = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Stuck", "files": [file("a.txt", "text/plain", b"alpha bravo charlie")]}),
-    )
-    .await;
-    let fine = upload(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"title": "Fine", "files": [file("b.txt", "text/plain", SOP.as_bytes())]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let stuck = upload(admin, text_item("Stuck", "a.txt", b"alpha bravo charlie")).await;
+    let fine = upload(admin, text_item("Fine", "b.txt", SOP.as_bytes())).await;
     // A fault of the sandbox, not of the file: every write making `stuck` ready fails.
     sandbox.sql(
         &format!(
@@ -1080,16 +789,13 @@ async fn an_item_the_worker_keeps_failing_on_is_marked_failed_without_holding_ba
         [],
     );
     // The older item first, so that it is ahead of the other in the worker's queue.
-    process(&sandbox, ADMIN_KEY, &id(&stuck)).await;
-    process(&sandbox, ADMIN_KEY, &id(&fine)).await;
+    process(admin, &id(&stuck)).await;
+    process(admin, &id(&fine)).await;
 
-    let ready = settled(&sandbox, ADMIN_KEY, &id(&fine)).await;
+    let ready = settled(admin, &id(&fine)).await;
     assert_eq!(ready["status"], "ready", "{ready}");
-    assert_eq!(
-        hit_ids(&search(&sandbox, ADMIN_KEY, "quixotronic").await),
-        [id(&fine)]
-    );
-    let failed = settled(&sandbox, ADMIN_KEY, &id(&stuck)).await;
+    assert_eq!(hit_ids(&search(admin, "quixotronic").await), [id(&fine)]);
+    let failed = settled(admin, &id(&stuck)).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["status_detail"]

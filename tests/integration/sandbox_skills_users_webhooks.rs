@@ -3,7 +3,7 @@
 //! validation naming the field, minute charging, dry runs), and signed webhook delivery to a
 //! loopback receiver, including retries of a failing one.
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, items};
+use crate::sandbox_fixture::{TestSandbox, items};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -25,15 +25,12 @@ fn id(object: &Value) -> String {
 #[tokio::test]
 async fn the_account_derives_its_counts_and_updates_only_given_fields() {
     let sandbox = TestSandbox::demo().await;
-    let account = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/account", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let account = admin.get(200, "/v1/account").await;
     assert!(account["id"].as_str().unwrap().starts_with("ten_"));
     assert_eq!(account["slug"], "acme-field-services");
     assert_eq!(account["name"], "Acme Field Services");
-    let users = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/users?limit=100", None)
-        .await;
+    let users = admin.get(200, "/v1/users?limit=100").await;
     let not_deactivated = items(&users)
         .iter()
         .filter(|u| u["status"] != "deactivated")
@@ -46,18 +43,10 @@ async fn the_account_derives_its_counts_and_updates_only_given_fields() {
         );
     }
 
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/users",
-            Some(json!({"email": "new.hire@example.com"})),
-        )
+    admin
+        .post(201, "/v1/users", json!({"email": "new.hire@example.com"}))
         .await;
-    let account = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/account", None)
-        .await;
+    let account = admin.get(200, "/v1/account").await;
     assert_eq!(
         account["user_count"],
         json!(not_deactivated + 1),
@@ -66,9 +55,7 @@ async fn the_account_derives_its_counts_and_updates_only_given_fields() {
 
     let change =
         json!({"name": "Acme Field Services GmbH", "timezone": "Europe/Berlin", "locale": "de-DE"});
-    let updated = sandbox
-        .expect(200, ADMIN_KEY, "PATCH", "/v1/account", Some(change))
-        .await;
+    let updated = admin.patch(200, "/v1/account", change).await;
     assert_eq!(updated["timezone"], "Europe/Berlin");
     assert_eq!(updated["locale"], "de-DE");
     assert_eq!(
@@ -79,50 +66,28 @@ async fn the_account_derives_its_counts_and_updates_only_given_fields() {
         updated["contact_email"], account["contact_email"],
         "omitted fields keep their values"
     );
-    let me = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
-        .await;
+    let me = admin.get(200, "/v1/api-keys/current").await;
     assert_eq!(me["tenant_name"], "Acme Field Services GmbH");
 
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PATCH",
-            "/v1/account",
-            Some(json!({"timezone": "Mars/Olympus_Mons"})),
-        )
+    admin
+        .patch(422, "/v1/account", json!({"timezone": "Mars/Olympus_Mons"}))
         .await;
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PATCH",
-            "/v1/account",
-            Some(json!({"locale": "xx-YY"})),
-        )
+    admin
+        .patch(422, "/v1/account", json!({"locale": "xx-YY"}))
         .await;
-    sandbox
-        .expect(400, ADMIN_KEY, "PATCH", "/v1/account", Some(json!({})))
-        .await;
+    admin.patch(400, "/v1/account", json!({})).await;
     let reader = sandbox.key_with(&["read:account"]).await;
     sandbox
-        .expect(
-            403,
-            &reader,
-            "PATCH",
-            "/v1/account",
-            Some(json!({"name": "x"})),
-        )
+        .as_key(&reader)
+        .patch(403, "/v1/account", json!({"name": "x"}))
         .await;
 }
 
 #[tokio::test]
 async fn account_settings_are_the_tenants_defaults() {
     let sandbox = TestSandbox::empty().await;
-    let settings = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/account/settings", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let settings = admin.get(200, "/v1/account/settings").await;
     assert_eq!(settings["default_user_role"], "trainee");
     assert_eq!(settings["webhook_signing_algorithm"], "hmac_sha256");
     assert_eq!(settings["sso"]["enabled"], false);
@@ -131,14 +96,13 @@ async fn account_settings_are_the_tenants_defaults() {
         "settings have no id: {settings}"
     );
     let other = sandbox.other_tenant("Globex");
-    let account = sandbox
-        .expect(200, &other, "GET", "/v1/account", None)
-        .await;
+    let account = sandbox.as_key(&other).get(200, "/v1/account").await;
     assert_eq!(account["slug"], "globex");
     assert_eq!(account["plan"]["plan_id"], Value::Null);
     let tasks_only = sandbox.key_with(&["read:tasks"]).await;
     sandbox
-        .expect(403, &tasks_only, "GET", "/v1/account/settings", None)
+        .as_key(&tasks_only)
+        .get(403, "/v1/account/settings")
         .await;
 }
 
@@ -147,21 +111,16 @@ async fn account_settings_are_the_tenants_defaults() {
 #[tokio::test]
 async fn users_are_listed_filtered_searched_and_fetched() {
     let sandbox = TestSandbox::demo().await;
-    let all = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/users?limit=100", None)
-        .await;
+    let admin = sandbox.as_admin();
+    let all = admin.get(200, "/v1/users?limit=100").await;
     let roles: std::collections::BTreeSet<&str> = items(&all)
         .iter()
         .map(|u| u["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["admin", "manager", "trainee", "trainer"].into());
-    let admins = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/users?role=admin", None)
-        .await;
+    let admins = admin.get(200, "/v1/users?role=admin").await;
     assert!(!items(&admins).is_empty() && items(&admins).iter().all(|u| u["role"] == "admin"));
-    let invited = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/users?status=invited", None)
-        .await;
+    let invited = admin.get(200, "/v1/users?status=invited").await;
     assert!(
         items(&invited)
             .iter()
@@ -177,36 +136,20 @@ async fn users_are_listed_filtered_searched_and_fetched() {
         .next()
         .unwrap()
         .to_uppercase();
-    let found = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/users?q={needle}"),
-            None,
-        )
-        .await;
+    let found = admin.get(200, &format!("/v1/users?q={needle}")).await;
     assert_eq!(
         items(&found).len(),
         1,
         "q is a case-insensitive substring of the email: {found}"
     );
     assert_eq!(items(&found)[0]["id"], first["id"]);
-    let none = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/users?q=nobody-by-this-name",
-            None,
-        )
-        .await;
+    let none = admin.get(200, "/v1/users?q=nobody-by-this-name").await;
     assert_eq!(none["data"], json!([]));
 
     let mut seen = Vec::new();
     let mut path = "/v1/users?limit=3".to_string();
     loop {
-        let page = sandbox.expect(200, ADMIN_KEY, "GET", &path, None).await;
+        let page = admin.get(200, &path).await;
         seen.extend(items(&page).iter().map(id));
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/v1/users?limit=3&cursor={cursor}"),
@@ -215,42 +158,25 @@ async fn users_are_listed_filtered_searched_and_fetched() {
     }
     assert_eq!(seen, items(&all).iter().map(id).collect::<Vec<_>>());
 
-    let user = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/users/{}", id(first)),
-            None,
-        )
-        .await;
+    let user = admin.get(200, &format!("/v1/users/{}", id(first))).await;
     assert_eq!(user["email"], first["email"]);
     assert!(
         user["sessions_count"].as_i64().unwrap() >= 0
             && user["minutes_used"].as_i64().unwrap() >= 0
     );
-    let missing = sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "GET",
-            &format!("/v1/users/{NO_SUCH_USER}"),
-            None,
-        )
-        .await;
+    let missing = admin.get(404, &format!("/v1/users/{NO_SUCH_USER}")).await;
     assert_eq!(missing["error"]["code"], "not_found");
 }
 
 #[tokio::test]
 async fn invitations_default_the_role_and_refuse_duplicate_emails() {
     let sandbox = TestSandbox::empty().await;
-    let invited = sandbox
-        .expect(
+    let admin = sandbox.as_admin();
+    let invited = admin
+        .post(
             201,
-            ADMIN_KEY,
-            "POST",
             "/v1/users",
-            Some(json!({"email": "ana.silva@example.com", "name": "Ana Silva"})),
+            json!({"email": "ana.silva@example.com", "name": "Ana Silva"}),
         )
         .await;
     assert!(invited["id"].as_str().unwrap().starts_with("usr_"));
@@ -258,26 +184,16 @@ async fn invitations_default_the_role_and_refuse_duplicate_emails() {
     assert_eq!(invited["role"], "trainee");
     assert!(invited["invited_at"].is_string() && invited["activated_at"].is_null());
     let duplicate = json!({"email": "Ana.Silva@Example.com", "role": "admin"});
-    let reply = sandbox
-        .expect(409, ADMIN_KEY, "POST", "/v1/users", Some(duplicate))
-        .await;
+    let reply = admin.post(409, "/v1/users", duplicate).await;
     assert_eq!(reply["error"]["code"], "conflict");
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "POST",
-            "/v1/users",
-            Some(json!({"email": "not an email"})),
-        )
+    admin
+        .post(400, "/v1/users", json!({"email": "not an email"}))
         .await;
-    let trainer = sandbox
-        .expect(
+    let trainer = admin
+        .post(
             201,
-            ADMIN_KEY,
-            "POST",
             "/v1/users",
-            Some(json!({"email": "t@example.com", "role": "trainer"})),
+            json!({"email": "t@example.com", "role": "trainer"}),
         )
         .await;
     assert_eq!(trainer["role"], "trainer");
@@ -286,14 +202,9 @@ async fn invitations_default_the_role_and_refuse_duplicate_emails() {
 
 /// The demo tenant's active admins, oldest first.
 async fn active_admins(sandbox: &TestSandbox) -> Vec<String> {
-    let page = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/users?role=admin&status=active&limit=100",
-            None,
-        )
+    let admin = sandbox.as_admin();
+    let page = admin
+        .get(200, "/v1/users?role=admin&status=active&limit=100")
         .await;
     items(&page).iter().rev().map(id).collect()
 }
@@ -301,198 +212,109 @@ async fn active_admins(sandbox: &TestSandbox) -> Vec<String> {
 #[tokio::test]
 async fn the_last_active_admin_can_be_neither_demoted_nor_deactivated() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let admins = active_admins(&sandbox).await;
     assert!(admins.len() >= 2, "the demo has several admins");
     let (last, others) = admins.split_last().unwrap();
     for other in others {
-        let demoted = sandbox
-            .expect(
+        let demoted = admin
+            .put(
                 200,
-                ADMIN_KEY,
-                "PUT",
                 &format!("/v1/users/{other}/role"),
-                Some(json!({"role": "manager"})),
+                json!({"role": "manager"}),
             )
             .await;
         assert_eq!(demoted["role"], "manager");
     }
     let role = format!("/v1/users/{last}/role");
-    let reply = sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PUT",
-            &role,
-            Some(json!({"role": "trainee"})),
-        )
-        .await;
+    let reply = admin.put(422, &role, json!({"role": "trainee"})).await;
     assert_eq!(reply["error"]["code"], "unprocessable");
     let deactivate = format!("/v1/users/{last}/deactivate");
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "POST",
-            &deactivate,
-            Some(json!({"reason": "leaving"})),
-        )
+    admin
+        .post(422, &deactivate, json!({"reason": "leaving"}))
         .await;
     // Keeping the role is not a demotion.
-    sandbox
-        .expect(200, ADMIN_KEY, "PUT", &role, Some(json!({"role": "admin"})))
-        .await;
+    admin.put(200, &role, json!({"role": "admin"})).await;
 
     // Once someone else is an active admin, the former last one can step down.
     let promoted = &others[0];
-    sandbox
-        .expect(
+    admin
+        .put(
             200,
-            ADMIN_KEY,
-            "PUT",
             &format!("/v1/users/{promoted}/role"),
-            Some(json!({"role": "admin"})),
+            json!({"role": "admin"}),
         )
         .await;
-    let stepped_down = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PUT",
-            &role,
-            Some(json!({"role": "trainer"})),
-        )
-        .await;
+    let stepped_down = admin.put(200, &role, json!({"role": "trainer"})).await;
     assert_eq!(stepped_down["role"], "trainer");
-    sandbox
-        .expect(
+    admin
+        .put(
             404,
-            ADMIN_KEY,
-            "PUT",
             &format!("/v1/users/{NO_SUCH_USER}/role"),
-            Some(json!({"role": "admin"})),
+            json!({"role": "admin"}),
         )
         .await;
-    sandbox
-        .expect(400, ADMIN_KEY, "PUT", &role, Some(json!({"role": "owner"})))
-        .await;
+    admin.put(400, &role, json!({"role": "owner"})).await;
 }
 
 #[tokio::test]
 async fn deactivation_and_reactivation_follow_the_lifecycle() {
     let sandbox = TestSandbox::demo().await;
-    let trainees = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/users?role=trainee&status=active",
-            None,
-        )
-        .await;
+    let admin = sandbox.as_admin();
+    let trainees = admin.get(200, "/v1/users?role=trainee&status=active").await;
     let trainee = id(&items(&trainees)[0]);
     let path = |action: &str, user: &str| format!("/v1/users/{user}/{action}");
 
-    let gone = sandbox
-        .expect(
+    let gone = admin
+        .post(
             200,
-            ADMIN_KEY,
-            "POST",
             &path("deactivate", &trainee),
-            Some(json!({"reason": "left the company"})),
+            json!({"reason": "left the company"}),
         )
         .await;
     assert_eq!(gone["status"], "deactivated");
     assert!(gone["deactivated_at"].is_string());
-    let again = sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            &path("deactivate", &trainee),
-            Some(json!({})),
-        )
+    let again = admin
+        .post(409, &path("deactivate", &trainee), json!({}))
         .await;
     assert_eq!(again["error"]["code"], "conflict");
-    let back = sandbox
-        .expect(
+    let back = admin
+        .post(
             200,
-            ADMIN_KEY,
-            "POST",
             &path("reactivate", &trainee),
-            Some(json!({"note": "rehired"})),
+            json!({"note": "rehired"}),
         )
         .await;
     assert_eq!(back["status"], "active");
     assert!(back["deactivated_at"].is_null());
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            &path("reactivate", &trainee),
-            Some(json!({})),
-        )
+    admin
+        .post(409, &path("reactivate", &trainee), json!({}))
         .await;
 
     // Someone who never accepted the invitation goes back to `invited`, with a fresh invitation.
-    let invited = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/users",
-            Some(json!({"email": "late@example.com"})),
-        )
+    let invited = admin
+        .post(201, "/v1/users", json!({"email": "late@example.com"}))
         .await;
     let invited_id = id(&invited);
-    sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "POST",
-            &path("deactivate", &invited_id),
-            Some(json!({})),
-        )
+    admin
+        .post(200, &path("deactivate", &invited_id), json!({}))
         .await;
-    let reinvited = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "POST",
-            &path("reactivate", &invited_id),
-            Some(json!({})),
-        )
+    let reinvited = admin
+        .post(200, &path("reactivate", &invited_id), json!({}))
         .await;
     assert_eq!(reinvited["status"], "invited");
     assert!(reinvited["invited_at"].as_str().unwrap() >= invited["invited_at"].as_str().unwrap());
 
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
-            &path("deactivate", NO_SUCH_USER),
-            Some(json!({})),
-        )
+    admin
+        .post(404, &path("deactivate", NO_SUCH_USER), json!({}))
         .await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "POST",
-            &path("reactivate", NO_SUCH_USER),
-            Some(json!({})),
-        )
+    admin
+        .post(404, &path("reactivate", NO_SUCH_USER), json!({}))
         .await;
     let other = sandbox.other_tenant("Globex");
     sandbox
-        .expect(
-            404,
-            &other,
-            "POST",
-            &path("deactivate", &trainee),
-            Some(json!({})),
-        )
+        .as_key(&other)
+        .post(404, &path("deactivate", &trainee), json!({}))
         .await;
 }
 
@@ -519,14 +341,9 @@ fn pump_skill(slug: &str, status: &str) -> Value {
 #[tokio::test]
 async fn skills_are_created_validated_updated_listed_and_deleted() {
     let sandbox = TestSandbox::empty().await;
-    let skill = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/skills",
-            Some(pump_skill("pump-seal-check", "draft")),
-        )
+    let admin = sandbox.as_admin();
+    let skill = admin
+        .post(201, "/v1/skills", pump_skill("pump-seal-check", "draft"))
         .await;
     assert!(skill["id"].as_str().unwrap().starts_with("skl_"));
     assert_eq!(skill["version"], 1);
@@ -538,152 +355,82 @@ async fn skills_are_created_validated_updated_listed_and_deleted() {
     assert_eq!(skill["steps"][1]["kind"], "instruction");
     assert_eq!(skill["steps"][1]["duration_seconds"], 60);
     let skill_path = format!("/v1/skills/{}", id(&skill));
-    assert_eq!(
-        sandbox
-            .expect(200, ADMIN_KEY, "GET", &skill_path, None)
-            .await,
-        skill
-    );
+    assert_eq!(admin.get(200, &skill_path).await, skill);
 
-    let reply = sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "POST",
-            "/v1/skills",
-            Some(pump_skill("pump-seal-check", "draft")),
-        )
+    let reply = admin
+        .post(409, "/v1/skills", pump_skill("pump-seal-check", "draft"))
         .await;
     assert_eq!(reply["error"]["code"], "conflict");
     let mut invalid = pump_skill("broken-schema", "draft");
     invalid["input_schema"] =
         json!({"type": "object", "properties": {"pump_id": {"type": "strng"}}});
-    sandbox
-        .expect(422, ADMIN_KEY, "POST", "/v1/skills", Some(invalid))
-        .await;
+    admin.post(422, "/v1/skills", invalid).await;
     let mut undeclared = pump_skill("undeclared", "draft");
     undeclared["steps"][0]["instruction"] = json!("Ask {{supervisor}}.");
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", "/v1/skills", Some(undeclared))
-        .await;
+    let reply = admin.post(422, "/v1/skills", undeclared).await;
     assert!(
         reply["error"]["message"]
             .as_str()
             .unwrap()
             .contains("supervisor")
     );
-    sandbox
-        .expect(
+    admin
+        .post(
             400,
-            ADMIN_KEY,
-            "POST",
             "/v1/skills",
-            Some(json!({"slug": "x", "name": "n", "steps": []})),
+            json!({"slug": "x", "name": "n", "steps": []}),
         )
         .await;
 
-    let other = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/skills",
-            Some(pump_skill("other-skill", "published")),
-        )
+    let other = admin
+        .post(201, "/v1/skills", pump_skill("other-skill", "published"))
         .await;
-    let renamed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &skill_path,
-            Some(json!({"name": "Pump seal inspection"})),
-        )
+    let renamed = admin
+        .patch(200, &skill_path, json!({"name": "Pump seal inspection"}))
         .await;
     assert_eq!(renamed["version"], 2);
     assert_eq!(renamed["slug"], "pump-seal-check");
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/skills", None)
-        .await;
+    let listed = admin.get(200, "/v1/skills").await;
     assert_eq!(
         items(&listed)[0]["id"],
         skill["id"],
         "most recently updated first"
     );
-    let published = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/skills?status=published", None)
-        .await;
+    let published = admin.get(200, "/v1/skills?status=published").await;
     assert_eq!(
         items(&published).iter().map(id).collect::<Vec<_>>(),
         [id(&other)]
     );
-    let maintenance = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/skills?category=maintenance&limit=1",
-            None,
-        )
+    let maintenance = admin
+        .get(200, "/v1/skills?category=maintenance&limit=1")
         .await;
     assert!(maintenance["next_cursor"].is_string());
 
-    sandbox
-        .expect(
-            409,
-            ADMIN_KEY,
-            "PATCH",
-            &skill_path,
-            Some(json!({"slug": "other-skill"})),
-        )
+    admin
+        .patch(409, &skill_path, json!({"slug": "other-skill"}))
         .await;
     let bad_steps = json!({"steps": [{"title": "t", "instruction": "Use {{wrench}}"}]});
-    sandbox
-        .expect(422, ADMIN_KEY, "PATCH", &skill_path, Some(bad_steps))
-        .await;
+    admin.patch(422, &skill_path, bad_steps).await;
     // The schema may not drop a property that a kept step still uses.
     let narrowing = json!({"input_schema": {"type": "object", "properties": {"pressure_bar": {"type": "number"}}}});
-    sandbox
-        .expect(422, ADMIN_KEY, "PATCH", &skill_path, Some(narrowing))
-        .await;
-    let unchanged = sandbox
-        .expect(200, ADMIN_KEY, "GET", &skill_path, None)
-        .await;
+    admin.patch(422, &skill_path, narrowing).await;
+    let unchanged = admin.get(200, &skill_path).await;
     assert_eq!(unchanged["version"], 2, "a refused update changes nothing");
     let missing = format!("/v1/skills/{NO_SUCH_SKILL}");
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "PATCH",
-            &missing,
-            Some(json!({"name": "x"})),
-        )
-        .await;
-    sandbox.expect(404, ADMIN_KEY, "GET", &missing, None).await;
+    admin.patch(404, &missing, json!({"name": "x"})).await;
+    admin.get(404, &missing).await;
 
-    let deleted = sandbox
-        .expect(200, ADMIN_KEY, "DELETE", &skill_path, None)
-        .await;
+    let deleted = admin.delete(200, &skill_path).await;
     assert_eq!(deleted, json!({"id": id(&skill), "deleted": true}));
-    sandbox
-        .expect(404, ADMIN_KEY, "GET", &skill_path, None)
-        .await;
-    sandbox
-        .expect(404, ADMIN_KEY, "DELETE", &skill_path, None)
-        .await;
+    admin.get(404, &skill_path).await;
+    admin.delete(404, &skill_path).await;
 }
 
 /// The demo's published lockout/tagout skill.
 async fn lockout_skill(sandbox: &TestSandbox) -> Value {
-    let page = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/skills?status=published&limit=100",
-            None,
-        )
+    let admin = sandbox.as_admin();
+    let page = admin
+        .get(200, "/v1/skills?status=published&limit=100")
         .await;
     items(&page)
         .iter()
@@ -695,17 +442,12 @@ async fn lockout_skill(sandbox: &TestSandbox) -> Value {
 #[tokio::test]
 async fn executing_a_skill_renders_its_steps_and_charges_its_minutes() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let skill = lockout_skill(&sandbox).await;
     let executions = format!("/v1/skills/{}/executions", id(&skill));
     let arguments = json!({"equipment_id": "PRESS-7", "energy_sources": "electrical 480 V", "authorized_person": "Maria Keller"});
-    let execution = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            &executions,
-            Some(json!({"arguments": arguments})),
-        )
+    let execution = admin
+        .post(201, &executions, json!({"arguments": arguments}))
         .await;
     assert!(execution["id"].as_str().unwrap().starts_with("sxe_"));
     assert_eq!(execution["status"], "succeeded");
@@ -739,14 +481,8 @@ async fn executing_a_skill_renders_its_steps_and_charges_its_minutes() {
             .contains("lockout-tagout")
     );
 
-    let ledger = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/billing/minute-transactions?kind=skill_execution",
-            None,
-        )
+    let ledger = admin
+        .get(200, "/v1/billing/minute-transactions?kind=skill_execution")
         .await;
     let entry = items(&ledger)
         .iter()
@@ -760,9 +496,7 @@ async fn executing_a_skill_renders_its_steps_and_charges_its_minutes() {
 
     // A dry run renders but consumes nothing; an absent optional argument stays visible.
     let dry = json!({"arguments": {"equipment_id": "PRESS-8", "authorized_person": "D. Okafor"}, "dry_run": true});
-    let dry = sandbox
-        .expect(201, ADMIN_KEY, "POST", &executions, Some(dry))
-        .await;
+    let dry = admin.post(201, &executions, dry).await;
     assert_eq!(dry["minutes_consumed"], 0);
     assert_eq!(dry["dry_run"], true);
     assert!(
@@ -770,14 +504,8 @@ async fn executing_a_skill_renders_its_steps_and_charges_its_minutes() {
             .to_string()
             .contains("{{energy_sources}}")
     );
-    let after = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/billing/minute-transactions?kind=skill_execution",
-            None,
-        )
+    let after = admin
+        .get(200, "/v1/billing/minute-transactions?kind=skill_execution")
         .await;
     assert_eq!(
         items(&after).len(),
@@ -789,12 +517,11 @@ async fn executing_a_skill_renders_its_steps_and_charges_its_minutes() {
 #[tokio::test]
 async fn execution_is_refused_for_bad_arguments_drafts_unknown_tasks_and_an_empty_balance() {
     let sandbox = TestSandbox::demo().await;
+    let admin = sandbox.as_admin();
     let skill = lockout_skill(&sandbox).await;
     let executions = format!("/v1/skills/{}/executions", id(&skill));
     let missing = json!({"arguments": {"equipment_id": "PRESS-7"}});
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", &executions, Some(missing))
-        .await;
+    let reply = admin.post(422, &executions, missing).await;
     assert_eq!(reply["error"]["code"], "unprocessable");
     let fields: Vec<&str> = reply["error"]["details"]
         .as_array()
@@ -804,9 +531,7 @@ async fn execution_is_refused_for_bad_arguments_drafts_unknown_tasks_and_an_empt
         .collect();
     assert_eq!(fields, ["arguments.authorized_person"], "{reply}");
     let wrong_type = json!({"arguments": {"equipment_id": 7, "authorized_person": "M"}});
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", &executions, Some(wrong_type))
-        .await;
+    let reply = admin.post(422, &executions, wrong_type).await;
     assert!(
         reply["error"]["details"]
             .to_string()
@@ -815,39 +540,23 @@ async fn execution_is_refused_for_bad_arguments_drafts_unknown_tasks_and_an_empt
     );
     let good = json!({"equipment_id": "PRESS-7", "authorized_person": "M"});
     let unknown_task = json!({"arguments": good, "task_id": "tsk_0000000000000000"});
-    sandbox
-        .expect(422, ADMIN_KEY, "POST", &executions, Some(unknown_task))
-        .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "POST",
-            &executions,
-            Some(json!({"args": {}})),
-        )
-        .await;
-    sandbox
-        .expect(
+    admin.post(422, &executions, unknown_task).await;
+    admin.post(400, &executions, json!({"args": {}})).await;
+    admin
+        .post(
             404,
-            ADMIN_KEY,
-            "POST",
             &format!("/v1/skills/{NO_SUCH_SKILL}/executions"),
-            Some(json!({"arguments": {}})),
+            json!({"arguments": {}}),
         )
         .await;
 
-    let drafts = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/skills?status=draft", None)
-        .await;
+    let drafts = admin.get(200, "/v1/skills?status=draft").await;
     let draft = &items(&drafts)[0];
-    let reply = sandbox
-        .expect(
+    let reply = admin
+        .post(
             422,
-            ADMIN_KEY,
-            "POST",
             &format!("/v1/skills/{}/executions", id(draft)),
-            Some(json!({"arguments": {}, "dry_run": true})),
+            json!({"arguments": {}, "dry_run": true}),
         )
         .await;
     assert!(
@@ -859,25 +568,16 @@ async fn execution_is_refused_for_bad_arguments_drafts_unknown_tasks_and_an_empt
 
     // A tenant without minutes cannot pay for an execution.
     let empty = TestSandbox::empty().await;
-    let skill = empty
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/skills",
-            Some(pump_skill("pump", "published")),
-        )
+    let empty_admin = empty.as_admin();
+    let skill = empty_admin
+        .post(201, "/v1/skills", pump_skill("pump", "published"))
         .await;
     let executions = format!("/v1/skills/{}/executions", id(&skill));
     let run = json!({"arguments": {"pump_id": "P-1"}});
-    let reply = empty
-        .expect(409, ADMIN_KEY, "POST", &executions, Some(run))
-        .await;
+    let reply = empty_admin.post(409, &executions, run).await;
     assert_eq!(reply["error"]["code"], "conflict");
     let dry = json!({"arguments": {"pump_id": "P-1"}, "dry_run": true});
-    empty
-        .expect(201, ADMIN_KEY, "POST", &executions, Some(dry))
-        .await;
+    empty_admin.post(201, &executions, dry).await;
 }
 
 /// A skill whose every step is one argument repeated as often as the spec's longest instruction
@@ -896,16 +596,13 @@ fn echo_skill() -> Value {
 #[tokio::test]
 async fn rendering_is_bounded_before_anything_is_rendered() {
     let sandbox = TestSandbox::empty().await;
-    let skill = sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/skills", Some(echo_skill()))
-        .await;
+    let admin = sandbox.as_admin();
+    let skill = admin.post(201, "/v1/skills", echo_skill()).await;
     let executions = format!("/v1/skills/{}/executions", id(&skill));
-    let run = |a: &str| Some(json!({"arguments": {"a": a}, "dry_run": true}));
+    let run = |a: &str| json!({"arguments": {"a": a}, "dry_run": true});
 
     // 800 × 100 bytes: one instruction would be 80,000 bytes, over 64 KiB.
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", &executions, run(&"x".repeat(100)))
-        .await;
+    let reply = admin.post(422, &executions, run(&"x".repeat(100))).await;
     assert_eq!(reply["error"]["code"], "unprocessable");
     let message = reply["error"]["message"].as_str().unwrap();
     assert!(
@@ -913,9 +610,7 @@ async fn rendering_is_bounded_before_anything_is_rendered() {
         "{message}"
     );
     // 800 × 20 bytes per step is 16,000 bytes, but 1.6 MB for all 100: over 1 MiB together.
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", &executions, run(&"x".repeat(20)))
-        .await;
+    let reply = admin.post(422, &executions, run(&"x".repeat(20))).await;
     assert!(
         reply["error"]["message"]
             .as_str()
@@ -924,9 +619,7 @@ async fn rendering_is_bounded_before_anything_is_rendered() {
         "{reply}"
     );
     // 800 × 10 bytes per step, 800 KB in all: within both bounds.
-    let execution = sandbox
-        .expect(201, ADMIN_KEY, "POST", &executions, run(&"x".repeat(10)))
-        .await;
+    let execution = admin.post(201, &executions, run(&"x".repeat(10))).await;
     let steps = execution["result"]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 100);
     assert_eq!(steps[99]["instruction"], "x".repeat(8000));
@@ -935,31 +628,20 @@ async fn rendering_is_bounded_before_anything_is_rendered() {
 #[tokio::test]
 async fn whole_numbers_sent_as_floats_count_as_integers() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let mut skill = pump_skill("float-durations", "draft");
     skill["steps"][0]["duration_seconds"] = json!(600.0);
     skill["steps"][1]["duration_seconds"] = json!(120.0);
-    let skill = sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/skills", Some(skill))
-        .await;
+    let skill = admin.post(201, "/v1/skills", skill).await;
     assert_eq!(skill["steps"][0]["duration_seconds"], json!(600));
     assert_eq!(
         skill["estimated_minutes"], 12,
         "600 s + 120 s, not the defaults"
     );
-    let updated = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &format!("/v1/skills/{}", id(&skill)),
-            Some(json!({"steps": [{"title": "Only", "instruction": "Check {{pump_id}}.", "duration_seconds": 1800.0}]})),
-        )
-        .await;
+    let updated = admin.patch(200, &format!("/v1/skills/{}", id(&skill)), json!({"steps": [{"title": "Only", "instruction": "Check {{pump_id}}.", "duration_seconds": 1800.0}]})).await;
     assert_eq!(updated["estimated_minutes"], 30);
     // A fractional number is still refused where the spec says integer.
-    sandbox
-        .expect(400, ADMIN_KEY, "GET", "/v1/skills?limit=2.5", None)
-        .await;
+    admin.get(400, "/v1/skills?limit=2.5").await;
 }
 
 // ---------------------------------------------------------------- webhooks
@@ -967,10 +649,9 @@ async fn whole_numbers_sent_as_floats_count_as_integers() {
 #[tokio::test]
 async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let body = json!({"url": "https://hooks.example.com/trainar", "events": ["task.created", "user.invited"], "description": "CRM"});
-    let webhook = sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
-        .await;
+    let webhook = admin.post(201, "/v1/webhooks", body).await;
     let secret = webhook["secret"].as_str().unwrap().to_string();
     assert!(
         secret.starts_with("whsec_")
@@ -981,58 +662,34 @@ async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() 
     assert_eq!(webhook["enabled"], true);
     assert_eq!(webhook["delivery_stats"]["consecutive_failures"], 0);
     let paused = json!({"url": "https://hooks.example.com/paused", "events": ["skill.executed"], "enabled": false});
-    let paused = sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(paused))
-        .await;
+    let paused = admin.post(201, "/v1/webhooks", paused).await;
 
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/webhooks", None)
-        .await;
+    let listed = admin.get(200, "/v1/webhooks").await;
     assert_eq!(items(&listed).len(), 2);
     assert!(
         !listed.to_string().contains(&secret),
         "the secret is never listed"
     );
     assert!(items(&listed).iter().all(|w| w.get("secret").is_none()));
-    let by_event = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/webhooks?event=user.invited",
-            None,
-        )
-        .await;
+    let by_event = admin.get(200, "/v1/webhooks?event=user.invited").await;
     assert_eq!(
         items(&by_event).iter().map(id).collect::<Vec<_>>(),
         [id(&webhook)]
     );
-    let disabled = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/webhooks?enabled=false", None)
-        .await;
+    let disabled = admin.get(200, "/v1/webhooks?enabled=false").await;
     assert_eq!(
         items(&disabled).iter().map(id).collect::<Vec<_>>(),
         [id(&paused)]
     );
-    let none = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/webhooks?event=device.paired",
-            None,
-        )
-        .await;
+    let none = admin.get(200, "/v1/webhooks?event=device.paired").await;
     assert_eq!(none["data"], json!([]));
 
     let path = format!("/v1/webhooks/{}", id(&webhook));
-    let updated = sandbox
-        .expect(
+    let updated = admin
+        .patch(
             200,
-            ADMIN_KEY,
-            "PATCH",
             &path,
-            Some(json!({"events": ["task.deleted"], "enabled": false})),
+            json!({"events": ["task.deleted"], "enabled": false}),
         )
         .await;
     assert_eq!(updated["events"], json!(["task.deleted"]));
@@ -1042,23 +699,15 @@ async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() 
         "the secret never changes"
     );
     assert!(updated.get("secret").is_none());
-    sandbox
-        .expect(
+    admin
+        .patch(
             404,
-            ADMIN_KEY,
-            "PATCH",
             &format!("/v1/webhooks/{NO_SUCH_WEBHOOK}"),
-            Some(json!({"enabled": true})),
+            json!({"enabled": true}),
         )
         .await;
-    sandbox
-        .expect(
-            400,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"url": "http://example.com/hook"})),
-        )
+    admin
+        .patch(400, &path, json!({"url": "http://example.com/hook"}))
         .await;
 
     for url in [
@@ -1066,13 +715,11 @@ async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() 
         "ftp://example.com",
         "http://localhost.evil.com/x",
     ] {
-        let reply = sandbox
-            .expect(
+        let reply = admin
+            .post(
                 400,
-                ADMIN_KEY,
-                "POST",
                 "/v1/webhooks",
-                Some(json!({"url": url, "events": ["task.created"]})),
+                json!({"url": url, "events": ["task.created"]}),
             )
             .await;
         assert!(
@@ -1080,43 +727,30 @@ async fn webhooks_show_their_secret_once_and_are_filtered_updated_and_deleted() 
             "{url}: {reply}"
         );
     }
-    sandbox
-        .expect(
+    admin
+        .post(
             400,
-            ADMIN_KEY,
-            "POST",
             "/v1/webhooks",
-            Some(json!({"url": "https://a.example.com", "events": []})),
+            json!({"url": "https://a.example.com", "events": []}),
         )
         .await;
 
-    let deleted = sandbox.expect(200, ADMIN_KEY, "DELETE", &path, None).await;
+    let deleted = admin.delete(200, &path).await;
     assert_eq!(deleted["deleted"], true);
-    sandbox.expect(404, ADMIN_KEY, "DELETE", &path, None).await;
-    sandbox
-        .expect(
-            404,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"enabled": true})),
-        )
-        .await;
+    admin.delete(404, &path).await;
+    admin.patch(404, &path, json!({"enabled": true})).await;
 }
 
 #[tokio::test]
 async fn a_tenant_has_at_most_twenty_webhook_endpoints() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     for n in 0..20 {
         let body = json!({"url": format!("https://hooks.example.com/{n}"), "events": ["task.created"], "enabled": false});
-        sandbox
-            .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
-            .await;
+        admin.post(201, "/v1/webhooks", body).await;
     }
     let body = json!({"url": "https://hooks.example.com/21", "events": ["task.created"]});
-    let reply = sandbox
-        .expect(422, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
-        .await;
+    let reply = admin.post(422, "/v1/webhooks", body).await;
     assert_eq!(reply["error"]["code"], "unprocessable");
 }
 
@@ -1172,43 +806,28 @@ fn hmac_hex(secret: &str, message: &str) -> String {
 async fn events_are_delivered_signed_to_subscribed_endpoints() {
     // The receiver listens on loopback, which only an operator's opt-in allows.
     let sandbox = TestSandbox::allowing_private_webhooks().await;
-    let before = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "before the webhook"})),
-        )
+    let admin = sandbox.as_admin();
+    let before = admin
+        .post(201, "/v1/tasks", json!({"title": "before the webhook"}))
         .await;
     let (url, hits) = receiver(200).await;
-    let webhook = sandbox
-        .expect(
+    let webhook = admin
+        .post(
             201,
-            ADMIN_KEY,
-            "POST",
             "/v1/webhooks",
-            Some(json!({"url": url, "events": ["task.created"]})),
+            json!({"url": url, "events": ["task.created"]}),
         )
         .await;
     let secret = webhook["secret"].as_str().unwrap();
-    sandbox
-        .expect(
+    admin
+        .patch(
             200,
-            ADMIN_KEY,
-            "PATCH",
             &format!("/v1/tasks/{}", id(&before)),
-            Some(json!({"status": "done"})),
+            json!({"status": "done"}),
         )
         .await;
-    let task = sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "Inspect pump P-12"})),
-        )
+    let task = admin
+        .post(201, "/v1/tasks", json!({"title": "Inspect pump P-12"}))
         .await;
 
     let seen = wait_for(&hits, 1, 5).await;
@@ -1248,9 +867,7 @@ async fn events_are_delivered_signed_to_subscribed_endpoints() {
     assert_eq!(event["data"]["title"], "Inspect pump P-12");
 
     let stats = async || {
-        let listed = sandbox
-            .expect(200, ADMIN_KEY, "GET", "/v1/webhooks", None)
-            .await;
+        let listed = admin.get(200, "/v1/webhooks").await;
         items(&listed)[0]["delivery_stats"].clone()
     };
     let mut delivery_stats = stats().await;
@@ -1276,19 +893,12 @@ async fn events_are_delivered_signed_to_subscribed_endpoints() {
 async fn a_failing_endpoint_is_retried_with_backoff() {
     // The receiver listens on loopback, which only an operator's opt-in allows.
     let sandbox = TestSandbox::allowing_private_webhooks().await;
+    let admin = sandbox.as_admin();
     let (url, hits) = receiver(500).await;
     let body = json!({"url": url, "events": ["user.invited"]});
-    let webhook = sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
-        .await;
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/users",
-            Some(json!({"email": "retry@example.com"})),
-        )
+    let webhook = admin.post(201, "/v1/webhooks", body).await;
+    admin
+        .post(201, "/v1/users", json!({"email": "retry@example.com"}))
         .await;
 
     let seen = wait_for(&hits, 2, 5).await;
@@ -1312,9 +922,7 @@ async fn a_failing_endpoint_is_retried_with_backoff() {
     let event: Value = serde_json::from_str(&seen[0].1).unwrap();
     assert_eq!(event["data"]["email"], "retry@example.com");
 
-    let listed = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/webhooks", None)
-        .await;
+    let listed = admin.get(200, "/v1/webhooks").await;
     let stats = &items(&listed)[0]["delivery_stats"];
     assert_eq!(stats["last_status_code"], 500);
     assert!(
@@ -1324,24 +932,8 @@ async fn a_failing_endpoint_is_retried_with_backoff() {
 
     // Re-enabling resets the failure count.
     let path = format!("/v1/webhooks/{}", id(&webhook));
-    sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"enabled": false})),
-        )
-        .await;
-    let resumed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "PATCH",
-            &path,
-            Some(json!({"enabled": true})),
-        )
-        .await;
+    admin.patch(200, &path, json!({"enabled": false})).await;
+    let resumed = admin.patch(200, &path, json!({"enabled": true})).await;
     assert_eq!(resumed["delivery_stats"]["consecutive_failures"], 0);
 }
 
@@ -1349,23 +941,14 @@ async fn a_failing_endpoint_is_retried_with_backoff() {
 async fn a_failing_fan_out_does_not_hold_back_queued_retries() {
     // The receiver listens on loopback, which only an operator's opt-in allows.
     let sandbox = TestSandbox::allowing_private_webhooks().await;
+    let admin = sandbox.as_admin();
     let (url, hits) = receiver(500).await;
     let body = json!({"url": url, "events": ["user.invited"]});
-    sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
-        .await;
+    admin.post(201, "/v1/webhooks", body).await;
     let body = json!({"url": "https://hooks.example.com/tasks", "events": ["task.created"]});
-    let other = sandbox
-        .expect(201, ADMIN_KEY, "POST", "/v1/webhooks", Some(body))
-        .await;
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/users",
-            Some(json!({"email": "fanout@example.com"})),
-        )
+    let other = admin.post(201, "/v1/webhooks", body).await;
+    admin
+        .post(201, "/v1/users", json!({"email": "fanout@example.com"}))
         .await;
     assert_eq!(wait_for(&hits, 1, 5).await.len(), 1, "the first attempt");
 
@@ -1375,14 +958,8 @@ async fn a_failing_fan_out_does_not_hold_back_queued_retries() {
         "UPDATE objects SET private = '{' WHERE kind = 'webhook' AND id = ?1",
         [id(&other)],
     );
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "an event to fan out"})),
-        )
+    admin
+        .post(201, "/v1/tasks", json!({"title": "an event to fan out"}))
         .await;
     let seen = wait_for(&hits, 2, 5).await;
     assert!(

@@ -2,7 +2,7 @@
 //! backtracking schema, a write flood), keys never outlive or outrank the keys that made them,
 //! and webhooks cannot probe the sandbox's own network.
 
-use crate::sandbox_fixture::{ADMIN_KEY, TestSandbox, fresh_dir};
+use crate::sandbox_fixture::{ADMIN_KEY, KeyHolder, TestSandbox, fresh_dir};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,6 +60,15 @@ async fn timed_reads(
     (latencies, statuses)
 }
 
+/// Ends the load and waits for every worker, so that a worker's panic fails the test instead of
+/// vanishing with its task.
+async fn stop_load(stop: &AtomicBool, workers: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}
+
 // ---------------------------------------------------------------- one tenant cannot stall another
 
 /// The issue's attack: nested quantifiers and a lookahead, against 2,200 arguments that almost
@@ -87,6 +96,7 @@ async fn skill_with_pattern(sandbox: &TestSandbox, slug: &str, pattern: &str) ->
 #[tokio::test]
 async fn a_pattern_that_needs_backtracking_is_refused_when_the_skill_is_defined() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let (status, reply) = skill_with_pattern(&sandbox, "lookahead", BACKTRACKING_PATTERN).await;
     assert_eq!(status, 422, "{reply}");
     let message = reply["error"]["message"].as_str().unwrap();
@@ -95,14 +105,8 @@ async fn a_pattern_that_needs_backtracking_is_refused_when_the_skill_is_defined(
     let (status, skill) = skill_with_pattern(&sandbox, "linear", r"^[a-z]+$").await;
     assert_eq!(status, 201, "{skill}");
     let update = json!({"input_schema": {"type": "object", "properties": {"a": {"type": "string", "pattern": r"(a)\1"}}}});
-    sandbox
-        .expect(
-            422,
-            ADMIN_KEY,
-            "PATCH",
-            &format!("/v1/skills/{}", id(&skill)),
-            Some(update),
-        )
+    admin
+        .patch(422, &format!("/v1/skills/{}", id(&skill)), update)
         .await;
 }
 
@@ -113,9 +117,7 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
     let other = sandbox.other_tenant("Globex");
     for n in 0..20 {
         let body = json!({"title": format!("Globex task {n}")});
-        sandbox
-            .expect(201, &other, "POST", "/v1/tasks", Some(body))
-            .await;
+        sandbox.as_key(&other).post(201, "/v1/tasks", body).await;
     }
     // A skill stored before patterns were restricted: written straight into the database with
     // the backtracking pattern, as the API would have accepted it then.
@@ -191,10 +193,7 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
         Duration::from_millis(5),
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for attacker in attackers {
-        attacker.await.unwrap();
-    }
+    stop_load(&stop, attackers).await;
     let attack_statuses = statuses.lock().unwrap().clone();
     let p50 = percentile(&mut latencies, 50);
     let p99 = percentile(&mut latencies, 99);
@@ -222,64 +221,58 @@ async fn a_backtracking_schema_does_not_stall_another_tenants_reads() {
 
 // ---------------------------------------------------------------- keys and the keys they mint
 
-async fn mint(sandbox: &TestSandbox, parent: &str, body: Value) -> Value {
-    sandbox
-        .expect(201, parent, "POST", "/v1/api-keys", Some(body))
-        .await
+/// Scopes enough to mint further keys, and scopes that only read.
+const MINTER: &[&str] = &["manage:api_keys", "read:tasks"];
+const READER: &[&str] = &["read:tasks"];
+
+/// A key minted as `parent`, asking for `expires_at` if given (the sandbox may bring it forward
+/// to the parent's).
+async fn mint(
+    parent: KeyHolder<'_>,
+    name: &str,
+    scopes: &[&str],
+    expires_at: Option<&str>,
+) -> Value {
+    let mut body = json!({"name": name, "scopes": scopes});
+    if let Some(expires_at) = expires_at {
+        body["expires_at"] = json!(expires_at);
+    }
+    parent.post(201, "/v1/api-keys", body).await
+}
+
+/// Requests as a key that `mint` returned.
+fn as_minted<'a>(sandbox: &'a TestSandbox, minted: &'a Value) -> KeyHolder<'a> {
+    sandbox.as_key(minted["key"].as_str().unwrap())
 }
 
 #[tokio::test]
 async fn a_child_key_stops_working_when_its_parent_expires() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let parent_expiry = chrono::Utc::now() + chrono::Duration::seconds(3);
     let parent_expiry_text = parent_expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let parent = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "short-lived", "scopes": ["manage:api_keys", "read:tasks"], "expires_at": parent_expiry_text}),
-    )
-    .await;
-    let parent_key = parent["key"].as_str().unwrap();
+    let parent = mint(admin, "short-lived", MINTER, Some(&parent_expiry_text)).await;
+    let as_parent = as_minted(&sandbox, &parent);
     // Asked for without expiry, and for later than the parent: both get the parent's expiry.
-    let forever = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "forever", "scopes": ["read:tasks"]}),
-    )
-    .await;
-    let later = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "later", "scopes": ["read:tasks"], "expires_at": "2099-01-01T00:00:00Z"}),
-    )
-    .await;
+    let forever = mint(as_parent, "forever", READER, None).await;
+    let later = mint(as_parent, "later", READER, Some("2099-01-01T00:00:00Z")).await;
     assert_eq!(forever["expires_at"], parent["expires_at"], "{forever}");
     assert_eq!(later["expires_at"], parent["expires_at"], "{later}");
     // An earlier expiry than the parent's is kept as asked.
     let sooner_text = (parent_expiry - chrono::Duration::seconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let sooner = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "sooner", "scopes": ["read:tasks"], "expires_at": sooner_text}),
-    )
-    .await;
+    let sooner = mint(as_parent, "sooner", READER, Some(&sooner_text)).await;
     assert_ne!(sooner["expires_at"], parent["expires_at"]);
 
-    let child = forever["key"].as_str().unwrap();
-    sandbox.expect(200, child, "GET", "/v1/tasks", None).await;
+    as_minted(&sandbox, &forever).get(200, "/v1/tasks").await;
     // Past the parent's expiry (timestamps have one-second resolution).
     let wait = (parent_expiry - chrono::Utc::now())
         .to_std()
         .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(1100)).await;
-    sandbox
-        .expect(401, parent_key, "GET", "/v1/tasks", None)
-        .await;
+    as_parent.get(401, "/v1/tasks").await;
     for key in [&forever, &later] {
-        let reply = sandbox
-            .expect(401, key["key"].as_str().unwrap(), "GET", "/v1/tasks", None)
-            .await;
+        let reply = as_minted(&sandbox, key).get(401, "/v1/tasks").await;
         assert!(
             reply["error"]["message"]
                 .as_str()
@@ -293,51 +286,24 @@ async fn a_child_key_stops_working_when_its_parent_expires() {
 #[tokio::test]
 async fn revoking_a_key_revokes_the_keys_it_minted() {
     let sandbox = TestSandbox::empty().await;
-    let parent = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "parent", "scopes": ["manage:api_keys", "read:tasks"]}),
-    )
-    .await;
-    let parent_key = parent["key"].as_str().unwrap();
-    let child = mint(
-        &sandbox,
-        parent_key,
-        json!({"name": "child", "scopes": ["manage:api_keys", "read:tasks"]}),
-    )
-    .await;
-    let grandchild = mint(
-        &sandbox,
-        child["key"].as_str().unwrap(),
-        json!({"name": "grandchild", "scopes": ["read:tasks"]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let parent = mint(admin, "parent", MINTER, None).await;
+    let child = mint(as_minted(&sandbox, &parent), "child", MINTER, None).await;
+    let grandchild = mint(as_minted(&sandbox, &child), "grandchild", READER, None).await;
     let sibling = sandbox.key_with(&["read:tasks"]).await;
-    sandbox
-        .expect(
+    admin
+        .post(
             200,
-            ADMIN_KEY,
-            "POST",
             &format!("/v1/api-keys/{}/revoke", id(&parent)),
-            Some(json!({"reason": "leaked"})),
+            json!({"reason": "leaked"}),
         )
         .await;
     for key in [&parent, &child, &grandchild] {
-        sandbox
-            .expect(401, key["key"].as_str().unwrap(), "GET", "/v1/tasks", None)
-            .await;
+        as_minted(&sandbox, key).get(401, "/v1/tasks").await;
     }
-    sandbox
-        .expect(200, &sibling, "GET", "/v1/tasks", None)
-        .await;
-    let listed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/api-keys?include_revoked=true&limit=100",
-            None,
-        )
+    sandbox.as_key(&sibling).get(200, "/v1/tasks").await;
+    let listed = admin
+        .get(200, "/v1/api-keys?include_revoked=true&limit=100")
         .await;
     let revoked: Vec<&str> = listed["data"]
         .as_array()
@@ -352,30 +318,11 @@ async fn revoking_a_key_revokes_the_keys_it_minted() {
 #[tokio::test]
 async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
     let sandbox = TestSandbox::empty().await;
-    let expiring = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "expiring", "scopes": ["manage:api_keys", "read:tasks"], "expires_at": "2099-01-01T00:00:00Z"}),
-    )
-    .await;
-    let outliving = mint(
-        &sandbox,
-        expiring["key"].as_str().unwrap(),
-        json!({"name": "outliving", "scopes": ["read:tasks"]}),
-    )
-    .await;
-    let parent = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "parent", "scopes": ["manage:api_keys", "read:tasks"]}),
-    )
-    .await;
-    let orphan = mint(
-        &sandbox,
-        parent["key"].as_str().unwrap(),
-        json!({"name": "orphan", "scopes": ["read:tasks"]}),
-    )
-    .await;
+    let admin = sandbox.as_admin();
+    let expiring = mint(admin, "expiring", MINTER, Some("2099-01-01T00:00:00Z")).await;
+    let outliving = mint(as_minted(&sandbox, &expiring), "outliving", READER, None).await;
+    let parent = mint(admin, "parent", MINTER, None).await;
+    let orphan = mint(as_minted(&sandbox, &parent), "orphan", READER, None).await;
     // As the sandbox stored them before: a child without expiry under an expiring parent, and a
     // parent revoked without its child.
     let set = |id: String, path: &str, value: Value| {
@@ -393,20 +340,12 @@ async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
         ),
         1
     );
-    let orphan_key = orphan["key"].as_str().unwrap().to_string();
-    sandbox
-        .expect(200, &orphan_key, "GET", "/v1/tasks", None)
-        .await;
+    as_minted(&sandbox, &orphan).get(200, "/v1/tasks").await;
 
     let sandbox = sandbox.restart().await;
-    let listed = sandbox
-        .expect(
-            200,
-            ADMIN_KEY,
-            "GET",
-            "/v1/api-keys?include_revoked=true&limit=100",
-            None,
-        )
+    let admin = sandbox.as_admin();
+    let listed = admin
+        .get(200, "/v1/api-keys?include_revoked=true&limit=100")
         .await;
     let by_id = |wanted: &Value| {
         listed["data"]
@@ -419,43 +358,30 @@ async fn keys_minted_before_the_rules_are_brought_under_them_at_start() {
     };
     assert_eq!(by_id(&outliving)["expires_at"], expiring["expires_at"]);
     assert_eq!(by_id(&orphan)["revoked_at"], "2026-01-01T00:00:00.000Z");
-    sandbox
-        .expect(401, &orphan_key, "GET", "/v1/tasks", None)
-        .await;
+    as_minted(&sandbox, &orphan).get(401, "/v1/tasks").await;
 }
 
 #[tokio::test]
 async fn a_narrow_key_cannot_revoke_the_admin_key() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let narrow = sandbox.key_with(&["manage:api_keys"]).await;
-    let admin = sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/api-keys/current", None)
-        .await;
-    let revoke = format!("/v1/api-keys/{}/revoke", id(&admin));
-    let reply = sandbox
-        .expect(403, &narrow, "POST", &revoke, Some(json!({})))
-        .await;
+    let admin_record = admin.get(200, "/v1/api-keys/current").await;
+    let revoke = format!("/v1/api-keys/{}/revoke", id(&admin_record));
+    let reply = sandbox.as_key(&narrow).post(403, &revoke, json!({})).await;
     assert_eq!(reply["error"]["code"], "insufficient_scope");
     let lacking = reply["error"]["required_scopes"].as_array().unwrap();
     assert!(lacking.contains(&json!("manage:billing")), "{reply}");
     assert!(!lacking.contains(&json!("manage:api_keys")), "{reply}");
-    sandbox
-        .expect(200, ADMIN_KEY, "GET", "/v1/tasks", None)
-        .await;
+    admin.get(200, "/v1/tasks").await;
     // It may still revoke a key whose scopes it holds, itself included.
-    let peer = mint(
-        &sandbox,
-        ADMIN_KEY,
-        json!({"name": "peer", "scopes": ["manage:api_keys"]}),
-    )
-    .await;
+    let peer = mint(admin, "peer", &["manage:api_keys"], None).await;
     sandbox
-        .expect(
+        .as_key(&narrow)
+        .post(
             200,
-            &narrow,
-            "POST",
             &format!("/v1/api-keys/{}/revoke", id(&peer)),
-            Some(json!({})),
+            json!({}),
         )
         .await;
 }
@@ -498,11 +424,10 @@ async fn receiver(status: u16, location: Option<String>) -> (u16, Hits) {
 
 /// Waits (up to 10 s) until webhook `id` has recorded an attempt; returns it.
 async fn after_an_attempt(sandbox: &TestSandbox, webhook_id: &str) -> Value {
+    let admin = sandbox.as_admin();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let listed = sandbox
-            .expect(200, ADMIN_KEY, "GET", "/v1/webhooks?limit=100", None)
-            .await;
+        let listed = admin.get(200, "/v1/webhooks?limit=100").await;
         let webhook = listed["data"]
             .as_array()
             .unwrap()
@@ -520,6 +445,7 @@ async fn after_an_attempt(sandbox: &TestSandbox, webhook_id: &str) -> Value {
 #[tokio::test]
 async fn webhooks_cannot_target_loopback_ports_or_the_metadata_address() {
     let sandbox = TestSandbox::empty().await;
+    let admin = sandbox.as_admin();
     let (port, hits) = receiver(200, None).await;
     for url in [
         format!("http://127.0.0.1:{port}/hook"),
@@ -547,13 +473,11 @@ async fn webhooks_cannot_target_loopback_ports_or_the_metadata_address() {
     // Changing a public endpoint's URL to a loopback one is refused the same way.
     let (status, public) = create_webhook(&sandbox, "https://hooks.example.com/trainar").await;
     assert_eq!(status, 201, "{public}");
-    let reply = sandbox
-        .expect(
+    let reply = admin
+        .patch(
             422,
-            ADMIN_KEY,
-            "PATCH",
             &format!("/v1/webhooks/{}", id(&public)),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook")})),
+            json!({"url": format!("http://127.0.0.1:{port}/hook")}),
         )
         .await;
     assert_eq!(reply["error"]["details"][0]["field"], "url");
@@ -589,14 +513,9 @@ async fn delivery_checks_the_address_a_name_resolves_to_then() {
     let sandbox = allowing
         .restart_with(|config| config.allow_private_webhooks = false)
         .await;
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "an event"})),
-        )
+    let admin = sandbox.as_admin();
+    admin
+        .post(201, "/v1/tasks", json!({"title": "an event"}))
         .await;
     for webhook in [&by_name, &by_address] {
         let seen = after_an_attempt(&sandbox, &id(webhook)).await;
@@ -619,6 +538,7 @@ async fn delivery_checks_the_address_a_name_resolves_to_then() {
 #[tokio::test]
 async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     let sandbox = TestSandbox::allowing_private_webhooks().await;
+    let admin = sandbox.as_admin();
     let (target_port, target_hits) = receiver(200, None).await;
     let (port, hits) = receiver(
         307,
@@ -628,14 +548,8 @@ async fn a_redirect_is_a_failed_attempt_and_is_not_followed() {
     let (status, webhook) =
         create_webhook(&sandbox, &format!("http://127.0.0.1:{port}/hook")).await;
     assert_eq!(status, 201, "{webhook}");
-    sandbox
-        .expect(
-            201,
-            ADMIN_KEY,
-            "POST",
-            "/v1/tasks",
-            Some(json!({"title": "an event"})),
-        )
+    admin
+        .post(201, "/v1/tasks", json!({"title": "an event"}))
         .await;
     let seen = after_an_attempt(&sandbox, &id(&webhook)).await;
     assert_eq!(seen["delivery_stats"]["last_status_code"], 307, "{seen}");
@@ -701,10 +615,7 @@ async fn a_tenant_flooding_writes_is_held_to_its_budget_while_another_reads() {
         Duration::from_millis(25),
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for flooder in flooders {
-        flooder.await.unwrap();
-    }
+    stop_load(&stop, flooders).await;
     let outcomes = outcomes.lock().unwrap().clone();
     let created = outcomes.iter().filter(|(s, _, _)| *s == 201).count();
     let limited: Vec<&(u16, Option<u64>, Value)> =
