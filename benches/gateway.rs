@@ -544,6 +544,38 @@ async fn measure(
         Err(e) => report.redis_error = Some(e),
     }
 
+    // The cost of metrics: get_task against a gateway with --metrics-listen and one without,
+    // measured in turns (off, on, off, on) so that the machine's drift falls on both alike.
+    progress("metrics: get_task with --metrics-listen and without, in turns");
+    let off = Gateway::spawn(
+        exe,
+        &sandbox.url(),
+        &dir.join("gateway-metrics-off.log"),
+        &[],
+    )
+    .await?;
+    let on = Gateway::spawn(
+        exe,
+        &sandbox.url(),
+        &dir.join("gateway-metrics-on.log"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    )
+    .await?;
+    for _ in 0..2 {
+        for (gateway, variant) in [(&off, METRICS_OFF), (&on, METRICS_ON)] {
+            let turn = Arc::new(Env {
+                gateway: gateway.addr,
+                gateway_pid: Some(gateway.pid),
+                ..(*env).clone()
+            });
+            report
+                .cases
+                .push(measure_variant(&turn, Op::GetTask, Via::Streamable, variant, plan).await);
+        }
+    }
+    off.stop().await;
+    on.stop().await;
+
     // Memory: a fresh gateway, so that the allocator holds nothing from the load phases.
     progress("memory: a fresh gateway, idle SSE sessions");
     let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway-memory.log"), &[]).await?;
@@ -925,7 +957,59 @@ fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
         }
         None => notes.extend(redis_cost(report)),
     }
+    notes.extend(metrics_cost(report));
     (rows, notes, complete)
+}
+
+const METRICS_OFF: &str = ", metrics off";
+const METRICS_ON: &str = ", metrics on";
+
+/// What `--metrics-listen` costs: the mean of its turns against the mean of the turns without,
+/// calls/s at c=64 and p50 at c=1.
+fn metrics_cost(report: &Report) -> Vec<String> {
+    let turns = |variant: &str| -> Vec<&Case> {
+        report
+            .cases
+            .iter()
+            .filter(|c| c.variant == variant)
+            .collect()
+    };
+    let mean = |values: Vec<f64>| {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let per_second = |cases: &[&Case]| {
+        mean(
+            cases
+                .iter()
+                .filter_map(|c| c.c64.as_ref().ok())
+                .map(|r| r.per_second)
+                .collect(),
+        )
+    };
+    let p50 = |cases: &[&Case]| {
+        mean(
+            cases
+                .iter()
+                .filter_map(|c| c.latency.as_ref().ok())
+                .map(|l| l.p50.as_secs_f64() * 1e6)
+                .collect(),
+        )
+    };
+    let (off, on) = (turns(METRICS_OFF), turns(METRICS_ON));
+    let mut notes = Vec::new();
+    if let (Some(off), Some(on)) = (per_second(&off), per_second(&on)) {
+        notes.push(format!(
+            "metrics on: get_task calls/s at c=64 {:+.1} % against metrics off ({on:.0} vs {off:.0}, mean of 2 turns each; target ≥ −3 %)",
+            (on / off - 1.0) * 100.0
+        ));
+    }
+    if let (Some(off), Some(on)) = (p50(&off), p50(&on)) {
+        notes.push(format!(
+            "metrics on: get_task p50 at c=1 {:+.1} µs against metrics off ({on:.0} vs {off:.0} µs; target ≤ +5 µs)",
+            on - off
+        ));
+    }
+    notes
 }
 
 /// The cost of sessions on Redis, against the same run's in-memory sessions: p50 added at c=1,

@@ -232,7 +232,7 @@ fn stdio_sends_the_clients_log_after_logging_set_level() {
         "a failed call logs a warning"
     );
     assert_eq!(log["params"]["data"]["tool"], "get_task");
-    assert_eq!(log["params"]["data"]["status"], "upstream_error");
+    assert_eq!(log["params"]["data"]["status"], "upstream_4xx");
     assert!(
         replies
             .iter()
