@@ -379,6 +379,26 @@ async fn measure_variant(
     }
 }
 
+/// get_task over Streamable HTTP with every connection in ONE session, as an agent running
+/// parallel tool calls does (the c=1 row is the same as one session per caller).
+async fn measure_one_session(env: &Arc<Env>, plan: &Plan) -> Case {
+    let (op, via) = (Op::GetTask, Via::Streamable);
+    progress("get_task via MCP Streamable HTTP, one shared session: c=1");
+    let latency = load::latency(env, via, op, &env.admin, plan).await;
+    progress("get_task via MCP Streamable HTTP, one shared session: c=16");
+    let c16 = load::throughput_in_one_session(env, op, 16, plan).await;
+    progress("get_task via MCP Streamable HTTP, one shared session: c=64");
+    let c64 = load::throughput_in_one_session(env, op, 64, plan).await;
+    Case {
+        op,
+        via,
+        variant: ", one shared session",
+        latency,
+        c16,
+        c64,
+    }
+}
+
 /// Whether the gateway serves the stateless era: server/discover must list it.
 async fn stateless_era_exists(env: &Env) -> Result<bool, String> {
     let mut conn = http::Conn::connect(env.gateway)
@@ -466,6 +486,7 @@ async fn measure(
             report.cases.push(measure_case(&env, op, via, plan).await);
         }
     }
+    report.cases.push(measure_one_session(&env, plan).await);
     report.stateless = match stateless_era_exists(&env).await {
         Ok(true) => Some(match Client::open(&env, Via::Stateless, &env.admin).await {
             Err(e) => Err(format!("2026-07-28 negotiated, but: {e}")),
@@ -578,7 +599,14 @@ async fn measure(
 
     // Memory: a fresh gateway, so that the allocator holds nothing from the load phases.
     progress("memory: a fresh gateway, idle SSE sessions");
-    let gateway = Gateway::spawn(exe, &sandbox.url(), &dir.join("gateway-memory.log"), &[]).await?;
+    // Every stream comes from 127.0.0.1 here, so the per-address cap is lifted to the total one.
+    let gateway = Gateway::spawn(
+        exe,
+        &sandbox.url(),
+        &dir.join("gateway-memory.log"),
+        &["--max-connections-per-ip", "10000"],
+    )
+    .await?;
     let memory_env = Env {
         gateway: gateway.addr,
         gateway_pid: Some(gateway.pid),

@@ -1,8 +1,9 @@
 //! Prometheus metrics: every metric the gateway exports (its name, labels and meaning, in one
 //! place), the recorder, and the separate listener that serves `/metrics`.
 //!
-//! Without `--metrics-listen` no recorder is installed and every `record_*` call below goes to
-//! the `metrics` crate's no-op recorder, which costs a few instructions.
+//! Without `--metrics-listen` no recorder is installed and every `record_*` call below returns at
+//! once (`ENABLED`): the `metrics` macros would still build each key and its labels for the no-op
+//! recorder.
 //!
 //! Invariant: label values come from closed sets (the catalogue's tool names, the outcomes and
 //! reasons named here, protocol versions, status classes); never a key, a session id or free
@@ -13,7 +14,16 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set once a recorder is installed.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics are recorded (for callers whose labels cost something to compute).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 pub const TOOL_CALLS: &str = "trainar_tool_calls_total";
 pub const TOOL_CALL_SECONDS: &str = "trainar_tool_call_duration_seconds";
@@ -151,6 +161,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("a metrics recorder is already installed: {e}"))?;
+    ENABLED.store(true, Ordering::Relaxed);
     describe();
     start_at_zero();
     gauge!(BUILD_INFO,
@@ -298,6 +309,9 @@ pub fn record_tool_call(
     era: &'static str,
     elapsed: Duration,
 ) {
+    if !enabled() {
+        return;
+    }
     counter!(TOOL_CALLS, "tool" => tool, "outcome" => outcome.as_str(),
         "transport" => transport, "version" => era)
     .increment(1);
@@ -307,6 +321,9 @@ pub fn record_tool_call(
 
 /// One upstream leg: `status` is None when no response came.
 pub fn record_upstream(status: Option<u16>, elapsed: Duration) {
+    if !enabled() {
+        return;
+    }
     let class = match status {
         Some(200..=299) => "2xx",
         Some(300..=399) => "3xx",
@@ -320,34 +337,58 @@ pub fn record_upstream(status: Option<u16>, elapsed: Duration) {
 }
 
 pub fn record_upstream_body_too_large() {
+    if !enabled() {
+        return;
+    }
     counter!(UPSTREAM_BODIES_TOO_LARGE).increment(1);
 }
 
 pub fn record_key_lookup(result: &'static str) {
+    if !enabled() {
+        return;
+    }
     counter!(KEY_LOOKUPS, "result" => result).increment(1);
 }
 
 pub fn record_key_introspection(elapsed: Duration) {
+    if !enabled() {
+        return;
+    }
     histogram!(KEY_INTROSPECTION_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub fn record_refused(reason: Refusal) {
+    if !enabled() {
+        return;
+    }
     counter!(REQUESTS_REFUSED, "reason" => reason.as_str()).increment(1);
 }
 
 pub fn record_session_opened(transport: Transport) {
+    if !enabled() {
+        return;
+    }
     counter!(SESSIONS_OPENED, "transport" => transport.as_str()).increment(1);
 }
 
 pub fn record_slow_client_dropped() {
+    if !enabled() {
+        return;
+    }
     counter!(SLOW_CLIENTS_DROPPED).increment(1);
 }
 
 pub fn record_audit_write_failure() {
+    if !enabled() {
+        return;
+    }
     counter!(AUDIT_WRITE_FAILURES).increment(1);
 }
 
 pub fn record_audit_lines_dropped(lines: u64) {
+    if !enabled() {
+        return;
+    }
     counter!(AUDIT_LINES_DROPPED).increment(lines);
 }
 
@@ -358,20 +399,36 @@ pub struct Held {
 
 impl Held {
     pub fn session(transport: Transport) -> Held {
+        if !enabled() {
+            return Held::idle();
+        }
         Held::raise(gauge!(SESSIONS_OPEN, "transport" => transport.as_str()))
     }
 
     pub fn sse_stream() -> Held {
+        if !enabled() {
+            return Held::idle();
+        }
         Held::raise(gauge!(SSE_STREAMS_OPEN))
     }
 
     pub fn call_in_flight() -> Held {
+        if !enabled() {
+            return Held::idle();
+        }
         Held::raise(gauge!(TOOL_CALLS_IN_FLIGHT))
     }
 
     fn raise(gauge: metrics::Gauge) -> Held {
         gauge.increment(1.0);
         Held { gauge }
+    }
+
+    /// Nothing to count: no recorder is installed.
+    fn idle() -> Held {
+        Held {
+            gauge: metrics::Gauge::noop(),
+        }
     }
 }
 

@@ -168,7 +168,10 @@ impl Upstream {
         extras: CallExtras<'_>,
     ) -> Answer {
         let client = self.client_with(key, extras);
-        let result = dispatch(&client, operation, arguments).await;
+        // Boxed: the dispatch future holds the largest of 67 operations' request futures, and
+        // every future above it (core, transport, axum's handler) would embed it and be moved
+        // with it; one allocation costs less than those copies.
+        let result = Box::pin(dispatch(&client, operation, arguments)).await;
         let status = match client.inner().last_status.load(Ordering::Relaxed) {
             0 => None,
             status => Some(status),

@@ -59,6 +59,8 @@ pub enum Client {
         head: String,
         /// 2026-07-28: no session; the envelope rides in every body (get_task only).
         stateless: bool,
+        /// The session's id (handshake eras), for other connections to join.
+        session: Option<String>,
     },
     Sse {
         stream: Box<EventStream>,
@@ -111,6 +113,28 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
 }
 
 impl Client {
+    /// A new connection to the gateway in `session` (Streamable HTTP), as an agent that runs
+    /// parallel tool calls in one session does.
+    pub async fn join(env: &Env, session: &str) -> Result<Client, String> {
+        let conn = Conn::connect(env.gateway)
+            .await
+            .map_err(io_error("connect to the gateway"))?;
+        let bearer = format!("Bearer {}", env.admin);
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-session-id", session),
+            ("mcp-protocol-version", NEWEST_STATEFUL),
+        ];
+        Ok(Client::Mcp {
+            conn,
+            head: http::head("POST", "/mcp", env.gateway, &headers),
+            stateless: false,
+            session: Some(session.to_string()),
+        })
+    }
+
     /// Connects and, for MCP, initializes a session as `key`.
     pub async fn open(env: &Env, via: Via, key: &str) -> Result<Client, String> {
         let bearer = format!("Bearer {key}");
@@ -151,6 +175,7 @@ impl Client {
                         conn,
                         head,
                         stateless: true,
+                        session: None,
                     });
                 }
                 let init_head = http::head("POST", "/mcp", env.gateway, &base);
@@ -184,6 +209,7 @@ impl Client {
                     conn,
                     head,
                     stateless: false,
+                    session: Some(session),
                 })
             }
             Via::Sse => {
@@ -283,6 +309,7 @@ impl Client {
                 conn,
                 head,
                 stateless,
+                ..
             } => {
                 let body = match (*stateless, op) {
                     (false, _) => rpc(op, seq, task_id),
@@ -435,6 +462,41 @@ pub async fn throughput(
     for _ in 0..concurrency {
         clients.push(Client::open(env, via, &env.admin).await?);
     }
+    drive(env, via, op, clients, plan).await
+}
+
+/// Like `throughput` over Streamable HTTP, but every connection calls in ONE session.
+pub async fn throughput_in_one_session(
+    env: &Arc<Env>,
+    op: Op,
+    concurrency: usize,
+    plan: &Plan,
+) -> Result<Rate, String> {
+    let first = Client::open(env, Via::Streamable, &env.admin).await?;
+    let Client::Mcp {
+        session: Some(session),
+        ..
+    } = &first
+    else {
+        return Err("initialize gave no session".into());
+    };
+    let session = session.clone();
+    let mut clients = vec![first];
+    for _ in 1..concurrency {
+        clients.push(Client::join(env, &session).await?);
+    }
+    drive(env, Via::Streamable, op, clients, plan).await
+}
+
+/// Runs `clients` (one task each) for the plan's window; counts the calls that end within it.
+async fn drive(
+    env: &Arc<Env>,
+    via: Via,
+    op: Op,
+    clients: Vec<Client>,
+    plan: &Plan,
+) -> Result<Rate, String> {
+    let concurrency = clients.len().max(1);
     let started = Instant::now();
     let counting_from = started + plan.warmup;
     let until = counting_from + plan.window;

@@ -723,8 +723,10 @@ impl CallRecord<'_> {
         self.finished = true;
         let elapsed = self.started.elapsed();
         let transport = self.via.transport.as_str();
-        let version = known_version(&self.session.protocol_version());
-        telemetry::record_tool_call(self.tool, outcome, transport, version, elapsed);
+        if telemetry::enabled() {
+            let version = known_version(&self.session.protocol_version());
+            telemetry::record_tool_call(self.tool, outcome, transport, version, elapsed);
+        }
         let (principal, tool, status) = (self.principal, self.tool, outcome.as_str());
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         tracing::info!(key_id = %principal.key_id, tool, status, duration_ms = duration_ms as u64,
