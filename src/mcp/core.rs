@@ -237,15 +237,24 @@ impl Core {
             ("logging/setLevel", false) => set_log_level(session, &request).await,
             ("server/discover", true) => Ok(discover().to_string()),
             ("tools/list", _) => self.list_tools(principal, session, &request),
-            ("tools/call", _) => {
-                let cancelled = session.start_request(&id);
-                let outcome = tokio::select! {
-                    outcome = self.call_tool(principal, session, &request, via) => Some(outcome),
-                    _ = cancelled => None,
-                };
-                session.finish_request(&id);
-                outcome?
-            }
+            ("tools/call", _) => match session.start_request(&id) {
+                Some(cancelled) => {
+                    let outcome = tokio::select! {
+                        outcome = self.call_tool(principal, session, &request, via) => Some(outcome),
+                        _ = cancelled => None,
+                    };
+                    session.finish_request(&id);
+                    outcome?
+                }
+                None => Err(RpcError::new(
+                    id.clone(),
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "request id {id} is already in flight in this session; give each \
+                         request its own id"
+                    ),
+                )),
+            },
             ("initialize" | "ping" | "logging/setLevel", true) => Err(RpcError::new(
                 id.clone(),
                 ErrorCode::MethodNotFound,

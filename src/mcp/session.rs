@@ -248,10 +248,18 @@ impl Session {
     }
 
     /// Registers a cancellable request; the receiver fires when `cancel` is called for its id.
-    pub fn start_request(&self, id: &Value) -> oneshot::Receiver<()> {
+    /// Registers request `id` as in flight; the receiver fires if it is cancelled. None when a
+    /// request with the same id is in flight already (a second one must not displace it: the
+    /// first would be cancelled unanswered).
+    pub fn start_request(&self, id: &Value) -> Option<oneshot::Receiver<()>> {
         let (cancel, cancelled) = oneshot::channel();
-        lock(&self.in_flight).insert(id.to_string(), cancel);
-        cancelled
+        match lock(&self.in_flight).entry(id.to_string()) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(cancel);
+                Some(cancelled)
+            }
+        }
     }
 
     pub fn finish_request(&self, id: &Value) {
@@ -406,7 +414,7 @@ mod tests {
     #[test]
     fn cancelling_fires_the_in_flight_receiver() {
         let session = Session::new("fp", Selection::default(), None);
-        let mut cancelled = session.start_request(&json!(9));
+        let mut cancelled = session.start_request(&json!(9)).unwrap();
         assert!(session.cancel(&json!(9)));
         assert!(cancelled.try_recv().is_ok());
         assert!(!session.cancel(&json!(9)), "a request is cancelled once");

@@ -179,13 +179,13 @@ mod tests {
             assert!(state.open(session.clone()).unwrap().is_none());
             std::thread::sleep(Duration::from_millis(2));
         }
-        let _in_flight = busy.start_request(&json!(1));
+        let _in_flight = busy.start_request(&json!(1)).unwrap();
         let other_key = Arc::new(Session::new("key-b", Selection::default(), None));
         assert!(state.open(other_key).unwrap().is_none(), "keys count apart");
         let newest = Arc::new(Session::new("key-a", Selection::default(), None));
         let evicted = state.open(newest.clone()).unwrap().unwrap();
         assert_eq!(evicted.id, oldest.id);
-        let _also_in_flight = newest.start_request(&json!(2));
+        let _also_in_flight = newest.start_request(&json!(2)).unwrap();
         let refused = state.open(Arc::new(Session::new("key-a", Selection::default(), None)));
         assert!(
             refused.is_err_and(|r| matches!(r, Refusal::SessionCap { held: 3 })),

@@ -673,3 +673,59 @@ async fn a_retried_create_runs_once() {
         "three requests, three tasks, whatever the retries"
     );
 }
+
+#[tokio::test]
+async fn a_request_id_already_in_flight_is_refused_and_the_first_call_goes_on() {
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api = crate::gateway_fixture::hanging_api(abandoned.clone()).await;
+    let gateway = TestGateway::in_front_of(&api, |config| {
+        config.upstream.timeout = Duration::from_secs(2);
+    })
+    .await;
+    let session = gateway.initialize(SLOW_KEY, "/mcp").await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "get_task", "arguments": {"task_id": "tsk_0000000000000000"}}});
+    let first = {
+        let http = gateway.http().clone();
+        let (url, session, call) = (gateway.url.clone(), session.clone(), call.clone());
+        tokio::spawn(async move {
+            let reply: Value = http
+                .post(format!("{url}/mcp"))
+                .bearer_auth(SLOW_KEY)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .header("mcp-session-id", session)
+                .body(call.to_string())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            reply
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = gateway
+        .post(Some(SLOW_KEY), Some(&session), call, &[])
+        .await;
+    assert_eq!(second.body["id"], 5, "{}", second.body);
+    assert_eq!(second.body["error"]["code"], -32600, "{}", second.body);
+    assert!(
+        second.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in flight"),
+        "{}",
+        second.body
+    );
+    // The first call was not cancelled by the second: it runs to its own end (here the API's
+    // timeout, answered as a tool error).
+    let first = first.await.unwrap();
+    assert_eq!(first["id"], 5, "{first}");
+    assert_eq!(first["result"]["isError"], true, "{first}");
+    assert!(
+        abandoned.load(Ordering::SeqCst),
+        "the API call ran until the timeout"
+    );
+}
