@@ -289,21 +289,49 @@ async fn recording_hop(sandbox: String, seen: Arc<Mutex<Vec<Seen>>>) -> String {
     url
 }
 
-/// Waits until `path` holds a line with every one of `needles`; returns that line.
-fn line_with(path: &Path, needles: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Polls `probe` every 100 ms until it yields Ok, or fails with its last Err after `limit`.
+async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
     loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
-            return line.to_string();
+        match probe().await {
+            Ok(value) => return value,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no line of {} holds {needles:?}:\n{text}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until `path` holds a line with every one of `needles`; returns that line.
+async fn line_with(path: &Path, needles: &[&str]) -> String {
+    eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(String::from)
+            .ok_or_else(|| format!("no line of {} holds {needles:?}:\n{text}", path.display()))
+    })
+    .await
+}
+
+/// Waits until `path` has at least `count` lines.
+async fn lines_reach(path: &Path, count: usize) {
+    eventually(Duration::from_secs(10), || async {
+        let lines = lines_in(path);
+        (lines >= count)
+            .then_some(())
+            .ok_or_else(|| format!("{} has {lines} lines, expected {count}", path.display()))
+    })
+    .await
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 fn which(program: &str) -> PathBuf {
@@ -376,18 +404,13 @@ impl Prometheus {
 
     /// Waits until `query` yields `expected` (Prometheus has scraped what happened).
     async fn until(&self, query: &str, expected: f64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually(Duration::from_secs(60), || async {
             let value = self.number(query).await;
-            if value == Some(expected) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{query} is {value:?} in Prometheus, expected {expected}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            (value == Some(expected))
+                .then_some(())
+                .ok_or_else(|| format!("{query} is {value:?} in Prometheus, expected {expected}"))
+        })
+        .await
     }
 }
 
@@ -402,83 +425,58 @@ async fn prometheus_counts_exactly_the_calls_that_were_made() {
     );
     let admin = ops.initialize(ADMIN_KEY).await;
     let task = ops.first_task(ADMIN_KEY, &admin).await;
-    // 1 ok above, 4 more.
-    for _ in 0..4 {
-        let result = ops
-            .call(
-                ADMIN_KEY,
-                &admin,
-                "get_task",
-                json!({"task_id": task}),
-                None,
-            )
-            .await;
-        assert_eq!(result["isError"], false, "{result}");
-    }
+    // 1 ok above; then each kind of call, with the words its result must hold.
     let reader = ops.key_with(&["read:tasks"]).await;
     let limited = ops.initialize(&reader).await;
-    for _ in 0..3 {
-        let result = ops
-            .call(&reader, &limited, "list_users", json!({}), None)
-            .await;
-        assert!(
-            result["content"][0]["text"]
-                .as_str()
-                .unwrap()
-                .contains("Permission denied"),
-            "{result}"
-        );
-    }
-    for _ in 0..2 {
-        let result = ops
-            .call(
-                ADMIN_KEY,
-                &admin,
-                "list_tasks",
-                json!({"limit": "many"}),
-                None,
-            )
-            .await;
-        assert!(
-            result["content"][0]["text"]
-                .as_str()
-                .unwrap()
-                .contains("Invalid arguments"),
-            "{result}"
-        );
-    }
-    let missing = ops
-        .call(
+    let get = |task_id: &str| json!({"task_id": task_id});
+    let sequence: Vec<(&str, &str, &str, Value, &str, usize)> = vec![
+        (
             ADMIN_KEY,
             &admin,
             "get_task",
-            json!({"task_id": "tsk_doesnotexist0000"}),
-            None,
-        )
-        .await;
-    assert!(
-        missing["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("404"),
-        "{missing}"
-    );
-    let slow = ops
-        .call(
+            get(&task),
+            "\"isError\":false",
+            4,
+        ),
+        (
+            &reader,
+            &limited,
+            "list_users",
+            json!({}),
+            "Permission denied",
+            3,
+        ),
+        (
+            ADMIN_KEY,
+            &admin,
+            "list_tasks",
+            json!({"limit": "many"}),
+            "Invalid arguments",
+            2,
+        ),
+        (
             ADMIN_KEY,
             &admin,
             "get_task",
-            json!({"task_id": SLOW_TASK}),
-            None,
-        )
-        .await;
-    assert!(
-        slow["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("timed out"),
-        "{slow}"
-    );
+            get("tsk_doesnotexist0000"),
+            "404",
+            1,
+        ),
+        (
+            ADMIN_KEY,
+            &admin,
+            "get_task",
+            get(SLOW_TASK),
+            "timed out",
+            1,
+        ),
+    ];
+    for (key, session, tool, arguments, expected, times) in sequence {
+        for _ in 0..times {
+            let result = ops.call(key, session, tool, arguments.clone(), None).await;
+            assert!(result.to_string().contains(expected), "{tool}: {result}");
+        }
+    }
 
     let calls = |outcome: &str| format!("sum(trainar_tool_calls_total{{outcome=\"{outcome}\"}})");
     prometheus
@@ -623,7 +621,8 @@ async fn one_trace_id_runs_from_the_client_through_the_gateway_into_the_api() {
     line_with(
         &ops.gateway_log,
         &["tools/call", "get_task", &format!("trace_id={TRACE_ID}")],
-    );
+    )
+    .await;
     line_with(
         &ops.sandbox_log,
         &[
@@ -631,11 +630,13 @@ async fn one_trace_id_runs_from_the_client_through_the_gateway_into_the_api() {
             "get_task",
             &format!("trace_id={TRACE_ID}"),
         ],
-    );
+    )
+    .await;
     line_with(
         &ops.audit_log,
         &["\"get_task\"", &format!("\"trace_id\":\"{TRACE_ID}\"")],
-    );
+    )
+    .await;
 
     // From params._meta, for clients that put it there (it wins over the HTTP header).
     let from_meta = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -677,11 +678,13 @@ async fn one_trace_id_runs_from_the_client_through_the_gateway_into_the_api() {
     line_with(
         &ops.gateway_log,
         &["tools/call", &format!("trace_id={trace_id}")],
-    );
+    )
+    .await;
     line_with(
         &ops.sandbox_log,
         &["sandbox request", &format!("trace_id={trace_id}")],
-    );
+    )
+    .await;
 
     // A malformed traceparent is ignored (a new trace), never an error.
     let result = ops
@@ -725,21 +728,7 @@ async fn the_audit_log_has_every_call_once_survives_rotation_and_holds_no_secret
     };
     concurrently(40).await;
     let rotated = ops.dir.join("audit.log.1");
-    let lines_in = |path: &Path| {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines_in(&ops.audit_log) < 41 {
-        assert!(
-            Instant::now() < deadline,
-            "41 calls, {} lines",
-            lines_in(&ops.audit_log)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    lines_reach(&ops.audit_log, 41).await;
     // logrotate: move the file, then SIGHUP.
     std::fs::rename(&ops.audit_log, &rotated).unwrap();
     let hup = Command::new("kill")
@@ -747,17 +736,9 @@ async fn the_audit_log_has_every_call_once_survives_rotation_and_holds_no_secret
         .status()
         .unwrap();
     assert!(hup.success());
-    line_with(&ops.gateway_log, &["SIGHUP: reopening the audit log"]);
+    line_with(&ops.gateway_log, &["SIGHUP: reopening the audit log"]).await;
     concurrently(20).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while lines_in(&ops.audit_log) < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "20 calls after SIGHUP, {} lines",
-            lines_in(&ops.audit_log)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    lines_reach(&ops.audit_log, 20).await;
     assert_eq!(
         lines_in(&rotated),
         41,
@@ -819,24 +800,18 @@ async fn a_full_disk_under_the_audit_log_is_loud_and_counted_but_calls_go_on() {
             .await;
         assert_eq!(result["isError"], false, "{result}");
     }
-    line_with(&ops.gateway_log, &["ERROR", "cannot write the audit log"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    line_with(&ops.gateway_log, &["ERROR", "cannot write the audit log"]).await;
+    eventually(Duration::from_secs(10), || async {
         let metrics = ops.metrics().await;
-        let failures = metrics
+        metrics
             .lines()
             .find_map(|l| l.strip_prefix("trainar_audit_write_failures_total "))
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if failures >= 1.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no audit failure counted:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .filter(|failures| *failures >= 1.0)
+            .map(|_| ())
+            .ok_or_else(|| format!("no audit failure counted:\n{metrics}"))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
