@@ -50,6 +50,7 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
                 "expires_at": key["expires_at"],
             }))
         }
+        Operation::IntrospectOauthToken => crate::sandbox::oauth::introspect(ctx, input),
         _ => Err(not_served(ctx)),
     }
 }
