@@ -55,6 +55,9 @@ pub struct ServerOptions {
     /// Behind a proxy: the header it appends the client's address to (`X-Forwarded-For`), for
     /// per-client limits. Without it, the connection's peer address is the client.
     pub client_ip_header: Option<String>,
+    /// The OAuth authorization server the protected-resource metadata names, where access
+    /// tokens are exchanged (`oauth`); without it only `tak_` keys are accepted.
+    pub authorization_server: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +76,7 @@ impl Default for ServerOptions {
             max_connections_per_ip: 512,
             max_connections: 10_000,
             client_ip_header: None,
+            authorization_server: None,
         }
     }
 }
@@ -133,7 +137,11 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             core,
             refused_keys: std::sync::Mutex::new(Some(refused)),
-            auth: Authenticator::new(upstream.clone(), config.auth_cache_ttl),
+            auth: match &config.server.authorization_server {
+                Some(url) => Authenticator::new(upstream.clone(), config.auth_cache_ttl)
+                    .with_authorization_server(crate::oauth::AuthorizationServer::new(url)?),
+                None => Authenticator::new(upstream.clone(), config.auth_cache_ttl),
+            },
             replicas: Arc::new(replicas),
             options: config.server,
             upstream,
@@ -149,13 +157,19 @@ impl Gateway {
         uri: &Uri,
         peer: Option<&Peer>,
     ) -> Result<Arc<Principal>, Refused> {
+        let base = crate::oauth::base_url(self.options.public_url.as_deref(), headers);
+        let challenge =
+            |error: Option<&str>| crate::oauth::challenge(&base, uri.path(), error, None);
         if let Some(problem) = credentials_in_url(uri) {
             // A key in a URL ends up in proxy and server logs: refuse it, whatever else is sent,
             // and never repeat it.
-            return Err(Box::new(unauthorized(&format!(
-                "{problem}: credentials are never accepted in the URL; send `Authorization: \
-                 Bearer tak_…` (and revoke a key that was sent in a URL)"
-            ))));
+            return Err(Box::new(unauthorized(
+                &format!(
+                    "{problem}: credentials are never accepted in the URL; send `Authorization: \
+                     Bearer tak_…` (and revoke a key that was sent in a URL)"
+                ),
+                &challenge(Some("invalid_request")),
+            )));
         }
         let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
         let authorization = authorizations.next().and_then(|v| v.to_str().ok());
@@ -166,7 +180,8 @@ impl Gateway {
                 "send exactly one Authorization header",
             )));
         }
-        self.auth
+        let principal = self
+            .auth
             .authenticate(authorization, self.client_address(headers, peer))
             .await
             .map_err(|failure| {
@@ -194,9 +209,22 @@ impl Gateway {
                             .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
                         response
                     }
-                    other => unauthorized(&other.message()),
+                    AuthFailure::Missing(message) if authorization.is_none() => {
+                        unauthorized(message, &challenge(None))
+                    }
+                    other => unauthorized(&other.message(), &challenge(Some("invalid_token"))),
                 })
-            })
+            })?;
+        // RFC 8707: a token issued for another resource is refused, even a live one.
+        if let Some(audience) = &principal.audience
+            && !crate::oauth::accepts_audience(&base, audience)
+        {
+            return Err(Box::new(unauthorized(
+                &format!("this access token was issued for {audience}, not for {base}"),
+                &challenge(Some("invalid_token")),
+            )));
+        }
+        Ok(principal)
     }
 
     /// The client's address: the connection's peer, or behind a trusted proxy the last address

@@ -122,7 +122,8 @@ pub fn form(bytes: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
         )
     })?;
     for (i, (name, _)) in pairs.iter().enumerate() {
-        if name != "scope" && pairs[..i].iter().any(|(n, _)| n == name) {
+        if !matches!(name.as_str(), "scope" | "grant") && pairs[..i].iter().any(|(n, _)| n == name)
+        {
             return Err(OAuthError::new(
                 "invalid_request",
                 format!("`{name}` is sent more than once"),
