@@ -323,6 +323,51 @@ impl Gateway {
         lock(&self.refused_keys).take()
     }
 
+    /// Step-up (MCP authorization 2025-11-25): a sessionless `tools/call` that an access
+    /// token's scopes do not allow is refused as HTTP 403 `insufficient_scope`, its challenge
+    /// naming the scopes to ask for (those held and those needed). A key cannot be stepped up:
+    /// its calls, like every call in a session, get the core's `isError` result instead.
+    pub fn step_up(
+        &self,
+        principal: &Principal,
+        request: &crate::mcp::jsonrpc::Request,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Option<Refused> {
+        principal.audience.as_ref()?;
+        if request.method != "tools/call" {
+            return None;
+        }
+        let name = request.params.get("name")?.as_str()?;
+        let tool = crate::catalogue::Catalogue::get().find(name)?;
+        let missing = principal.scopes.missing_for(tool.operation);
+        if missing.is_empty() {
+            return None;
+        }
+        let mut wanted = principal.scope_names.clone();
+        for scope in tool.operation.required_scopes() {
+            if !wanted.iter().any(|held| held == scope.as_str()) {
+                wanted.push(scope.as_str().to_string());
+            }
+        }
+        let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        let base = crate::oauth::base_url(self.options.public_url.as_deref(), headers);
+        let challenge = crate::oauth::challenge(
+            &base,
+            path,
+            Some("insufficient_scope"),
+            Some(&wanted.join(" ")),
+        );
+        Some(Box::new(crate::http::insufficient_scope(
+            &format!(
+                "{name} requires the scope {}, which this access token was not granted; \
+                 authorize again with it",
+                missing.join(" and ")
+            ),
+            &challenge,
+        )))
+    }
+
     /// Ends this replica's sessions (their streams close) and waits for spawned work, bounded by
     /// `grace`.
     pub async fn drain(&self, grace: Duration) {

@@ -6,6 +6,7 @@
 use crate::common::{KillOnDrop, binary};
 use crate::gateway_fixture::{TestGateway, text_of};
 use crate::mcp_clients::run_python;
+use crate::mcp_modern::{modern, send};
 use crate::sandbox_fixture::{TestSandbox, fresh_dir};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -783,6 +784,36 @@ async fn a_user_grants_only_what_their_role_allows() {
         )
         .await;
     assert_eq!(redirect_query(&answer)["error"], "access_denied");
+}
+
+#[tokio::test]
+async fn a_sessionless_call_beyond_the_tokens_scopes_is_403_so_the_client_can_step_up() {
+    let setup = OAuthSetup::new().await;
+    let (access, _, _) = setup.tokens("admin", &["read:tasks"]).await;
+    let call = |name: &str| {
+        modern(
+            1,
+            "tools/call",
+            json!({"name": name, "arguments": {}}),
+            json!({}),
+        )
+    };
+    let reply = send(&setup.gateway, &access, &call("get_subscription"), &[], &[]).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let challenge = reply.headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.ends_with(r#"/oauth-protected-resource/mcp", error="insufficient_scope", scope="read:tasks read:billing""#),
+        "{challenge}"
+    );
+    assert_eq!(reply.body["error"]["data"]["reason"], "insufficient_scope");
+    let allowed = send(&setup.gateway, &access, &call("list_tasks"), &[], &[]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.body["result"]["isError"], false, "{}", allowed.body);
+    // A key cannot step up: the same call stays an isError result, as before.
+    let key = setup.gateway.sandbox().key_with(&["read:tasks"]).await;
+    let denied = send(&setup.gateway, &key, &call("get_subscription"), &[], &[]).await;
+    assert_eq!(denied.status, 200);
+    assert_eq!(denied.body["result"]["isError"], true);
 }
 
 /// Over the whole catalogue: a token holding one scope is allowed and denied exactly the tools a
