@@ -35,7 +35,10 @@ impl OAuthSetup {
 
     /// The same, keeping what introspection resolved for `ttl`, as a deployed gateway does.
     async fn caching(ttl: Duration) -> OAuthSetup {
-        let sandbox = TestSandbox::demo().await;
+        OAuthSetup::in_front_of(TestSandbox::demo().await, ttl).await
+    }
+
+    async fn in_front_of(sandbox: TestSandbox, ttl: Duration) -> OAuthSetup {
         let issuer = sandbox.url.clone();
         let server = issuer.clone();
         let mut gateway = TestGateway::in_front_of(&sandbox.url, |config| {
@@ -814,6 +817,109 @@ async fn a_sessionless_call_beyond_the_tokens_scopes_is_403_so_the_client_can_st
     let denied = send(&setup.gateway, &key, &call("get_subscription"), &[], &[]).await;
     assert_eq!(denied.status, 200);
     assert_eq!(denied.body["result"]["isError"], true);
+}
+
+/// Serves `document` as JSON at `/client.json` on loopback; returns that URL.
+async fn serve_document(document: impl Fn(&str) -> Value + Send + Sync + 'static) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/client.json", listener.local_addr().unwrap());
+    let body = document(&url);
+    let app = axum::Router::new().route(
+        "/client.json",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { axum::Json(body) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_client_id_metadata_document_is_fetched_under_the_egress_policy() {
+    let url = serve_document(|url| {
+        json!({"client_id": url, "client_name": "A CIMD client", "redirect_uris": [REDIRECT]})
+    })
+    .await;
+    let authorize = |issuer: &str, client_id: &str| {
+        format!(
+            "{issuer}/oauth/authorize?response_type=code&client_id={}&redirect_uri={}&code_challenge={}&code_challenge_method=S256&resource=http%3A%2F%2F127.0.0.1%2Fmcp",
+            urlencode(client_id),
+            urlencode(REDIRECT),
+            s256(VERIFIER)
+        )
+    };
+    // By default loopback is out of bounds: a client_id cannot make the sandbox probe its host.
+    let closed = OAuthSetup::new().await;
+    let reply = closed
+        .http
+        .get(authorize(&closed.issuer, &url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    assert!(reply.text().await.unwrap().contains("loopback"));
+    let metadata_service = "https://169.254.169.254/latest/meta-data/x";
+    let reply = closed
+        .http
+        .get(authorize(&closed.issuer, metadata_service))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+
+    // Where the operator allows private addresses (tests), the document is fetched and used.
+    let sandbox = TestSandbox::open_with(fresh_dir("sandbox"), true, |config| {
+        config.allow_private_webhooks = true
+    })
+    .await;
+    let setup = OAuthSetup::in_front_of(sandbox, Duration::ZERO).await;
+    let page = setup
+        .http
+        .get(authorize(&setup.issuer, &url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("A CIMD client"));
+    let user = setup.user("admin").await;
+    let code = setup.code_of(
+        &setup
+            .consent(&url, &[("user", &user), ("grant", "read:tasks")])
+            .await,
+    );
+    let (status, tokens) = setup.redeem(&url, &code).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        setup
+            .initialize_status(tokens["access_token"].as_str().unwrap())
+            .await
+            .0,
+        200
+    );
+    // A document that names another client is not this client's.
+    let impostor = serve_document(|_| {
+        json!({"client_id": "https://someone.example/client.json", "redirect_uris": [REDIRECT]})
+    })
+    .await;
+    let reply = setup
+        .http
+        .get(authorize(&setup.issuer, &impostor))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    assert!(
+        reply
+            .text()
+            .await
+            .unwrap()
+            .contains("names another client_id")
+    );
+}
+
+fn urlencode(text: &str) -> String {
+    serde_urlencoded::to_string([("v", text)]).unwrap()[2..].to_string()
 }
 
 /// Over the whole catalogue: a token holding one scope is allowed and denied exactly the tools a
