@@ -99,14 +99,19 @@ pub fn no_store(response: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-/// The issuer: this server's own origin as the client reached it (the sandbox runs on loopback;
-/// its address is known only once bound).
+/// The issuer: this server's own origin as the client reached it (the sandbox runs on loopback,
+/// its address known only once bound; or behind an HTTPS tunnel, which says so in
+/// `X-Forwarded-Proto`, when a hosted connector must reach it).
 pub fn issuer(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+    let scheme = match headers.get("x-forwarded-proto").map(|v| v.as_bytes()) {
+        Some(b"https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
 }
 
 pub fn now_secs() -> i64 {
@@ -359,12 +364,7 @@ fn wrong_kind(secret: &str, wanted: &str) -> Option<String> {
 }
 
 /// `POST /oauth/token`: the authorization code, a refresh, or an exchange for an API token.
-pub async fn token_endpoint(
-    State(sandbox): State<Sandbox>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let issuer = issuer(&headers);
+pub async fn token_endpoint(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
     let result = async {
         let pairs = form(&body)?;
         let grant_type = required(&pairs, "grant_type")?.to_string();
@@ -374,7 +374,7 @@ pub async fn token_endpoint(
                 let answer = match grant_type.as_str() {
                     "authorization_code" => redeem_code(tx, &pairs),
                     "refresh_token" => refresh(tx, &pairs),
-                    TOKEN_EXCHANGE => exchange(tx, &pairs, &issuer),
+                    TOKEN_EXCHANGE => exchange(tx, &pairs),
                     other => Err(OAuthError::new(
                         "unsupported_grant_type",
                         format!(
@@ -619,11 +619,7 @@ fn refresh(tx: &Transaction, pairs: &[(String, String)]) -> Result<Value, OAuthE
 
 /// RFC 8693: the MCP gateway trades a client's access token (issued for the gateway) for one
 /// issued for this API, with the same grant, scopes and expiry.
-fn exchange(
-    tx: &Transaction,
-    pairs: &[(String, String)],
-    issuer: &str,
-) -> Result<Value, OAuthError> {
+fn exchange(tx: &Transaction, pairs: &[(String, String)]) -> Result<Value, OAuthError> {
     let subject = required(pairs, "subject_token")?;
     if required(pairs, "subject_token_type")? != ACCESS_TOKEN_TYPE {
         return Err(OAuthError::new(
@@ -631,11 +627,13 @@ fn exchange(
             format!("subject_token_type must be {ACCESS_TOKEN_TYPE}"),
         ));
     }
+    // The API's address as the gateway knows it (often not the issuer's: a loopback address
+    // behind a public one); what makes the token the API's is its kind, `api`.
     let resource = required(pairs, "resource")?;
-    if resource.trim_end_matches('/') != issuer {
+    if !reqwest::Url::parse(resource).is_ok_and(|url| matches!(url.scheme(), "http" | "https")) {
         return Err(OAuthError::new(
             "invalid_target",
-            format!("this server issues API tokens only for {issuer}, not {resource}"),
+            format!("resource must be the API's URL, not `{resource}`"),
         ));
     }
     if let Some(message) = wrong_kind(subject, "access token") {
@@ -664,7 +662,7 @@ fn exchange(
         tx,
         &grant,
         "api",
-        issuer,
+        resource,
         &subject_token.scope,
         subject_token.expires_at,
         Some(&ids::sha256_hex(subject.as_bytes())),
