@@ -324,6 +324,11 @@ impl Authenticator {
             AuthFailure::Unavailable("token exchange answered with something not a token".into())
         })?;
         let answer = self.introspect(&api_token, token.expose_secret()).await?;
+        let now = chrono::Utc::now().timestamp();
+        let remaining = answer["exp"]
+            .as_i64()
+            .map_or(0, |exp| exp.saturating_sub(now))
+            .clamp(0, exchanged.expires_in as i64) as u64;
         let grant_id = answer["grant_id"].as_str().unwrap_or_default().to_string();
         let scope_names: Vec<String> = answer["scope"]
             .as_str()
@@ -339,7 +344,8 @@ impl Authenticator {
             key_id: grant_id,
             key: api_token,
             audience: Some(answer["aud"].as_str().unwrap_or_default().to_string()),
-            expires: Some(Instant::now() + Duration::from_secs(exchanged.expires_in)),
+            // The client's token's own expiry (the API token may outlast it).
+            expires: Some(Instant::now() + Duration::from_secs(remaining)),
         }))
     }
 

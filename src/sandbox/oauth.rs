@@ -30,6 +30,10 @@ pub const CODE_PREFIX: &str = "tac_";
 pub const ACCESS_TTL_SECS: i64 = 15 * 60;
 const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
 pub const CODE_TTL_SECS: i64 = 60;
+/// An API token lives only in the gateway's memory; it may outlast the access token it was
+/// exchanged for, so that an SSE stream opened with that token lasts while its grant does (it is
+/// revoked with the token it came from, and with the grant).
+const API_TOKEN_TTL_SECS: i64 = 24 * 3600;
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -618,7 +622,7 @@ fn refresh(tx: &Transaction, pairs: &[(String, String)]) -> Result<Value, OAuthE
 }
 
 /// RFC 8693: the MCP gateway trades a client's access token (issued for the gateway) for one
-/// issued for this API, with the same grant, scopes and expiry.
+/// issued for this API, with the same grant and scopes.
 fn exchange(tx: &Transaction, pairs: &[(String, String)]) -> Result<Value, OAuthError> {
     let subject = required(pairs, "subject_token")?;
     if required(pairs, "subject_token_type")? != ACCESS_TOKEN_TYPE {
@@ -664,14 +668,14 @@ fn exchange(tx: &Transaction, pairs: &[(String, String)]) -> Result<Value, OAuth
         "api",
         resource,
         &subject_token.scope,
-        subject_token.expires_at,
+        now + API_TOKEN_TTL_SECS,
         Some(&ids::sha256_hex(subject.as_bytes())),
     )?;
     Ok(json!({
         "access_token": api_token,
         "issued_token_type": ACCESS_TOKEN_TYPE,
         "token_type": "Bearer",
-        "expires_in": subject_token.expires_at - now,
+        "expires_in": API_TOKEN_TTL_SECS,
         "scope": subject_token.scope,
     }))
 }

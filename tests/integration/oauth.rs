@@ -4,7 +4,7 @@
 //! The Python SDK's own OAuth provider runs the whole flow against `serve` at the end.
 
 use crate::common::{KillOnDrop, binary};
-use crate::gateway_fixture::{TestGateway, text_of};
+use crate::gateway_fixture::{TestGateway, read_events, text_of};
 use crate::mcp_clients::run_python;
 use crate::mcp_modern::{modern, send};
 use crate::sandbox_fixture::{TestSandbox, fresh_dir};
@@ -817,6 +817,43 @@ async fn a_sessionless_call_beyond_the_tokens_scopes_is_403_so_the_client_can_st
     let denied = send(&setup.gateway, &key, &call("get_subscription"), &[], &[]).await;
     assert_eq!(denied.status, 200);
     assert_eq!(denied.body["result"]["isError"], true);
+}
+
+/// An SSE stream opened with an access token lasts while its grant does (past the token's own
+/// 15 minutes, here made past at once), and ends when the token is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_outlives_its_token_but_not_its_revocation() {
+    let setup = OAuthSetup::new().await;
+    let (access, _, client_id) = setup.tokens("admin", &["read:tasks"]).await;
+    let mut stream = setup.gateway.get(&access, "/sse").await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(read_events(&mut stream, 1).await[0].0, "endpoint");
+    let sandbox = setup.gateway.sandbox();
+    sandbox.sql(
+        "UPDATE oauth_tokens SET expires_at = 0 WHERE kind = 'access'",
+        [],
+    );
+    // The stream is checked every second (the cache keeps nothing here): still open after two.
+    let still_open = tokio::time::timeout(Duration::from_millis(2500), stream.chunk()).await;
+    assert!(still_open.is_err(), "the stream ended: {still_open:?}");
+    sandbox.sql(
+        "UPDATE oauth_tokens SET expires_at = 4102444800 WHERE kind = 'access'",
+        [],
+    );
+    let revoked = setup
+        .http
+        .post(format!("{}/oauth/revoke", setup.issuer))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", &access), ("client_id", &client_id)]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a revoked token ends");
 }
 
 /// Serves `document` as JSON at `/client.json` on loopback; returns that URL.
