@@ -288,6 +288,11 @@ async fn a_token_works_beside_keys_and_resolves_to_its_grant() {
         .await;
     assert_eq!(denied["isError"], true);
     assert!(text_of(&denied).contains("read:billing"), "{denied}");
+    assert!(
+        text_of(&denied)
+            .contains("This access token holds: read:tasks, write:tasks. Sign in again"),
+        "{denied}"
+    );
     // Keys keep working beside tokens, unchanged.
     let admin = setup.gateway.admin();
     let key_session = setup.gateway.initialize(&admin, "/mcp").await;
