@@ -482,6 +482,83 @@ async fn a_reused_code_is_refused_and_revokes_what_it_bought() {
         challenge.contains(r#"error="invalid_token""#),
         "{challenge}"
     );
+    // A code not redeemed within its minute.
+    let code = setup.code_of(
+        &setup
+            .consent(&client_id, &[("user", &user), ("grant", "read:tasks")])
+            .await,
+    );
+    setup.gateway.sandbox().sql(
+        "UPDATE oauth_codes SET expires_at = 0 WHERE used_at IS NULL",
+        [],
+    );
+    let (status, body) = setup.redeem(&client_id, &code).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+}
+
+/// One request to an OAuth endpoint: method, URL, content type, body, and the error it must get
+/// (None: no client to send it to, so a page).
+type Case<'a> = (&'a str, String, &'a str, Vec<u8>, Option<&'a str>);
+
+/// Whatever arrives at the authorization server's endpoints, the answer is the error the RFCs
+/// name (or a page saying what is wrong), never a 5xx.
+#[tokio::test]
+async fn garbage_at_the_oauth_endpoints_gets_named_errors() {
+    let setup = OAuthSetup::new().await;
+    let issuer = &setup.issuer;
+    let form = |pairs: &[(&str, &str)]| serde_urlencoded::to_string(pairs).unwrap().into_bytes();
+    let urlencoded = "application/x-www-form-urlencoded";
+    let token = format!("{issuer}/oauth/token");
+    let register = format!("{issuer}/oauth/register");
+    let exchange = "urn:ietf:params:oauth:grant-type:token-exchange";
+    let access_type = "urn:ietf:params:oauth:token-type:access_token";
+    let cases: Vec<Case> = vec![
+        ("POST", token.clone(), urlencoded, Vec::new(), Some("invalid_request")),
+        ("POST", token.clone(), urlencoded, form(&[("grant_type", "password")]), Some("unsupported_grant_type")),
+        ("POST", token.clone(), urlencoded, form(&[("grant_type", "refresh_token"), ("grant_type", "refresh_token")]), Some("invalid_request")),
+        ("POST", token.clone(), urlencoded, vec![0xff, 0xfe, b'=', 0x80], Some("invalid_request")),
+        ("POST", token.clone(), urlencoded, form(&[("grant_type", "authorization_code"), ("code", "tac_nope"), ("client_id", "cli_nope")]), Some("invalid_grant")),
+        ("POST", token.clone(), urlencoded, form(&[("grant_type", exchange), ("subject_token", "tat_x"), ("subject_token_type", access_type), ("resource", "not a url")]), Some("invalid_target")),
+        ("POST", register.clone(), "application/json", b"{not json".to_vec(), Some("invalid_client_metadata")),
+        ("POST", register.clone(), "application/json", br#"{"redirect_uris": []}"#.to_vec(), Some("invalid_redirect_uri")),
+        ("POST", register.clone(), "application/json", br#"{"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}"#.to_vec(), Some("invalid_client_metadata")),
+        ("POST", format!("{issuer}/oauth/revoke"), urlencoded, Vec::new(), Some("invalid_request")),
+        ("GET", format!("{issuer}/oauth/authorize"), "text/plain", Vec::new(), None),
+        ("GET", format!("{issuer}/oauth/authorize?client_id=cli_unknown&response_type=code"), "text/plain", Vec::new(), None),
+        ("POST", format!("{issuer}/oauth/authorize"), urlencoded, b"user=%ZZ".to_vec(), None),
+    ];
+    for (method, url, content_type, body, error) in cases {
+        let reply = setup
+            .http
+            .request(method.parse().unwrap(), &url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        assert!((400..500).contains(&status), "{method} {url}: {status}");
+        let text = reply.text().await.unwrap();
+        match error {
+            Some(error) => {
+                let body: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(body["error"], error, "{method} {url}: {body}");
+                assert!(body["error_description"].is_string());
+            }
+            // No client to send the error to: a page that says what is wrong.
+            None => assert!(text.contains("cannot be served"), "{method} {url}: {text}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -822,6 +899,81 @@ async fn a_sessionless_call_beyond_the_tokens_scopes_is_403_so_the_client_can_st
     let denied = send(&setup.gateway, &key, &call("get_subscription"), &[], &[]).await;
     assert_eq!(denied.status, 200);
     assert_eq!(denied.body["result"]["isError"], true);
+}
+
+/// Where the API records who acted, a token's grant stands for the key; what a grant must not do
+/// (mint keys that would outlive it) and what it is not (a key to introspect) is said plainly.
+#[tokio::test]
+async fn a_grant_acts_as_itself_and_mints_no_keys() {
+    let setup = OAuthSetup::new().await;
+    let sandbox = setup.gateway.sandbox();
+    let (access, _, client_id) = setup
+        .tokens(
+            "admin",
+            &["read:skills", "execute:skills", "manage:api_keys"],
+        )
+        .await;
+    let session = setup.gateway.initialize(&access, "/mcp").await;
+    let skills = sandbox.all_pages(&sandbox.admin, "/v1/skills", 100).await;
+    let forklift = skills
+        .iter()
+        .find(|skill| skill["slug"] == "forklift-pre-shift-inspection")
+        .expect("the demo's forklift skill");
+    let arguments =
+        json!({"skill_id": forklift["id"], "arguments": {"forklift_id": "FL-7"}, "dry_run": true});
+    let executed = setup
+        .gateway
+        .call_tool(&access, &session, "execute_skill", arguments)
+        .await;
+    assert_eq!(executed["isError"], false, "{executed}");
+    let by = executed["structuredContent"]["executed_by_key_id"]
+        .as_str()
+        .unwrap();
+    assert!(by.starts_with("grt_"), "{executed}");
+    let minted = setup
+        .gateway
+        .call_tool(
+            &access,
+            &session,
+            "create_api_key",
+            json!({"name": "from a connector", "scopes": ["read:skills"]}),
+        )
+        .await;
+    assert_eq!(minted["isError"], true);
+    assert!(
+        text_of(&minted).contains("not with an OAuth access token"),
+        "{minted}"
+    );
+    // The API token the gateway gets by exchange is not a key to introspect as one.
+    let (status, exchanged) = setup
+        .token(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &access),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("resource", &setup.issuer),
+        ])
+        .await;
+    assert_eq!(status, 200, "{exchanged} {client_id}");
+    let api_token = exchanged["access_token"].as_str().unwrap();
+    let (status, body) = sandbox.get(api_token, "/v1/api-keys/current").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("introspect_oauth_token")
+    );
+    let (status, _) = sandbox.get(api_token, "/v1/tasks").await;
+    assert_eq!(
+        status, 403,
+        "the API token carries the grant's scopes, not read:tasks"
+    );
 }
 
 /// An SSE stream opened with an access token lasts while its grant does (past the token's own
