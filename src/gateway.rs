@@ -395,16 +395,21 @@ const CREDENTIAL_PARAMETERS: [&str; 9] = [
 /// named like one.
 fn credentials_in_url(uri: &Uri) -> Option<&'static str> {
     // Runs on every request: text without escapes is searched as it is, without allocating.
+    // Keys, and OAuth access and refresh tokens (`tat_`, `tar_`).
+    let secret = |w: &[u8]| {
+        w.eq_ignore_ascii_case(b"tak_")
+            || w.eq_ignore_ascii_case(b"tat_")
+            || w.eq_ignore_ascii_case(b"tar_")
+    };
     let holds_key = |text: &str| {
         if text.contains(['%', '+']) {
             percent_encoding::percent_decode_str(&text.replace('+', " "))
                 .decode_utf8_lossy()
-                .to_ascii_lowercase()
-                .contains("tak_")
-        } else {
-            text.as_bytes()
+                .as_bytes()
                 .windows(4)
-                .any(|w| w.eq_ignore_ascii_case(b"tak_"))
+                .any(secret)
+        } else {
+            text.as_bytes().windows(4).any(secret)
         }
     };
     if holds_key(uri.path()) {

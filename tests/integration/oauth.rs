@@ -797,6 +797,19 @@ async fn keys_and_tokens_are_not_interchangeable() {
         .get(&access, "/v1/api-keys/current")
         .await;
     assert_eq!(status, 401);
+    // A token in the URL is refused like a key, and never echoed.
+    let in_url = setup
+        .http
+        .post(format!("{}/mcp?note={access}", setup.gateway.url))
+        .bearer_auth(&access)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_url.status(), 401);
+    assert!(!in_url.text().await.unwrap().contains(&access[4..]));
 }
 
 #[tokio::test]
