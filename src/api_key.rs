@@ -1,4 +1,5 @@
-//! The `tak_` API key: a secret that is parsed once and can only be shown redacted.
+//! The credential the gateway sends the API: a `tak_` API key, or an OAuth access token (`tat_`)
+//! issued for the API (see `oauth`); a secret that is parsed once and can only be shown redacted.
 //!
 //! `Debug` and `Display` print the public prefix (`tak_AbCd1234…`), never the rest, so a key that
 //! ends up in a log line or an error message leaks nothing.
@@ -7,6 +8,9 @@ use std::fmt;
 
 /// Length of the public prefix: `tak_` and 8 characters, as the API's `prefix` field shows it.
 const PREFIX_LEN: usize = 12;
+/// OAuth access tokens of TrainAR's authorization server; refresh tokens are `tar_`.
+pub const ACCESS_TOKEN_PREFIX: &str = "tat_";
+pub const REFRESH_TOKEN_PREFIX: &str = "tar_";
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ApiKey(String);
@@ -28,6 +32,22 @@ impl ApiKey {
             return Err(ApiKeyError::Malformed);
         }
         Ok(ApiKey(secret.to_string()))
+    }
+
+    /// An OAuth access token (`tat_` and 8 to 200 letters and digits), shown and kept like a key.
+    pub fn parse_access_token(secret: &str) -> Result<ApiKey, ApiKeyError> {
+        let rest = secret
+            .strip_prefix(ACCESS_TOKEN_PREFIX)
+            .ok_or(ApiKeyError::MissingPrefix)?;
+        if !(8..=200).contains(&rest.len()) || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiKeyError::Malformed);
+        }
+        Ok(ApiKey(secret.to_string()))
+    }
+
+    /// Whether this is an OAuth access token rather than a `tak_` key.
+    pub fn is_access_token(&self) -> bool {
+        self.0.starts_with(ACCESS_TOKEN_PREFIX)
     }
 
     /// The whole secret, for the one place that needs it: the upstream `Authorization` header.

@@ -1,34 +1,45 @@
 //! Who is calling: `Authorization: Bearer tak_…` resolved through the API's own key
-//! introspection (`get_current_api_key`), cached briefly.
+//! introspection (`get_current_api_key`), or an OAuth access token (`tat_`) exchanged for an API
+//! token at the authorization server and resolved through the API's token introspection
+//! (`introspect_oauth_token`); either cached briefly.
 //!
 //! The gateway holds no key database: the REST API is the authority, so a revoked key stops
 //! working here within the cache's TTL. Failed lookups are cached for a much shorter time, so a
 //! flood of bad keys cannot hammer the API, yet a key that just became valid is not refused long.
 
-use crate::api_key::ApiKey;
+use crate::api_key::{ACCESS_TOKEN_PREFIX, ApiKey, REFRESH_TOKEN_PREFIX};
 use crate::generated::api::Operation;
+use crate::oauth::{AuthorizationServer, ExchangeError};
 use crate::rate_limiter::RateLimiter;
 use crate::scopes::ScopeSet;
 use crate::sync::lock;
 use crate::telemetry;
 use crate::upstream::{DispatchError, Upstream};
-use serde_json::Map;
+use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// An authenticated caller.
+/// An authenticated caller: a key's, or an OAuth grant's.
 #[derive(Debug)]
 pub struct Principal {
+    /// What goes upstream: the caller's key, or the API token exchanged for its access token.
     pub key: ApiKey,
+    /// The key's id, or the OAuth grant's (`grt_…`).
     pub key_id: String,
     pub tenant_id: String,
     /// The scopes as granted, in the API's words (for messages).
     pub scope_names: Vec<String>,
     pub scopes: ScopeSet,
-    /// SHA-256 of the secret: what sessions, limits and the cache are keyed by.
+    /// SHA-256 of the secret (of the grant id, for a token, so that a session outlives the
+    /// refresh of its access token): what sessions and limits are keyed by.
     pub fingerprint: String,
+    /// For an access token: the resource it was issued for (RFC 8707), which the gateway checks
+    /// against its own URL on every request.
+    pub audience: Option<String>,
+    /// For an access token: when it expires (the cache never keeps it longer).
+    pub expires: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +69,8 @@ impl AuthFailure {
 
 pub struct Authenticator {
     upstream: Upstream,
+    /// Where access tokens are exchanged; without one, only `tak_` keys are accepted.
+    authorization_server: Option<AuthorizationServer>,
     ttl: Duration,
     failure_ttl: Duration,
     /// fingerprint → (when it was looked up, the principal). Valid keys only: a flood of bad
@@ -80,12 +93,19 @@ impl Authenticator {
     pub fn new(upstream: Upstream, ttl: Duration) -> Authenticator {
         Authenticator {
             upstream,
+            authorization_server: None,
             ttl,
             failure_ttl: ttl.min(Duration::from_secs(2)),
             accepted: Mutex::default(),
             refused: Mutex::default(),
             failures: RateLimiter::new(FAILED_LOOKUPS_PER_MINUTE),
         }
+    }
+
+    /// Accepts OAuth access tokens too, exchanging them at `server`.
+    pub fn with_authorization_server(mut self, server: AuthorizationServer) -> Authenticator {
+        self.authorization_server = Some(server);
+        self
     }
 
     /// How long a resolved key is trusted.
@@ -96,16 +116,28 @@ impl Authenticator {
     /// Whether `key` is still accepted (through the cache: at most one introspection per key and
     /// TTL, however many streams ask). Unreachable counts as accepted: an outage of the API must
     /// not end every open stream.
+    /// An API token (a stream opened with an access token) is asked about directly: it stays
+    /// accepted while it is active, which ends with its grant or its expiry.
     pub async fn still_accepted(&self, key: &ApiKey) -> bool {
+        if key.is_access_token() {
+            return !matches!(
+                self.introspect(key, key.expose_secret()).await,
+                Err(AuthFailure::Rejected(_))
+            );
+        }
         !matches!(
             self.resolve(key.clone()).await,
             Err(AuthFailure::Rejected(_))
         )
     }
 
-    /// Drops what is cached for the key with `fingerprint` (the API just refused it).
+    /// Drops what is cached for the principal with `fingerprint` (the API just refused it).
     pub fn forget(&self, fingerprint: &str) {
-        lock(&self.accepted).remove(fingerprint);
+        let mut accepted = lock(&self.accepted);
+        if accepted.remove(fingerprint).is_none() {
+            // A token's cache entry is keyed by the token, its principal by its grant.
+            accepted.retain(|_, (_, principal)| principal.fingerprint != fingerprint);
+        }
     }
 
     /// Resolves an `Authorization` header value sent from `client` (its address, when known).
@@ -114,8 +146,12 @@ impl Authenticator {
         authorization: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<Arc<Principal>, AuthFailure> {
-        let header = authorization
-            .ok_or_else(|| AuthFailure::Missing("send `Authorization: Bearer tak_…`".into()))?;
+        let header = authorization.ok_or_else(|| {
+            AuthFailure::Missing(
+                "send `Authorization: Bearer` with a `tak_` API key or an OAuth access token"
+                    .into(),
+            )
+        })?;
         let secret = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -123,7 +159,19 @@ impl Authenticator {
             .ok_or_else(|| {
                 AuthFailure::Missing("the Authorization header must be `Bearer tak_…`".into())
             })?;
-        let key = ApiKey::parse(secret).map_err(|e| AuthFailure::Missing(e.to_string()))?;
+        if secret.starts_with(REFRESH_TOKEN_PREFIX) {
+            return Err(AuthFailure::Rejected(
+                "a refresh token is not an access token: refresh it at the token endpoint and \
+                 send the access token"
+                    .into(),
+            ));
+        }
+        let key = if secret.starts_with(ACCESS_TOKEN_PREFIX) {
+            ApiKey::parse_access_token(secret)
+        } else {
+            ApiKey::parse(secret)
+        }
+        .map_err(|e| AuthFailure::Missing(e.to_string()))?;
         let fingerprint = fingerprint(&key);
         if let Some(cached) = self.cached(&fingerprint) {
             telemetry::record_key_lookup("hit");
@@ -191,6 +239,9 @@ impl Authenticator {
     fn cached(&self, fingerprint: &str) -> Option<Result<Arc<Principal>, AuthFailure>> {
         if let Some((at, principal)) = lock(&self.accepted).get(fingerprint)
             && at.elapsed() < self.ttl
+            && principal
+                .expires
+                .is_none_or(|expires| expires > Instant::now())
         {
             return Some(Ok(principal.clone()));
         }
@@ -199,14 +250,18 @@ impl Authenticator {
         (at.elapsed() < self.failure_ttl).then(|| Err(failure.clone()))
     }
 
-    /// Asks the API (a cache miss), counted by how it ended.
+    /// Asks the API (a cache miss) about a key or an access token, counted by how it ended.
     async fn look_up(
         &self,
         key: ApiKey,
         fingerprint: String,
     ) -> Result<Arc<Principal>, AuthFailure> {
         let started = Instant::now();
-        let result = self.introspect(key, fingerprint).await;
+        let result = if key.is_access_token() {
+            self.look_up_token(key).await
+        } else {
+            self.introspect_key(key, fingerprint).await
+        };
         telemetry::record_key_introspection(started.elapsed());
         telemetry::record_key_lookup(match &result {
             Ok(_) => "miss_ok",
@@ -216,7 +271,7 @@ impl Authenticator {
         result
     }
 
-    async fn introspect(
+    async fn introspect_key(
         &self,
         key: ApiKey,
         fingerprint: String,
@@ -245,6 +300,8 @@ impl Authenticator {
                     tenant_id: me["tenant_id"].as_str().unwrap_or_default().to_string(),
                     key,
                     fingerprint,
+                    audience: None,
+                    expires: None,
                 }))
             }
             Err(DispatchError::Upstream {
@@ -265,6 +322,97 @@ impl Authenticator {
             Err(other) => Err(AuthFailure::Unavailable(other.to_string())),
         }
     }
+}
+
+impl Authenticator {
+    /// An access token: exchanged for an API token (which the gateway then calls with), and
+    /// introspected with it for its audience, scopes, grant and tenant.
+    async fn look_up_token(&self, token: ApiKey) -> Result<Arc<Principal>, AuthFailure> {
+        let Some(server) = &self.authorization_server else {
+            return Err(AuthFailure::Rejected(
+                "this server accepts only `tak_` API keys: it has no authorization server".into(),
+            ));
+        };
+        let exchanged = server
+            .exchange(token.expose_secret(), self.upstream.base_url())
+            .await
+            .map_err(|e| match e {
+                ExchangeError::Refused(message) => AuthFailure::Rejected(message),
+                ExchangeError::Unavailable(message) => AuthFailure::Unavailable(message),
+            })?;
+        let api_token = ApiKey::parse_access_token(&exchanged.access_token).map_err(|_| {
+            AuthFailure::Unavailable("token exchange answered with something not a token".into())
+        })?;
+        let answer = self.introspect(&api_token, token.expose_secret()).await?;
+        let now = chrono::Utc::now().timestamp();
+        let remaining = answer["exp"]
+            .as_i64()
+            .map_or(0, |exp| exp.saturating_sub(now))
+            .clamp(0, exchanged.expires_in as i64) as u64;
+        let grant_id = answer["grant_id"].as_str().unwrap_or_default().to_string();
+        let scope_names: Vec<String> = answer["scope"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        Ok(Arc::new(Principal {
+            scopes: ScopeSet::from_names(scope_names.iter().map(String::as_str)),
+            scope_names,
+            tenant_id: answer["tenant_id"].as_str().unwrap_or_default().to_string(),
+            fingerprint: grant_fingerprint(&grant_id),
+            key_id: grant_id,
+            key: api_token,
+            audience: Some(answer["aud"].as_str().unwrap_or_default().to_string()),
+            // The client's token's own expiry (the API token may outlast it).
+            expires: Some(Instant::now() + Duration::from_secs(remaining)),
+        }))
+    }
+
+    /// RFC 7662's answer for `token`, asked as `credential`; an inactive token is `Rejected`.
+    async fn introspect(&self, credential: &ApiKey, token: &str) -> Result<Value, AuthFailure> {
+        let mut arguments = Map::new();
+        arguments.insert("token".into(), json!(token));
+        match self
+            .upstream
+            .call(credential, Operation::IntrospectOauthToken, arguments, None)
+            .await
+        {
+            Ok(answer) => {
+                let answer: Value = serde_json::from_str(answer.get()).map_err(|_| {
+                    AuthFailure::Unavailable(
+                        "token introspection answered with something that is not JSON".into(),
+                    )
+                })?;
+                if answer["active"] != true {
+                    return Err(AuthFailure::Rejected(
+                        "the access token is not active (expired, revoked or unknown)".into(),
+                    ));
+                }
+                Ok(answer)
+            }
+            Err(DispatchError::Upstream {
+                status: 401,
+                message,
+                ..
+            }) => Err(AuthFailure::Rejected(message)),
+            Err(DispatchError::Upstream {
+                status, message, ..
+            }) => Err(AuthFailure::Unavailable(format!(
+                "the API answered {status} to token introspection: {message}"
+            ))),
+            Err(other) => Err(AuthFailure::Unavailable(other.to_string())),
+        }
+    }
+}
+
+/// What a grant's sessions and limits are keyed by: its id, hashed like a key's secret.
+fn grant_fingerprint(grant_id: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "{:x}",
+        sha2::Sha256::digest(format!("oauth-grant:{grant_id}").as_bytes())
+    )
 }
 
 /// SHA-256 of the secret, hex: identifies a key without holding it.

@@ -56,6 +56,9 @@ pub struct ServerOptions {
     /// Behind a proxy: the header it appends the client's address to (`X-Forwarded-For`), for
     /// per-client limits. Without it, the connection's peer address is the client.
     pub client_ip_header: Option<String>,
+    /// The OAuth authorization server the protected-resource metadata names, where access
+    /// tokens are exchanged (`oauth`); without it only `tak_` keys are accepted.
+    pub authorization_server: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +77,7 @@ impl Default for ServerOptions {
             max_connections_per_ip: 512,
             max_connections: 10_000,
             client_ip_header: None,
+            authorization_server: None,
         }
     }
 }
@@ -148,7 +152,11 @@ impl Gateway {
             core,
             refused_keys: std::sync::Mutex::new(Some(refused)),
             audit,
-            auth: Authenticator::new(upstream.clone(), config.auth_cache_ttl),
+            auth: match &config.server.authorization_server {
+                Some(url) => Authenticator::new(upstream.clone(), config.auth_cache_ttl)
+                    .with_authorization_server(crate::oauth::AuthorizationServer::new(url)?),
+                None => Authenticator::new(upstream.clone(), config.auth_cache_ttl),
+            },
             replicas: Arc::new(replicas),
             options: config.server,
             upstream,
@@ -177,13 +185,19 @@ impl Gateway {
         uri: &Uri,
         peer: Option<&Peer>,
     ) -> Result<Arc<Principal>, Refused> {
+        let base = crate::oauth::base_url(self.options.public_url.as_deref(), headers);
+        let challenge =
+            |error: Option<&str>| crate::oauth::challenge(&base, uri.path(), error, None);
         if let Some(problem) = credentials_in_url(uri) {
             // A key in a URL ends up in proxy and server logs: refuse it, whatever else is sent,
             // and never repeat it.
-            return Err(Box::new(unauthorized(&format!(
-                "{problem}: credentials are never accepted in the URL; send `Authorization: \
-                 Bearer tak_…` (and revoke a key that was sent in a URL)"
-            ))));
+            return Err(Box::new(unauthorized(
+                &format!(
+                    "{problem}: credentials are never accepted in the URL; send `Authorization: \
+                     Bearer tak_…` (and revoke a key that was sent in a URL)"
+                ),
+                &challenge(Some("invalid_request")),
+            )));
         }
         let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
         let authorization = authorizations.next().and_then(|v| v.to_str().ok());
@@ -194,7 +208,8 @@ impl Gateway {
                 "send exactly one Authorization header",
             )));
         }
-        self.auth
+        let principal = self
+            .auth
             .authenticate(authorization, self.client_address(headers, peer))
             .await
             .map_err(|failure| {
@@ -222,9 +237,22 @@ impl Gateway {
                             .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
                         response
                     }
-                    other => unauthorized(&other.message()),
+                    AuthFailure::Missing(message) if authorization.is_none() => {
+                        unauthorized(message, &challenge(None))
+                    }
+                    other => unauthorized(&other.message(), &challenge(Some("invalid_token"))),
                 })
-            })
+            })?;
+        // RFC 8707: a token issued for another resource is refused, even a live one.
+        if let Some(audience) = &principal.audience
+            && !crate::oauth::accepts_audience(&base, audience)
+        {
+            return Err(Box::new(unauthorized(
+                &format!("this access token was issued for {audience}, not for {base}"),
+                &challenge(Some("invalid_token")),
+            )));
+        }
+        Ok(principal)
     }
 
     /// The client's address: the connection's peer, or behind a trusted proxy the last address
@@ -329,6 +357,51 @@ impl Gateway {
         lock(&self.refused_keys).take()
     }
 
+    /// Step-up (MCP authorization 2025-11-25): a sessionless `tools/call` that an access
+    /// token's scopes do not allow is refused as HTTP 403 `insufficient_scope`, its challenge
+    /// naming the scopes to ask for (those held and those needed). A key cannot be stepped up:
+    /// its calls, like every call in a session, get the core's `isError` result instead.
+    pub fn step_up(
+        &self,
+        principal: &Principal,
+        request: &crate::mcp::jsonrpc::Request,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Option<Refused> {
+        principal.audience.as_ref()?;
+        if request.method != "tools/call" {
+            return None;
+        }
+        let name = request.params.get("name")?.as_str()?;
+        let tool = crate::catalogue::Catalogue::get().find(name)?;
+        let missing = principal.scopes.missing_for(tool.operation);
+        if missing.is_empty() {
+            return None;
+        }
+        let mut wanted = principal.scope_names.clone();
+        for scope in tool.operation.required_scopes() {
+            if !wanted.iter().any(|held| held == scope.as_str()) {
+                wanted.push(scope.as_str().to_string());
+            }
+        }
+        let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        let base = crate::oauth::base_url(self.options.public_url.as_deref(), headers);
+        let challenge = crate::oauth::challenge(
+            &base,
+            path,
+            Some("insufficient_scope"),
+            Some(&wanted.join(" ")),
+        );
+        Some(Box::new(crate::http::insufficient_scope(
+            &format!(
+                "{name} requires the scope {}, which this access token was not granted; \
+                 authorize again with it",
+                missing.join(" and ")
+            ),
+            &challenge,
+        )))
+    }
+
     /// Ends this replica's sessions (their streams close) and waits for spawned work, bounded by
     /// `grace`.
     pub async fn drain(&self, grace: Duration) {
@@ -356,16 +429,21 @@ const CREDENTIAL_PARAMETERS: [&str; 9] = [
 /// named like one.
 fn credentials_in_url(uri: &Uri) -> Option<&'static str> {
     // Runs on every request: text without escapes is searched as it is, without allocating.
+    // Keys, and OAuth access and refresh tokens (`tat_`, `tar_`).
+    let secret = |w: &[u8]| {
+        w.eq_ignore_ascii_case(b"tak_")
+            || w.eq_ignore_ascii_case(b"tat_")
+            || w.eq_ignore_ascii_case(b"tar_")
+    };
     let holds_key = |text: &str| {
         if text.contains(['%', '+']) {
             percent_encoding::percent_decode_str(&text.replace('+', " "))
                 .decode_utf8_lossy()
-                .to_ascii_lowercase()
-                .contains("tak_")
-        } else {
-            text.as_bytes()
+                .as_bytes()
                 .windows(4)
-                .any(|w| w.eq_ignore_ascii_case(b"tak_"))
+                .any(secret)
+        } else {
+            text.as_bytes().windows(4).any(secret)
         }
     };
     if holds_key(uri.path()) {

@@ -50,13 +50,29 @@ pub fn rpc_error(status: StatusCode, id: &Value, code: ErrorCode, message: &str)
     (status, axum::Json(failure(id, code, message))).into_response()
 }
 
-/// 401 with the `WWW-Authenticate` challenge of a Bearer scheme.
-pub fn unauthorized(message: &str) -> Response {
-    let mut response = http_error(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"trainar-mcp\", error=\"invalid_token\""),
-    );
+/// 401 with a Bearer `challenge` (`oauth::challenge`: it names the protected-resource metadata,
+/// where OAuth clients start signing in).
+pub fn unauthorized(message: &str, challenge: &str) -> Response {
+    with_challenge(
+        http_error(StatusCode::UNAUTHORIZED, "unauthorized", message),
+        challenge,
+    )
+}
+
+/// 403 `insufficient_scope` with a challenge naming the scopes needed (so a client can step up).
+pub fn insufficient_scope(message: &str, challenge: &str) -> Response {
+    with_challenge(
+        http_error(StatusCode::FORBIDDEN, "insufficient_scope", message),
+        challenge,
+    )
+}
+
+fn with_challenge(mut response: Response, challenge: &str) -> Response {
+    let value = HeaderValue::from_str(challenge)
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"trainar-mcp\""));
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, value);
     response
 }
 

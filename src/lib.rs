@@ -37,6 +37,7 @@ pub mod generated;
 pub mod http;
 pub mod logging;
 pub mod mcp;
+pub mod oauth;
 pub mod page;
 pub mod rate_limiter;
 pub mod replicas;

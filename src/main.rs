@@ -53,6 +53,12 @@ struct ServeArgs {
     /// proxy); used in printed configuration and the SSE endpoint event.
     #[arg(long, env = "TRAINAR_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The OAuth authorization server that issues access tokens for this server (its issuer
+    /// URL), named in the protected-resource metadata; clients that sign in (claude.ai,
+    /// ChatGPT) go there. Without --upstream it is the embedded sandbox's; with --upstream and
+    /// without it, only `tak_` keys are accepted.
+    #[arg(long, env = "TRAINAR_AUTHORIZATION_SERVER", value_parser = parse_upstream)]
+    authorization_server: Option<String>,
     #[command(flatten)]
     gateway: GatewayArgs,
     /// Largest accepted request body, in bytes.
@@ -537,8 +543,9 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         max_connections_per_ip: args.max_connections_per_ip.max(1),
         max_connections: args.max_connections.max(1),
         client_ip_header: args.client_ip_header.clone(),
+        authorization_server: args.authorization_server.clone(),
     };
-    let config = match args.gateway.config(server_options) {
+    let mut config = match args.gateway.config(server_options) {
         Ok(config) => config,
         Err(e) => return fail(&e),
     };
@@ -555,6 +562,10 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             Ok(upstream) => upstream,
             Err(e) => return fail(&e),
         };
+        if upstream.embedded.is_some() && config.server.authorization_server.is_none() {
+            // The embedded sandbox plays TrainAR's authorization server too.
+            config.server.authorization_server = Some(upstream.url.clone());
+        }
         let gateway = match Gateway::build(&upstream.url, config) {
             Ok(gateway) => gateway,
             Err(e) => return fail(&e),

@@ -114,6 +114,21 @@ async fn front_page(State(gateway): State<SharedGateway>, headers: HeaderMap) ->
     axum::response::Html(crate::page::index(&base)).into_response()
 }
 
+/// RFC 9728 protected-resource metadata: for the server, and for each MCP endpoint.
+async fn resource_metadata(
+    State(gateway): State<SharedGateway>,
+    headers: HeaderMap,
+    endpoint: &'static str,
+) -> Response {
+    let base = crate::oauth::base_url(gateway.options.public_url.as_deref(), &headers);
+    let document = crate::oauth::metadata(
+        &base,
+        endpoint,
+        gateway.options.authorization_server.as_deref(),
+    );
+    axum::Json(document).into_response()
+}
+
 async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
@@ -151,6 +166,18 @@ pub fn router(gateway: SharedGateway) -> Router {
         .route("/", get(front_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            crate::oauth::METADATA_PATH,
+            get(|state, headers| resource_metadata(state, headers, "")),
+        )
+        .route(
+            &format!("{}/mcp", crate::oauth::METADATA_PATH),
+            get(|state, headers| resource_metadata(state, headers, "/mcp")),
+        )
+        .route(
+            &format!("{}/sse", crate::oauth::METADATA_PATH),
+            get(|state, headers| resource_metadata(state, headers, "/sse")),
+        )
         .merge(streamable::routes())
         .merge(sse::routes())
         .fallback(|| async {

@@ -226,7 +226,7 @@ fn describe() {
     );
     describe_counter!(
         KEY_LOOKUPS,
-        "Key checks, by result: hit (cached), miss_ok, miss_refused, failed (the API could not be asked), throttled"
+        "Key and access-token checks, by result: hit (cached), miss_ok, miss_refused, failed (the API could not be asked), throttled"
     );
     describe_histogram!(
         KEY_INTROSPECTION_SECONDS,

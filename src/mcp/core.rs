@@ -533,8 +533,9 @@ impl Core {
         let missing = principal.scopes.missing_for(tool.operation);
         if !missing.is_empty() {
             let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            let token = principal.audience.is_some();
             return (
-                denied(tool, &missing, &principal.scope_names),
+                denied(tool, &missing, &principal.scope_names, token),
                 Outcome::ScopeDenied,
             );
         }
@@ -601,7 +602,12 @@ impl Core {
                     required.iter().map(String::as_str).collect()
                 };
                 (
-                    denied(tool, &missing, &principal.scope_names),
+                    denied(
+                        tool,
+                        &missing,
+                        &principal.scope_names,
+                        principal.audience.is_some(),
+                    ),
                     Outcome::ScopeDenied,
                 )
             }
@@ -953,15 +959,23 @@ fn with_members(mut object: String, members: &str) -> String {
     object
 }
 
-fn denied(tool: &Tool, missing: &[&str], held: &[String]) -> String {
+fn denied(tool: &Tool, missing: &[&str], held: &[String], token: bool) -> String {
     let held = if held.is_empty() {
         "none".to_string()
     } else {
         held.join(", ")
     };
+    let (holder, remedy) = if token {
+        // An OAuth client signs in again to be granted more (a key cannot be).
+        ("This access token", "Sign in again and grant the scope")
+    } else {
+        (
+            "This API key",
+            "Create a key with the required scope (Dashboard → API & Webhooks → API Keys)",
+        )
+    };
     error_result(format!(
-        "Permission denied: {} requires the scope {}. This API key holds: {held}. Create a key with the \
-         required scope (Dashboard → API & Webhooks → API Keys) and reconnect.",
+        "Permission denied: {} requires the scope {}. {holder} holds: {held}. {remedy} and reconnect.",
         tool.name(),
         missing.join(" and ")
     ))

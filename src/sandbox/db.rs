@@ -91,6 +91,50 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         PRIMARY KEY (tenant_id, key)
      );",
+    // 6: OAuth (see oauth.rs): registered clients, one-time codes, grants (a user's consent to
+    // a client) and their tokens. Codes and tokens are kept as SHA-256 only; times are epoch
+    // seconds.
+    "CREATE TABLE oauth_clients (
+        client_id TEXT PRIMARY KEY,
+        metadata TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE oauth_codes (
+        code_sha256 TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        grant_id TEXT
+     );
+     CREATE TABLE oauth_grants (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+     );
+     CREATE TABLE oauth_tokens (
+        sha256 TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        parent TEXT,
+        revoked TEXT
+     );
+     CREATE INDEX oauth_tokens_by_grant ON oauth_tokens(grant_id);
+     CREATE INDEX oauth_tokens_by_parent ON oauth_tokens(parent) WHERE parent IS NOT NULL;",
 ];
 
 /// How many read connections serve reads beside the one writer (WAL lets them read a

@@ -14,6 +14,9 @@
 //! - `limits`: the per-tenant budget (requests, server time) and the tenant's lane for CPU work
 //!   it shapes.
 //! - `tenants`: tenants and API keys (the `api_keys` category, introspection included).
+//! - `oauth`, `oauth_clients`, `oauth_consent`: the OAuth 2.1 authorization server that MCP
+//!   clients without a static key sign in with (outside the spec's routes, like the
+//!   integrations' callback), and the API's side of its tokens.
 //! - one module per remaining category, each with `call` (its operations) and its seed data.
 //! - `seed`: the first-start demo tenant.
 
@@ -24,6 +27,9 @@ pub mod idempotency;
 pub mod ids;
 pub mod ledger;
 pub mod limits;
+pub mod oauth;
+pub mod oauth_clients;
+pub mod oauth_consent;
 pub mod request;
 pub mod seed;
 pub mod tenants;
@@ -211,10 +217,26 @@ impl Sandbox {
         }
         // Not part of the Tenant API: where a provider sends the user back after authorising an
         // integration (the URL that `get_integration_connect_url` hands out leads here).
-        let mut router = Router::new().route(
-            integrations::OAUTH_CALLBACK_PATH,
-            axum::routing::get(integrations::oauth_callback),
-        );
+        let mut router = Router::new()
+            .route(
+                integrations::OAUTH_CALLBACK_PATH,
+                axum::routing::get(integrations::oauth_callback),
+            )
+            // TrainAR's authorization server, for MCP clients that sign in (see `oauth`).
+            .route(oauth::METADATA_PATH, axum::routing::get(oauth::metadata))
+            .route(
+                oauth::AUTHORIZE_PATH,
+                axum::routing::get(oauth_consent::authorize).post(oauth_consent::decide),
+            )
+            .route(
+                oauth::TOKEN_PATH,
+                axum::routing::post(oauth::token_endpoint),
+            )
+            .route(oauth::REVOKE_PATH, axum::routing::post(oauth::revoke))
+            .route(
+                oauth::REGISTER_PATH,
+                axum::routing::post(oauth_clients::register),
+            );
         for (path, method_router) in routes {
             router = router.route(path, method_router.fallback(method_not_allowed));
         }

@@ -26,7 +26,8 @@ pub struct Principal {
     pub scopes: ScopeSet,
 }
 
-/// Resolves `Authorization: Bearer tak_…` to a live key of some tenant; anything else is 401.
+/// Resolves `Authorization: Bearer tak_…` to a live key of some tenant, or an OAuth access token
+/// issued for this API to its grant (`oauth::identify_token`); anything else is 401.
 /// Also says whether the key's `last_used_at` is due an update (`touch`), which this read-only
 /// step leaves to a write.
 pub fn identify(
@@ -39,8 +40,16 @@ pub fn identify(
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
-        .filter(|s| s.starts_with("tak_"))
+        .filter(|s| {
+            s.starts_with("tak_")
+                || s.starts_with(crate::sandbox::oauth::ACCESS_PREFIX)
+                || s.starts_with(crate::sandbox::oauth::REFRESH_PREFIX)
+        })
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer tak_…`"))?;
+    if !secret.starts_with("tak_") {
+        // An OAuth token (`tat_`, `tar_`); the API accepts only one issued for itself.
+        return Ok((crate::sandbox::oauth::identify_token(tx, secret)?, false));
+    }
     let found: Option<(String, String)> = tx
         .query_row(
             "SELECT id, tenant_id FROM api_keys WHERE secret_sha256 = ?1",

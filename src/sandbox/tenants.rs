@@ -38,6 +38,12 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         Operation::CreateApiKey => create_api_key(ctx, input),
         Operation::RevokeApiKey => revoke_api_key(ctx, input),
         Operation::GetCurrentApiKey => {
+            if is_grant(ctx) {
+                return Err(ApiError::bad_request(
+                    "this introspects the calling API key; an OAuth access token is introspected \
+                     with introspect_oauth_token",
+                ));
+            }
             let key = ctx.store.require(KIND, &ctx.principal.key_id)?;
             let tenant_name: String = ctx.store.tx().query_row(
                 "SELECT name FROM tenants WHERE id = ?1",
@@ -50,8 +56,14 @@ pub fn call(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
                 "expires_at": key["expires_at"],
             }))
         }
+        Operation::IntrospectOauthToken => crate::sandbox::oauth::introspect(ctx, input),
         _ => Err(not_served(ctx)),
     }
+}
+
+/// Whether the caller is an OAuth grant (an access token) rather than an API key.
+fn is_grant(ctx: &Ctx) -> bool {
+    ctx.principal.key_id.starts_with("grt_")
 }
 
 fn create_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
@@ -88,6 +100,14 @@ fn create_api_key(ctx: &Ctx, input: &Input) -> Result<Reply, ApiError> {
         }
         None => None,
     };
+    if is_grant(ctx) {
+        // A key minted under a grant would outlive the grant's revocation, which is how a user
+        // takes back what a connector was given.
+        return Err(ApiError::unprocessable(
+            "API keys are minted with an API key, not with an OAuth access token: a key would \
+             outlive the revocation of the grant",
+        ));
+    }
     // A child never outlives its parent: the earlier of the two expiries.
     let parent = ctx.store.require(KIND, &ctx.principal.key_id)?;
     let parent_expiry = parent["expires_at"].as_str().and_then(ids::parse_timestamp);

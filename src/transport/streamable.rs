@@ -289,6 +289,12 @@ impl Exchange {
             Ok(envelope) => envelope,
             Err(error) => return modern_error(error),
         };
+        if let Some(refused) = self
+            .gateway
+            .step_up(&self.principal, &request, headers, "/mcp")
+        {
+            return *refused;
+        }
         let selection = match self.gateway.selection_for(query) {
             Ok(selection) => selection,
             Err(response) => return *response,

@@ -172,7 +172,12 @@ fn introspection_is_an_operation_but_not_a_tool() {
     assert!(!introspection.is_tool());
     assert_eq!(introspection.path(), "/v1/api-keys/current");
     assert!(Catalogue::get().find("get_current_api_key").is_none());
-    assert_eq!(Operation::ALL.len(), 68);
+    // OAuth token introspection (RFC 7662), for the gateway's own use: no tool either.
+    let tokens = Operation::from_name("introspect_oauth_token").unwrap();
+    assert!(!tokens.is_tool());
+    assert_eq!(tokens.path(), "/v1/oauth/introspect");
+    assert!(Catalogue::get().find("introspect_oauth_token").is_none());
+    assert_eq!(Operation::ALL.len(), 69);
 }
 
 fn walk<'a>(value: &'a Value, at: String, visit: &mut dyn FnMut(&str, &'a Value)) {

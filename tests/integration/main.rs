@@ -11,6 +11,7 @@ mod hardening;
 mod mcp_clients;
 mod mcp_http;
 mod mcp_modern;
+mod oauth;
 mod operations;
 mod replicas;
 mod replicas_fixture;
