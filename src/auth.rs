@@ -73,10 +73,12 @@ pub struct Authenticator {
     authorization_server: Option<AuthorizationServer>,
     ttl: Duration,
     failure_ttl: Duration,
-    /// fingerprint → (when it was looked up, the principal). Valid keys only: a flood of bad
-    /// keys can never evict them.
+    /// The secret → (when it was looked up, the principal). Valid keys only: a flood of bad
+    /// keys can never evict them. Keyed by the secret itself, which the principal holds anyway:
+    /// hashing it on every request (SHA-256, then hex) cost about 6 k instructions; its
+    /// fingerprint is computed once, on a miss.
     accepted: Mutex<HashMap<String, (Instant, Arc<Principal>)>>,
-    /// fingerprint → (when it was looked up, why it was refused); bounded on its own.
+    /// The secret → (when it was looked up, why it was refused); bounded on its own.
     refused: Mutex<HashMap<String, (Instant, AuthFailure)>>,
     /// Introspections of keys the API then refused, per client address: past the budget, a new
     /// unknown key from that address is refused here without asking the API.
@@ -133,11 +135,8 @@ impl Authenticator {
 
     /// Drops what is cached for the principal with `fingerprint` (the API just refused it).
     pub fn forget(&self, fingerprint: &str) {
-        let mut accepted = lock(&self.accepted);
-        if accepted.remove(fingerprint).is_none() {
-            // A token's cache entry is keyed by the token, its principal by its grant.
-            accepted.retain(|_, (_, principal)| principal.fingerprint != fingerprint);
-        }
+        // A scan: this is rare (a key revoked mid-call), and entries are keyed by secret.
+        lock(&self.accepted).retain(|_, (_, principal)| principal.fingerprint != fingerprint);
     }
 
     /// Resolves an `Authorization` header value sent from `client` (its address, when known).
@@ -172,8 +171,7 @@ impl Authenticator {
             ApiKey::parse(secret)
         }
         .map_err(|e| AuthFailure::Missing(e.to_string()))?;
-        let fingerprint = fingerprint(&key);
-        if let Some(cached) = self.cached(&fingerprint) {
+        if let Some(cached) = self.cached(key.expose_secret()) {
             telemetry::record_key_lookup("hit");
             return cached;
         }
@@ -185,25 +183,26 @@ impl Authenticator {
             telemetry::record_key_lookup("throttled");
             return Err(AuthFailure::Throttled(retry_after));
         }
-        let result = self.look_up(key, fingerprint.clone()).await;
+        let secret = key.expose_secret().to_string();
+        let result = self.look_up(key).await;
         if let (Some(client), Err(AuthFailure::Rejected(_))) = (client, &result) {
             let _ = self.failures.check(&client.to_string(), 1);
         }
-        self.remember(fingerprint, &result);
+        self.remember(secret, &result);
         result
     }
 
     async fn resolve(&self, key: ApiKey) -> Result<Arc<Principal>, AuthFailure> {
-        let fingerprint = fingerprint(&key);
-        if let Some(cached) = self.cached(&fingerprint) {
+        if let Some(cached) = self.cached(key.expose_secret()) {
             return cached;
         }
-        let result = self.look_up(key, fingerprint.clone()).await;
-        self.remember(fingerprint, &result);
+        let secret = key.expose_secret().to_string();
+        let result = self.look_up(key).await;
+        self.remember(secret, &result);
         result
     }
 
-    fn remember(&self, fingerprint: String, result: &Result<Arc<Principal>, AuthFailure>) {
+    fn remember(&self, secret: String, result: &Result<Arc<Principal>, AuthFailure>) {
         let now = Instant::now();
         match result {
             Ok(principal) => {
@@ -215,11 +214,11 @@ impl Authenticator {
                     && let Some(oldest) = accepted
                         .iter()
                         .min_by_key(|(_, (at, _))| *at)
-                        .map(|(fingerprint, _)| fingerprint.clone())
+                        .map(|(secret, _)| secret.clone())
                 {
                     accepted.remove(&oldest);
                 }
-                accepted.insert(fingerprint, (now, principal.clone()));
+                accepted.insert(secret, (now, principal.clone()));
             }
             // Not the key's fault: asked again next time.
             Err(AuthFailure::Unavailable(_) | AuthFailure::Throttled(_)) => {}
@@ -231,13 +230,13 @@ impl Authenticator {
                         refused.clear();
                     }
                 }
-                refused.insert(fingerprint, (now, failure.clone()));
+                refused.insert(secret, (now, failure.clone()));
             }
         }
     }
 
-    fn cached(&self, fingerprint: &str) -> Option<Result<Arc<Principal>, AuthFailure>> {
-        if let Some((at, principal)) = lock(&self.accepted).get(fingerprint)
+    fn cached(&self, secret: &str) -> Option<Result<Arc<Principal>, AuthFailure>> {
+        if let Some((at, principal)) = lock(&self.accepted).get(secret)
             && at.elapsed() < self.ttl
             && principal
                 .expires
@@ -246,20 +245,17 @@ impl Authenticator {
             return Some(Ok(principal.clone()));
         }
         let refused = lock(&self.refused);
-        let (at, failure) = refused.get(fingerprint)?;
+        let (at, failure) = refused.get(secret)?;
         (at.elapsed() < self.failure_ttl).then(|| Err(failure.clone()))
     }
 
     /// Asks the API (a cache miss) about a key or an access token, counted by how it ended.
-    async fn look_up(
-        &self,
-        key: ApiKey,
-        fingerprint: String,
-    ) -> Result<Arc<Principal>, AuthFailure> {
+    async fn look_up(&self, key: ApiKey) -> Result<Arc<Principal>, AuthFailure> {
         let started = Instant::now();
         let result = if key.is_access_token() {
             self.look_up_token(key).await
         } else {
+            let fingerprint = fingerprint(&key);
             self.introspect_key(key, fingerprint).await
         };
         telemetry::record_key_introspection(started.elapsed());

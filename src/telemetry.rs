@@ -325,15 +325,35 @@ pub fn record_upstream(status: Option<u16>, elapsed: Duration) {
         return;
     }
     let class = match status {
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        Some(_) => "other",
-        None => "error",
+        Some(200..=299) => 0,
+        Some(300..=399) => 1,
+        Some(400..=499) => 2,
+        Some(500..=599) => 3,
+        Some(_) => 4,
+        None => 5,
     };
-    counter!(UPSTREAM_RESPONSES, "class" => class).increment(1);
-    histogram!(UPSTREAM_SECONDS).record(elapsed.as_secs_f64());
+    let handles = per_call_handles();
+    handles.upstream_responses[class].increment(1);
+    handles.upstream_seconds.record(elapsed.as_secs_f64());
+}
+
+/// Handles of the per-call metrics whose labels are fixed, looked up once: a macro looks its
+/// metric up in the registry on every use (hashing the name and labels).
+struct PerCallHandles {
+    /// By class: 2xx, 3xx, 4xx, 5xx, other, error (no response).
+    upstream_responses: [metrics::Counter; 6],
+    upstream_seconds: metrics::Histogram,
+    calls_in_flight: metrics::Gauge,
+}
+
+fn per_call_handles() -> &'static PerCallHandles {
+    static HANDLES: std::sync::OnceLock<PerCallHandles> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| PerCallHandles {
+        upstream_responses: ["2xx", "3xx", "4xx", "5xx", "other", "error"]
+            .map(|class| counter!(UPSTREAM_RESPONSES, "class" => class)),
+        upstream_seconds: histogram!(UPSTREAM_SECONDS),
+        calls_in_flight: gauge!(TOOL_CALLS_IN_FLIGHT),
+    })
 }
 
 pub fn record_upstream_body_too_large() {
@@ -416,7 +436,7 @@ impl Held {
         if !enabled() {
             return Held::idle();
         }
-        Held::raise(gauge!(TOOL_CALLS_IN_FLIGHT))
+        Held::raise(per_call_handles().calls_in_flight.clone())
     }
 
     fn raise(gauge: metrics::Gauge) -> Held {
