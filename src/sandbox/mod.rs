@@ -7,7 +7,8 @@
 //!
 //! Layout:
 //! - `db`: SQLite, migrations, the tenant-scoped document `Store`, cursors.
-//! - `request`: authentication, the scope rule, request validation, `Input`, reply helpers.
+//! - `caller`: authentication (a key or an API access token → `Principal`).
+//! - `request`: the scope rule, request validation, `Input`, reply helpers.
 //! - `error`: `ApiError`, the spec's Error body.
 //! - `egress`: which addresses webhook deliveries may reach (checked on the URL and at delivery).
 //! - `ids`: ids, secrets, timestamps.
@@ -20,6 +21,7 @@
 //! - one module per remaining category, each with `call` (its operations) and its seed data.
 //! - `seed`: the first-start demo tenant.
 
+pub mod caller;
 pub mod db;
 pub mod egress;
 pub mod error;
@@ -357,7 +359,7 @@ impl Sandbox {
         }
         let (principal, stale) = self
             .db
-            .read(move |tx| request::identify(tx, authorization.as_deref()))
+            .read(move |tx| caller::identify(tx, authorization.as_deref()))
             .await?;
         if !admitted {
             self.budgets.admit(&principal.tenant_id)?;
@@ -387,7 +389,7 @@ impl Sandbox {
         let (reply, touch) = self
             .db
             .read(move |tx| {
-                let (principal, stale) = request::identify(tx, authorization.as_deref())?;
+                let (principal, stale) = caller::identify(tx, authorization.as_deref())?;
                 let _reading = match reading {
                     Some(reading) => reading,
                     None => {
