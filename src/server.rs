@@ -101,16 +101,7 @@ async fn origin_and_cors(
 
 /// `GET /`: a page for people (how to connect, the catalogue with a scope filter).
 async fn front_page(State(gateway): State<SharedGateway>, headers: HeaderMap) -> Response {
-    let base = match &gateway.options.public_url {
-        Some(public) => public.trim_end_matches('/').to_string(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("127.0.0.1:8080");
-            format!("http://{host}")
-        }
-    };
+    let base = crate::oauth::base_url(gateway.options.public_url.as_deref(), &headers);
     axum::response::Html(crate::page::index(&base)).into_response()
 }
 

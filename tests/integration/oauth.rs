@@ -389,11 +389,7 @@ async fn redirect_uris_that_do_not_match_are_refused() {
             ("code_verifier", VERIFIER),
         ])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
 }
 
 #[tokio::test]
@@ -437,20 +433,12 @@ async fn pkce_is_required_s256_only_and_checked() {
         async move { setup.token(&fields).await }
     };
     let (status, body) = redeem(None).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_request", None);
     let (status, body) = redeem(Some(
         "another-verifier-of-at-least-forty-three-characters-0000",
     ))
     .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
     // A failed verification does not burn the code: the right verifier still redeems it.
     let (status, body) = redeem(Some(VERIFIER)).await;
     assert_eq!(status, 200, "{body}");
@@ -471,11 +459,7 @@ async fn a_reused_code_is_refused_and_revokes_what_it_bought() {
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(setup.initialize_status(access).await.0, 200);
     let (status, body) = setup.redeem(&client_id, &code).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
     let (status, challenge, body) = setup.initialize_status(access).await;
     assert_eq!(status, 401, "{body}");
     assert!(
@@ -493,17 +477,7 @@ async fn a_reused_code_is_refused_and_revokes_what_it_bought() {
         [],
     );
     let (status, body) = setup.redeem(&client_id, &code).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", Some("expired"));
 }
 
 /// One request to an OAuth endpoint: method, URL, content type, body, and the error it must get
@@ -614,11 +588,7 @@ async fn expired_and_revoked_tokens_are_refused() {
         ("client_id", client_id.as_str()),
     ];
     let (status, body) = setup.token(&again).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
     // Revoking an unknown token is not an error (RFC 7009 section 2.2).
     assert_eq!(
         revoke("tat_unknown0000000000".into(), client_id.clone())
@@ -638,11 +608,7 @@ async fn expired_and_revoked_tokens_are_refused() {
         ("client_id", client_id.as_str()),
     ];
     let (status, body) = setup.token(&expired).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
     assert!(
         body["error_description"]
             .as_str()
@@ -705,11 +671,7 @@ async fn a_token_for_another_resource_is_refused() {
             ("resource", "https://other.example/mcp"),
         ])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_target")),
-        "{body}"
-    );
+    assert_oauth_error(status, &body, 400, "invalid_target", None);
     // A token for the gateway is not one for the API: sent there directly, it is refused.
     let (access, _, _) = setup.tokens("admin", &["read:tasks"]).await;
     let (status, body) = setup.gateway.sandbox().get(&access, "/v1/tasks").await;
@@ -736,17 +698,7 @@ async fn keys_and_tokens_are_not_interchangeable() {
             ("client_id", &client_id),
         ])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("`tak_` API key")
-    );
+    assert_oauth_error(status, &body, 400, "invalid_grant", Some("`tak_` API key"));
     assert!(
         !body.to_string().contains(&admin[4..]),
         "the key is never echoed"
@@ -780,16 +732,12 @@ async fn keys_and_tokens_are_not_interchangeable() {
             ("client_id", &client_id),
         ])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "{body}"
-    );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("access token, not a refresh token")
+    assert_oauth_error(
+        status,
+        &body,
+        400,
+        "invalid_grant",
+        Some("access token, not a refresh token"),
     );
     let (status, _) = setup
         .gateway
@@ -1200,4 +1148,19 @@ async fn the_python_sdk_signs_in_to_serve_and_calls_tools() {
         stdout.contains("[sse] the refresh token was rotated"),
         "{stdout}"
     );
+}
+
+/// An OAuth error answer: its status, its RFC error code and, when given, words of its
+/// description.
+#[track_caller]
+fn assert_oauth_error(status: u16, body: &Value, expected: u16, error: &str, about: Option<&str>) {
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (expected, Some(error)),
+        "{body}"
+    );
+    if let Some(about) = about {
+        let description = body["error_description"].as_str().unwrap_or_default();
+        assert!(description.contains(about), "{body}");
+    }
 }
