@@ -115,6 +115,14 @@ impl OAuthSetup {
     }
 
     /// The code a 303 to the redirect URI carries, after checking state and iss.
+    /// A code for `client_id`, `user` having allowed `read:tasks`.
+    async fn read_tasks_code(&self, client_id: &str, user: &str) -> String {
+        let answer = self
+            .consent(client_id, &[("user", user), ("grant", "read:tasks")])
+            .await;
+        self.code_of(&answer)
+    }
+
     fn code_of(&self, response: &reqwest::Response) -> String {
         let query = redirect_query(response);
         assert_eq!(query["state"], "xyz");
@@ -375,11 +383,7 @@ async fn redirect_uris_that_do_not_match_are_refused() {
     }
     // At the token endpoint: another redirect_uri than the code's.
     let user = setup.user("admin").await;
-    let code = setup.code_of(
-        &setup
-            .consent(&client_id, &[("user", &user), ("grant", "read:tasks")])
-            .await,
-    );
+    let code = setup.read_tasks_code(&client_id, &user).await;
     let (status, body) = setup
         .token(&[
             ("grant_type", "authorization_code"),
@@ -414,11 +418,7 @@ async fn pkce_is_required_s256_only_and_checked() {
         assert_eq!(query["state"], "xyz");
     }
     let user = setup.user("admin").await;
-    let code = setup.code_of(
-        &setup
-            .consent(&client_id, &[("user", &user), ("grant", "read:tasks")])
-            .await,
-    );
+    let code = setup.read_tasks_code(&client_id, &user).await;
     let redeem = |verifier: Option<&'static str>| {
         let mut fields = vec![
             ("grant_type", "authorization_code"),
@@ -449,11 +449,7 @@ async fn a_reused_code_is_refused_and_revokes_what_it_bought() {
     let setup = OAuthSetup::new().await;
     let client_id = setup.register().await;
     let user = setup.user("admin").await;
-    let code = setup.code_of(
-        &setup
-            .consent(&client_id, &[("user", &user), ("grant", "read:tasks")])
-            .await,
-    );
+    let code = setup.read_tasks_code(&client_id, &user).await;
     let (status, tokens) = setup.redeem(&client_id, &code).await;
     assert_eq!(status, 200);
     let access = tokens["access_token"].as_str().unwrap();
@@ -467,11 +463,7 @@ async fn a_reused_code_is_refused_and_revokes_what_it_bought() {
         "{challenge}"
     );
     // A code not redeemed within its minute.
-    let code = setup.code_of(
-        &setup
-            .consent(&client_id, &[("user", &user), ("grant", "read:tasks")])
-            .await,
-    );
+    let code = setup.read_tasks_code(&client_id, &user).await;
     setup.gateway.sandbox().sql(
         "UPDATE oauth_codes SET expires_at = 0 WHERE used_at IS NULL",
         [],
@@ -656,11 +648,7 @@ async fn a_token_for_another_resource_is_refused() {
     );
     assert!(challenge.contains(r#"error="invalid_token""#));
     // Redeeming a code for another resource than it was issued for.
-    let code = setup.code_of(
-        &setup
-            .consent(&client_id, &[("user", &user), ("grant", "read:tasks")])
-            .await,
-    );
+    let code = setup.read_tasks_code(&client_id, &user).await;
     let (status, body) = setup
         .token(&[
             ("grant_type", "authorization_code"),
@@ -1038,11 +1026,7 @@ async fn a_client_id_metadata_document_is_fetched_under_the_egress_policy() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("A CIMD client"));
     let user = setup.user("admin").await;
-    let code = setup.code_of(
-        &setup
-            .consent(&url, &[("user", &user), ("grant", "read:tasks")])
-            .await,
-    );
+    let code = setup.read_tasks_code(&url, &user).await;
     let (status, tokens) = setup.redeem(&url, &code).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(

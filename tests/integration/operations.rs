@@ -482,62 +482,30 @@ async fn prometheus_counts_exactly_the_calls_that_were_made() {
     prometheus
         .until("sum(trainar_tool_calls_total)", 12.0)
         .await;
-    assert_eq!(prometheus.number(&calls("ok")).await, Some(5.0));
-    assert_eq!(prometheus.number(&calls("scope_denied")).await, Some(3.0));
-    assert_eq!(
-        prometheus.number(&calls("invalid_arguments")).await,
-        Some(2.0)
-    );
-    assert_eq!(prometheus.number(&calls("upstream_4xx")).await, Some(1.0));
-    assert_eq!(prometheus.number(&calls("timeout")).await, Some(1.0));
-    assert_eq!(
-        prometheus.number("sum(trainar_tool_calls_total{tool=\"get_task\",transport=\"streamable\",version=\"2025-06-18\"})").await,
-        Some(6.0)
-    );
     // Upstream legs: 5 ok + 1 404 answered; the timeout got no answer. Nothing was sent for
     // the scope denials and the invalid arguments.
-    assert_eq!(
-        prometheus
-            .number("sum(trainar_upstream_responses_total{class=\"2xx\"})")
-            .await,
-        Some(5.0)
-    );
-    assert_eq!(
-        prometheus
-            .number("sum(trainar_upstream_responses_total{class=\"4xx\"})")
-            .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        prometheus
-            .number("sum(trainar_upstream_responses_total{class=\"error\"})")
-            .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        prometheus
-            .number("sum(trainar_tool_call_duration_seconds_count)")
-            .await,
-        Some(12.0)
-    );
-    assert_eq!(
-        prometheus.number("sum(trainar_sessions_open)").await,
-        Some(2.0)
-    );
-    assert_eq!(
-        prometheus
-            .number("sum(trainar_key_lookups_total{result=\"miss_ok\"})")
-            .await,
-        Some(2.0)
-    );
-    assert_eq!(
-        prometheus.number("trainar_tool_calls_in_flight").await,
-        Some(0.0)
-    );
-    assert_eq!(
-        prometheus.number("count(trainar_build_info)").await,
-        Some(1.0)
-    );
+    let expected = [
+        (calls("ok"), 5.0),
+        (calls("scope_denied"), 3.0),
+        (calls("invalid_arguments"), 2.0),
+        (calls("upstream_4xx"), 1.0),
+        (calls("timeout"), 1.0),
+        (
+            r#"sum(trainar_tool_calls_total{tool="get_task",transport="streamable",version="2025-06-18"})"#.into(),
+            6.0,
+        ),
+        (r#"sum(trainar_upstream_responses_total{class="2xx"})"#.into(), 5.0),
+        (r#"sum(trainar_upstream_responses_total{class="4xx"})"#.into(), 1.0),
+        (r#"sum(trainar_upstream_responses_total{class="error"})"#.into(), 1.0),
+        ("sum(trainar_tool_call_duration_seconds_count)".into(), 12.0),
+        ("sum(trainar_sessions_open)".into(), 2.0),
+        (r#"sum(trainar_key_lookups_total{result="miss_ok"})"#.into(), 2.0),
+        ("trainar_tool_calls_in_flight".into(), 0.0),
+        ("count(trainar_build_info)".into(), 1.0),
+    ];
+    for (query, value) in expected {
+        assert_eq!(prometheus.number(&query).await, Some(value), "{query}");
+    }
 
     // The exposition passes promtool's own check, and never names a key.
     let exposition = ops.metrics().await;
