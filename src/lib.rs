@@ -6,6 +6,7 @@
 //! - `scopes`: a key's scopes with the spec's hierarchy applied, and the check for one operation.
 //! - `upstream`: the generated client with one shared pool, the caller's key per request, and its
 //!   errors mapped for callers.
+//! - `upstream_client`: the upstream leg's connections: a pooled hyper client over rustls.
 //! - `api_key`: the `tak_` secret, which never reaches a log.
 //! - `diff`: `tools diff`, the breaking/compatible classification of two catalogues.
 //! - `auth`: `Authorization: Bearer tak_…` → `Principal`, through the API's key introspection.
@@ -50,6 +51,7 @@ pub mod telemetry;
 pub mod trace_context;
 pub mod transport;
 pub mod upstream;
+pub mod upstream_client;
 pub mod validation;
 
 /// Installs ring as rustls' crypto provider. reqwest is built without a default one (aws-lc is

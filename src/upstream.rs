@@ -11,6 +11,7 @@ use crate::generated::client::Client;
 use crate::generated::dispatch::dispatch;
 use crate::sync::lock;
 use crate::trace_context::TraceContext;
+use crate::upstream_client::{Failure, Received, TIMED_OUT, UpstreamClient};
 use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -28,8 +29,8 @@ pub struct Upstream {
     base_url: String,
     /// Shared by every key: a pool per key would multiply connections by the number of tenants.
     http: reqwest::Client,
-    /// A response body longer than this is not read on (see `Caller`'s `exec` hook).
-    max_body_bytes: usize,
+    /// Sends what the generated client builds (see `upstream_client`).
+    sender: UpstreamClient,
 }
 
 /// How the gateway talks to the API.
@@ -86,7 +87,7 @@ impl Upstream {
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
-            max_body_bytes: options.max_body_bytes,
+            sender: UpstreamClient::new(&options)?,
         })
     }
 
@@ -125,7 +126,7 @@ impl Upstream {
         Client::new_with_client(
             &self.base_url,
             self.http.clone(),
-            Caller::new(key, self.max_body_bytes, extras),
+            Caller::new(key, self.sender.clone(), extras),
         )
     }
 
@@ -211,10 +212,14 @@ pub struct Caller {
     idempotency_key: Option<HeaderValue>,
     /// `traceparent` and `tracestate` for the request (see `trace_context`).
     trace_headers: Option<(HeaderValue, Option<HeaderValue>)>,
+    /// Sends the request (see `upstream_client`).
+    sender: UpstreamClient,
+    /// Why the request got no answer from the API, if it did not.
+    transport_failure: Mutex<Option<String>>,
 }
 
 impl Caller {
-    fn new(key: &ApiKey, max_body_bytes: usize, extras: CallExtras<'_>) -> Caller {
+    fn new(key: &ApiKey, sender: UpstreamClient, extras: CallExtras<'_>) -> Caller {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
             .expect("a parsed ApiKey is visible ASCII");
         authorization.set_sensitive(true);
@@ -222,7 +227,7 @@ impl Caller {
             authorization,
             last_status: AtomicU16::new(0),
             last_error_body: Mutex::new(None),
-            max_body_bytes,
+            max_body_bytes: sender.max_body_bytes(),
             idempotency_key: extras
                 .idempotency_key
                 .and_then(|key| HeaderValue::from_str(&key).ok()),
@@ -233,6 +238,8 @@ impl Caller {
                     .and_then(|s| HeaderValue::from_str(s).ok());
                 Some((parent, state))
             }),
+            sender,
+            transport_failure: Mutex::new(None),
         }
     }
 }
@@ -247,6 +254,8 @@ impl Clone for Caller {
             max_body_bytes: self.max_body_bytes,
             idempotency_key: self.idempotency_key.clone(),
             trace_headers: self.trace_headers.clone(),
+            sender: self.sender.clone(),
+            transport_failure: Mutex::new(lock(&self.transport_failure).clone()),
         }
     }
 }
@@ -290,45 +299,44 @@ impl ClientHooks<Caller> for Client {
         request: reqwest::Request,
         _info: &OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
-        let mut response = self.client().execute(request).await?;
-        let limit = self.inner().max_body_bytes;
-        let status = response.status();
-        let too_large = |length: usize| {
-            crate::telemetry::record_upstream_body_too_large();
-            let body = serde_json::json!({"error": {"code": RESPONSE_TOO_LARGE, "message": format!(
-                "the API's response is {length} bytes or more, over this gateway's limit of {limit} \
-                 bytes; ask for less (a smaller `limit`, or narrower filters)"
-            )}});
+        let caller = self.inner();
+        let limit = caller.max_body_bytes;
+        let error_response = |status: axum::http::StatusCode, code: &str, message: String| {
+            let body = serde_json::json!({"error": {"code": code, "message": message}});
             let body = Bytes::from(body.to_string());
-            *lock(&self.inner().last_error_body) = Some(body.clone());
+            *lock(&caller.last_error_body) = Some(body.clone());
             let mut replacement = axum::http::Response::new(body);
-            *replacement.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+            *replacement.status_mut() = status;
             reqwest::Response::from(replacement)
         };
-        match response.content_length() {
-            Some(length) if length > limit as u64 => {
-                return Ok(too_large(usize::try_from(length).unwrap_or(usize::MAX)));
+        match caller.sender.send(request).await {
+            Ok(Received::Answer(response)) => {
+                if response.status().as_u16() >= 400 {
+                    *lock(&caller.last_error_body) = Some(response.body().clone());
+                }
+                Ok(reqwest::Response::from(response))
             }
-            // hyper never reads past a declared length, so such a body is within the limit as
-            // it stands: handed on unread, it is not copied (the common case, and the cheap one).
-            Some(_) if status.as_u16() < 400 => return Ok(response),
-            _ => {}
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > limit {
-                return Ok(too_large(body.len() + chunk.len()));
+            Ok(Received::TooLarge(length)) => {
+                crate::telemetry::record_upstream_body_too_large();
+                Ok(error_response(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    RESPONSE_TOO_LARGE,
+                    format!(
+                        "the API's response is {length} bytes or more, over this gateway's limit \
+                         of {limit} bytes; ask for less (a smaller `limit`, or narrower filters)"
+                    ),
+                ))
             }
-            body.extend_from_slice(&chunk);
+            // Not a response of the API's: `respond` reads the failure, not this stand-in.
+            Err(Failure(message)) => {
+                *lock(&caller.transport_failure) = Some(message.clone());
+                Ok(error_response(
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    message,
+                ))
+            }
         }
-        let body = Bytes::from(body);
-        if status.as_u16() >= 400 {
-            *lock(&self.inner().last_error_body) = Some(body.clone());
-        }
-        let mut rebuilt = axum::http::Response::new(body);
-        *rebuilt.status_mut() = status;
-        *rebuilt.headers_mut() = std::mem::take(response.headers_mut());
-        Ok(reqwest::Response::from(rebuilt))
     }
 
     async fn post<E>(
@@ -336,7 +344,9 @@ impl ClientHooks<Caller> for Client {
         result: &reqwest::Result<reqwest::Response>,
         _info: &OperationInfo,
     ) -> Result<(), progenitor_client::Error<E>> {
-        if let Ok(response) = result {
+        if let Ok(response) = result
+            && lock(&self.inner().transport_failure).is_none()
+        {
             self.inner()
                 .last_status
                 .store(response.status().as_u16(), Ordering::Relaxed);
@@ -472,6 +482,9 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
     result: Result<ResponseValue<T>, progenitor_client::Error<E>>,
 ) -> Result<Box<RawValue>, DispatchError> {
     use progenitor_client::Error as ClientError;
+    if let Some(message) = lock(&client.inner().transport_failure).take() {
+        return Err(DispatchError::Transport { message });
+    }
     let last_status = client.inner().last_status.load(Ordering::Relaxed);
     match result {
         // The body as the API sent it: checked to be JSON, not parsed into a tree.
@@ -548,9 +561,6 @@ fn upstream_error(status: u16, body: Option<Value>) -> DispatchError {
 
 /// A reqwest error in words, without its URL (the caller's model needs the cause, not our
 /// address; operators get the URL from `probe`). A TLS failure says what failed.
-/// How a request that ran past `--call-timeout-secs` is described.
-const TIMED_OUT: &str = "the request timed out";
-
 fn describe(error: reqwest::Error) -> String {
     if let Some(tls) = tls_failure(&error) {
         return tls;
@@ -565,7 +575,7 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 /// What a certificate problem somewhere in `error`'s causes is, in words with the fix.
-fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         // An io::Error's source() skips the error it wraps; look at that one too.
