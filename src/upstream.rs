@@ -87,7 +87,7 @@ impl Upstream {
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
             http,
-            sender: UpstreamClient::new(&options)?,
+            sender: UpstreamClient::new(base_url, &options)?,
         })
     }
 

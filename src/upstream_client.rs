@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub enum Received {
 
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, reqwest::Body>,
+    client: Client<HttpsConnector<Dialer>, reqwest::Body>,
     timeout: Duration,
     max_body_bytes: usize,
 }
@@ -43,7 +44,11 @@ pub struct UpstreamClient {
 pub const TIMED_OUT: &str = "the request timed out";
 
 impl UpstreamClient {
-    pub fn new(options: &crate::upstream::UpstreamOptions) -> Result<UpstreamClient, String> {
+    /// A client for the API at `base_url`.
+    pub fn new(
+        base_url: &str,
+        options: &crate::upstream::UpstreamOptions,
+    ) -> Result<UpstreamClient, String> {
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
@@ -71,7 +76,7 @@ impl UpstreamClient {
             .https_or_http()
             // Offers ALPN http/1.1 itself.
             .enable_http1()
-            .wrap_connector(tcp);
+            .wrap_connector(Dialer::for_api(base_url, tcp)?);
         let client = Client::builder(TokioExecutor::new())
             // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
             .pool_max_idle_per_host(options.pool_idle_per_host)
@@ -167,5 +172,66 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
             cause = inner.source();
         }
         text
+    }
+}
+
+/// How connections to the API are made: directly, or through the proxy that `HTTPS_PROXY`,
+/// `HTTP_PROXY` or `ALL_PROXY` name (unless `NO_PROXY` exempts the API), by an HTTP CONNECT
+/// tunnel. Decided once: the API's address is fixed.
+#[derive(Clone, Debug)]
+enum Dialer {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+}
+
+type Dialed = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+type DialError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Dialer {
+    fn for_api(base_url: &str, tcp: HttpConnector) -> Result<Dialer, String> {
+        let api: axum::http::Uri = base_url
+            .parse()
+            .map_err(|e| format!("the upstream URL {base_url}: {e}"))?;
+        let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+        Ok(match matcher.intercept(&api) {
+            None => Dialer::Direct(tcp),
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), tcp);
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Dialer::Tunnel(tunnel)
+            }
+        })
+    }
+}
+
+impl tower_service::Service<axum::http::Uri> for Dialer {
+    type Response = Dialed;
+    type Error = DialError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Dialed, DialError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), DialError>> {
+        match self {
+            Dialer::Direct(tcp) => tcp.poll_ready(cx).map_err(Into::into),
+            Dialer::Tunnel(tunnel) => tunnel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, destination: axum::http::Uri) -> Self::Future {
+        match self {
+            Dialer::Direct(tcp) => {
+                let dialing = tcp.call(destination);
+                Box::pin(async move { dialing.await.map_err(Into::into) })
+            }
+            Dialer::Tunnel(tunnel) => {
+                let dialing = tunnel.call(destination);
+                Box::pin(async move { dialing.await.map_err(Into::into) })
+            }
+        }
     }
 }

@@ -210,3 +210,121 @@ async fn upstream_mistakes_are_caught_at_start_or_forgiven() {
         "/v1 is taken off: {banner:?}"
     );
 }
+
+/// A CONNECT-only HTTP proxy on loopback: tunnels to where it is asked and records each
+/// destination; anything but CONNECT gets 405.
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tunnels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut client = BufReader::new(socket);
+                let mut request_line = String::new();
+                client.read_line(&mut request_line).await.ok()?;
+                loop {
+                    let mut header = String::new();
+                    client.read_line(&mut header).await.ok()?;
+                    if header == "\r\n" || header.is_empty() {
+                        break;
+                    }
+                }
+                let mut client = client.into_inner();
+                let Some(destination) = request_line.strip_prefix("CONNECT ") else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return None;
+                };
+                let destination = destination.split_whitespace().next()?.to_string();
+                seen.lock().unwrap().push(destination.clone());
+                let mut api = tokio::net::TcpStream::connect(&destination).await.ok()?;
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .ok()?;
+                tokio::io::copy_bidirectional(&mut client, &mut api)
+                    .await
+                    .ok()
+            });
+        }
+    });
+    (url, tunnels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_is_reached_through_the_proxy_the_environment_names() {
+    let sandbox = TestSandbox::demo().await;
+    let (proxy, tunnels) = connect_proxy().await;
+    let mut gateway = KillOnDrop(
+        binary()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &sandbox.url,
+            ])
+            .env("HTTP_PROXY", &proxy)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = gateway.0.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        loop {
+            let line = lines.next().expect("serve prints its URL").unwrap();
+            if let Some(url) = line.strip_prefix("trainar-mcp listening on ") {
+                std::thread::spawn(move || lines.for_each(drop));
+                break url.trim().to_string();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, session: Option<String>| {
+        let mut request = http
+            .post(format!("{url}/mcp"))
+            .bearer_auth(&sandbox.admin)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send()
+    };
+    let init = post(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), None)
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200, "the key was checked through the proxy");
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let reply: serde_json::Value = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "list_tasks", "arguments": {"limit": 1}}}),
+        Some(session),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(reply["result"]["isError"], false, "{reply}");
+    let api = sandbox.url.trim_start_matches("http://").to_string();
+    let tunnels = tunnels.lock().unwrap().clone();
+    assert!(
+        !tunnels.is_empty() && tunnels.iter().all(|t| *t == api),
+        "every connection to the API went through the proxy: {tunnels:?}"
+    );
+    gateway.kill();
+}
