@@ -109,7 +109,9 @@ async fn end_when_key_refused(
     let period = gateway.auth.ttl().max(std::time::Duration::from_secs(1));
     loop {
         tokio::time::sleep(period).await;
-        if !gateway.auth.still_accepted(&principal.key).await {
+        // Boxed: this task sleeps for the stream's whole life, and its future would otherwise
+        // hold room for a whole key (or token) lookup, about 1 KiB per idle stream.
+        if !Box::pin(gateway.auth.still_accepted(&principal.key)).await {
             if let Some(session) = session.upgrade() {
                 tracing::info!(key_id = %principal.key_id, "the API refused the key of an open stream: it ends");
                 gateway.replicas.stream_closed(&session);
