@@ -12,6 +12,7 @@ use crate::generated::dispatch::dispatch;
 use crate::sync::lock;
 use crate::trace_context::TraceContext;
 use crate::upstream_client::{Failure, Received, TIMED_OUT, UpstreamClient};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -23,13 +24,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-/// The upstream API: its base URL and the one `reqwest::Client` (one pool) every caller shares.
+/// The upstream API: its base URL, the `reqwest::Client` the generated code builds requests
+/// with, and the one sender (one pool) every caller shares.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     base_url: String,
-    /// Shared by every key: a pool per key would multiply connections by the number of tenants.
+    /// Builds requests only; it never connects.
     http: reqwest::Client,
-    /// Sends what the generated client builds (see `upstream_client`).
+    /// Shared by every key: a pool per key would multiply connections by the number of tenants.
     sender: UpstreamClient,
 }
 
@@ -62,24 +64,10 @@ impl Default for UpstreamOptions {
 impl Upstream {
     pub fn new(base_url: &str, options: UpstreamOptions) -> Result<Upstream, String> {
         crate::install_tls_provider();
-        let mut builder = reqwest::Client::builder();
-        if let Some(pem) = &options.extra_ca_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                format!("the upstream CA file holds no usable PEM certificate: {e}")
-            })?;
-            if certificates.is_empty() {
-                return Err("the upstream CA file holds no PEM certificate".into());
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
-            .pool_max_idle_per_host(options.pool_idle_per_host)
-            .pool_idle_timeout(options.pool_idle_timeout)
+        // Only builds requests (for the generated code); `sender` makes every connection. So it
+        // needs no trust roots: reading the platform's CA store for it too cost start-up ~6 ms.
+        let http = reqwest::Client::builder()
+            .tls_certs_only([])
             // The API never redirects; following one would carry the caller's key elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -100,13 +88,20 @@ impl Upstream {
     /// answered.
     pub async fn probe(&self) -> Result<(), String> {
         let url = format!("{}/v1/api-keys/current", self.base_url);
-        match self.http.get(&url).send().await {
-            Err(e) => Err(format!("{} is unreachable: {}", self.base_url, describe(e))),
-            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => Err(format!(
-                "{url} answered 404: --upstream must be the API's base URL (the one whose \
-                 /v1/api-keys/current is key introspection)"
-            )),
-            Ok(response) if response.status().is_server_error() => {
+        let request = self
+            .http
+            .get(&url)
+            .build()
+            .map_err(|e| format!("{url}: {}", describe(e)))?;
+        match self.sender.send(request).await {
+            Err(Failure(message)) => Err(format!("{} is unreachable: {message}", self.base_url)),
+            Ok(Received::Answer(response)) if response.status() == StatusCode::NOT_FOUND => {
+                Err(format!(
+                    "{url} answered 404: --upstream must be the API's base URL (the one whose \
+                     /v1/api-keys/current is key introspection)"
+                ))
+            }
+            Ok(Received::Answer(response)) if response.status().is_server_error() => {
                 Err(format!("{url} answered {}", response.status()))
             }
             Ok(_) => Ok(()),
