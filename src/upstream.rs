@@ -285,10 +285,10 @@ impl ClientHooks<Caller> for Client {
         Ok(())
     }
 
-    /// Sends the request and reads the body here, chunk by chunk, up to the limit: past it the
-    /// connection is dropped and a 502 in the API's error shape stands in, so a huge body is
-    /// never held whole. The body read is handed on to the generated code as it came; a success
-    /// whose declared length is within the limit is handed on unread.
+    /// Sends the request through `upstream_client`, which reads the body up to the limit: past it
+    /// the connection is dropped and a 502 in the API's error shape stands in, so a huge body is
+    /// never held whole. The body is handed on to the generated code as it came. A request that
+    /// got no answer is kept as words for `respond`, behind a stand-in 502.
     async fn exec(
         &self,
         request: reqwest::Request,
