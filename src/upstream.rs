@@ -11,7 +11,9 @@ use crate::generated::client::Client;
 use crate::generated::dispatch::dispatch;
 use crate::sync::lock;
 use crate::trace_context::TraceContext;
-use crate::upstream_client::{Failure, Received, TIMED_OUT, UpstreamClient};
+/// How the gateway talks to the API (defined with the connections it shapes).
+pub use crate::upstream_client::UpstreamOptions;
+use crate::upstream_client::{Failure, Received, TIMED_OUT, UpstreamClient, tls_failure};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
@@ -22,7 +24,6 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
 
 /// The upstream API: its base URL, the `reqwest::Client` the generated code builds requests
 /// with, and the one sender (one pool) every caller shares.
@@ -33,32 +34,6 @@ pub struct Upstream {
     http: reqwest::Client,
     /// Shared by every key: a pool per key would multiply connections by the number of tenants.
     sender: UpstreamClient,
-}
-
-/// How the gateway talks to the API.
-#[derive(Clone, Debug)]
-pub struct UpstreamOptions {
-    /// Bounds one whole request, so a slow upstream becomes an error, not a hang.
-    pub timeout: Duration,
-    /// Idle connections kept per API host, and for how long.
-    pub pool_idle_per_host: usize,
-    pub pool_idle_timeout: Duration,
-    /// Longest response body read from the API; a longer one becomes an error, never buffered.
-    pub max_body_bytes: usize,
-    /// PEM CA certificates to trust besides the system's (an internal CA).
-    pub extra_ca_pem: Option<Vec<u8>>,
-}
-
-impl Default for UpstreamOptions {
-    fn default() -> UpstreamOptions {
-        UpstreamOptions {
-            timeout: Duration::from_secs(30),
-            pool_idle_per_host: 64,
-            pool_idle_timeout: Duration::from_secs(30),
-            max_body_bytes: 8 * 1024 * 1024,
-            extra_ca_pem: None,
-        }
-    }
 }
 
 impl Upstream {
@@ -567,36 +542,4 @@ fn describe(error: reqwest::Error) -> String {
     } else {
         error.without_url().to_string()
     }
-}
-
-/// What a certificate problem somewhere in `error`'s causes is, in words with the fix.
-pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = cause {
-        // An io::Error's source() skips the error it wraps; look at that one too.
-        let wrapped = current
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        let rustls_error = current
-            .downcast_ref::<rustls::Error>()
-            .or_else(|| wrapped.and_then(|inner| inner.downcast_ref::<rustls::Error>()));
-        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error {
-            let what = format!("{problem:?}");
-            let trust = "trust its CA with --upstream-ca-file or SSL_CERT_FILE";
-            return Some(if what.starts_with("UnknownIssuer") {
-                format!("the API's TLS certificate is signed by an unknown authority ({trust})")
-            } else if what.starts_with("Expired") {
-                "the API's TLS certificate has expired".to_string()
-            } else if what.starts_with("NotValidForName") {
-                "the API's TLS certificate is not valid for the host name in --upstream".to_string()
-            } else if what.starts_with("NotValidYet") {
-                "the API's TLS certificate is not valid yet".to_string()
-            } else {
-                format!("the API's TLS certificate was refused: {problem}")
-            });
-        }
-        cause = wrapped.or_else(|| current.source());
-    }
-    None
 }

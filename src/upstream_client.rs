@@ -8,6 +8,9 @@
 //! builds each request (progenitor's generated code asks for a `reqwest::RequestBuilder`) and the
 //! result is handed back as a `reqwest::Response`, so the generated code is unchanged.
 //!
+//! It also owns `UpstreamOptions` (what shapes these connections) and `tls_failure` (a refused
+//! certificate in words), which `upstream` uses too; it imports nothing from `upstream`.
+//!
 //! Invariant: a failure never becomes a `reqwest::Error` (it cannot be built outside reqwest);
 //! it is a `Failure` with the words a caller reads, which `upstream` turns into
 //! `DispatchError::Transport`.
@@ -21,6 +24,32 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How the gateway talks to the API.
+#[derive(Clone, Debug)]
+pub struct UpstreamOptions {
+    /// Bounds one whole request, so a slow upstream becomes an error, not a hang.
+    pub timeout: Duration,
+    /// Idle connections kept per API host, and for how long.
+    pub pool_idle_per_host: usize,
+    pub pool_idle_timeout: Duration,
+    /// Longest response body read from the API; a longer one becomes an error, never buffered.
+    pub max_body_bytes: usize,
+    /// PEM CA certificates to trust besides the system's (an internal CA).
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> UpstreamOptions {
+        UpstreamOptions {
+            timeout: Duration::from_secs(30),
+            pool_idle_per_host: 64,
+            pool_idle_timeout: Duration::from_secs(30),
+            max_body_bytes: 8 * 1024 * 1024,
+            extra_ca_pem: None,
+        }
+    }
+}
 
 /// How a request failed before the API answered it, in words for the caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,10 +74,7 @@ pub const TIMED_OUT: &str = "the request timed out";
 
 impl UpstreamClient {
     /// A client for the API at `base_url`.
-    pub fn new(
-        base_url: &str,
-        options: &crate::upstream::UpstreamOptions,
-    ) -> Result<UpstreamClient, String> {
+    pub fn new(base_url: &str, options: &UpstreamOptions) -> Result<UpstreamClient, String> {
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
@@ -138,7 +164,7 @@ impl UpstreamClient {
             }
             Err(error) => Err(Failure(format!(
                 "the response could not be read: {}",
-                crate::upstream::tls_failure(error.as_ref()).unwrap_or_else(|| error.to_string())
+                tls_failure(error.as_ref()).unwrap_or_else(|| error.to_string())
             ))),
         }
     }
@@ -157,7 +183,7 @@ fn extra_roots(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'stat
 }
 
 fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    if let Some(tls) = crate::upstream::tls_failure(error) {
+    if let Some(tls) = tls_failure(error) {
         return tls;
     }
     if error.is_connect() {
@@ -234,4 +260,36 @@ impl tower_service::Service<axum::http::Uri> for Dialer {
             }
         }
     }
+}
+
+/// What a certificate problem somewhere in `error`'s causes is, in words with the fix.
+pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        // An io::Error's source() skips the error it wraps; look at that one too.
+        let wrapped = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        let rustls_error = current
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| wrapped.and_then(|inner| inner.downcast_ref::<rustls::Error>()));
+        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error {
+            let what = format!("{problem:?}");
+            let trust = "trust its CA with --upstream-ca-file or SSL_CERT_FILE";
+            return Some(if what.starts_with("UnknownIssuer") {
+                format!("the API's TLS certificate is signed by an unknown authority ({trust})")
+            } else if what.starts_with("Expired") {
+                "the API's TLS certificate has expired".to_string()
+            } else if what.starts_with("NotValidForName") {
+                "the API's TLS certificate is not valid for the host name in --upstream".to_string()
+            } else if what.starts_with("NotValidYet") {
+                "the API's TLS certificate is not valid yet".to_string()
+            } else {
+                format!("the API's TLS certificate was refused: {problem}")
+            });
+        }
+        cause = wrapped.or_else(|| current.source());
+    }
+    None
 }
