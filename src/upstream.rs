@@ -13,7 +13,7 @@ use crate::sync::lock;
 use crate::trace_context::TraceContext;
 /// How the gateway talks to the API (defined with the connections it shapes).
 pub use crate::upstream_client::UpstreamOptions;
-use crate::upstream_client::{Failure, Received, TIMED_OUT, UpstreamClient, tls_failure};
+use crate::upstream_client::{Failure, Received, UpstreamClient};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo, ResponseValue};
@@ -69,7 +69,10 @@ impl Upstream {
             .build()
             .map_err(|e| format!("{url}: {}", describe(e)))?;
         match self.sender.send(request).await {
-            Err(Failure(message)) => Err(format!("{} is unreachable: {message}", self.base_url)),
+            Err(failure) => Err(format!(
+                "{} is unreachable: {}",
+                self.base_url, failure.message
+            )),
             Ok(Received::Answer(response)) if response.status() == StatusCode::NOT_FOUND => {
                 Err(format!(
                     "{url} answered 404: --upstream must be the API's base URL (the one whose \
@@ -185,7 +188,7 @@ pub struct Caller {
     /// Sends the request (see `upstream_client`).
     sender: UpstreamClient,
     /// Why the request got no answer from the API, if it did not.
-    transport_failure: Mutex<Option<String>>,
+    transport_failure: Mutex<Option<Failure>>,
 }
 
 impl Caller {
@@ -298,8 +301,9 @@ impl ClientHooks<Caller> for Client {
                 ))
             }
             // Not a response of the API's: `respond` reads the failure, not this stand-in.
-            Err(Failure(message)) => {
-                *lock(&caller.transport_failure) = Some(message.clone());
+            Err(failure) => {
+                let message = failure.message.clone();
+                *lock(&caller.transport_failure) = Some(failure);
                 Ok(error_response(
                     axum::http::StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
@@ -343,13 +347,20 @@ pub enum DispatchError {
     },
     /// The upstream could not be reached, timed out, or sent something that is not the API.
     #[error("the API could not be reached: {message}")]
-    Transport { message: String },
+    Transport {
+        message: String,
+        /// No answer within the call timeout (the rest: no connection, or not the API's answer).
+        timed_out: bool,
+    },
 }
 
 impl DispatchError {
-    /// The API did not answer within the call timeout.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, DispatchError::Transport { message } if message == TIMED_OUT)
+    /// Neither an answer of the API's nor a timeout: the words say what went wrong.
+    fn transport(message: String) -> DispatchError {
+        DispatchError::Transport {
+            message,
+            timed_out: false,
+        }
     }
 }
 
@@ -452,8 +463,8 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
     result: Result<ResponseValue<T>, progenitor_client::Error<E>>,
 ) -> Result<Box<RawValue>, DispatchError> {
     use progenitor_client::Error as ClientError;
-    if let Some(message) = lock(&client.inner().transport_failure).take() {
-        return Err(DispatchError::Transport { message });
+    if let Some(Failure { message, timed_out }) = lock(&client.inner().transport_failure).take() {
+        return Err(DispatchError::Transport { message, timed_out });
     }
     let last_status = client.inner().last_status.load(Ordering::Relaxed);
     match result {
@@ -468,9 +479,7 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
             field: "arguments".into(),
             message,
         }),
-        Err(ClientError::CommunicationError(e)) => Err(DispatchError::Transport {
-            message: describe(e),
-        }),
+        Err(ClientError::CommunicationError(e)) => Err(DispatchError::transport(describe(e))),
         Err(ClientError::UnexpectedResponse(response)) => {
             // A status the spec does not declare (a 5xx): the API's Error JSON when it sent one.
             let status = response.status().as_u16();
@@ -502,15 +511,11 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
             Err(error)
         }
         // A success status whose body is not JSON at all (its shape is the API's to keep).
-        Err(ClientError::InvalidResponsePayload(_, e)) => Err(DispatchError::Transport {
-            message: format!("the response is not the API's JSON: {e}"),
-        }),
-        Err(ClientError::ResponseBodyError(e)) => Err(DispatchError::Transport {
-            message: describe(e),
-        }),
-        Err(other) => Err(DispatchError::Transport {
-            message: other.to_string(),
-        }),
+        Err(ClientError::InvalidResponsePayload(_, e)) => Err(DispatchError::transport(format!(
+            "the response is not the API's JSON: {e}"
+        ))),
+        Err(ClientError::ResponseBodyError(e)) => Err(DispatchError::transport(describe(e))),
+        Err(other) => Err(DispatchError::transport(other.to_string())),
     }
 }
 
@@ -530,16 +535,8 @@ fn upstream_error(status: u16, body: Option<Value>) -> DispatchError {
 }
 
 /// A reqwest error in words, without its URL (the caller's model needs the cause, not our
-/// address; operators get the URL from `probe`). A TLS failure says what failed.
+/// address; operators get the URL from `probe`). reqwest only builds requests here (sending is
+/// `upstream_client`'s, which describes its own failures), so these are building errors.
 fn describe(error: reqwest::Error) -> String {
-    if let Some(tls) = tls_failure(&error) {
-        return tls;
-    }
-    if error.is_timeout() {
-        TIMED_OUT.to_string()
-    } else if error.is_connect() {
-        "the connection was refused or failed".to_string()
-    } else {
-        error.without_url().to_string()
-    }
+    error.without_url().to_string()
 }

@@ -8,8 +8,8 @@
 //! builds each request (progenitor's generated code asks for a `reqwest::RequestBuilder`) and the
 //! result is handed back as a `reqwest::Response`, so the generated code is unchanged.
 //!
-//! It also owns `UpstreamOptions` (what shapes these connections) and `tls_failure` (a refused
-//! certificate in words), which `upstream` uses too; it imports nothing from `upstream`.
+//! It also owns `UpstreamOptions` (what shapes these connections), which `upstream`
+//! re-exports; it imports nothing from `upstream`.
 //!
 //! Invariant: a failure never becomes a `reqwest::Error` (it cannot be built outside reqwest);
 //! it is a `Failure` with the words a caller reads, which `upstream` turns into
@@ -51,9 +51,22 @@ impl Default for UpstreamOptions {
     }
 }
 
-/// How a request failed before the API answered it, in words for the caller.
+/// How a request failed before the API answered it: in words for the caller, and whether it
+/// ran out of time (a timeout is counted apart from an unreachable API).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure(pub String);
+pub struct Failure {
+    pub message: String,
+    pub timed_out: bool,
+}
+
+impl Failure {
+    fn new(message: String) -> Failure {
+        Failure {
+            message,
+            timed_out: false,
+        }
+    }
+}
 
 /// What came back: the API's status, headers and body (whole, within the cap), or a body over
 /// the cap (its length as far as known).
@@ -70,7 +83,7 @@ pub struct UpstreamClient {
 }
 
 /// How a request that ran past `--call-timeout-secs` is described.
-pub const TIMED_OUT: &str = "the request timed out";
+const TIMED_OUT: &str = "the request timed out";
 
 impl UpstreamClient {
     /// A client for the API at `base_url`.
@@ -123,10 +136,13 @@ impl UpstreamClient {
     /// Sends `request` and reads its answer, all within the call timeout.
     pub async fn send(&self, request: reqwest::Request) -> Result<Received, Failure> {
         let request = axum::http::Request::<reqwest::Body>::try_from(request)
-            .map_err(|e| Failure(format!("the request could not be built: {e}")))?;
+            .map_err(|e| Failure::new(format!("the request could not be built: {e}")))?;
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(received) => received,
-            Err(_) => Err(Failure(TIMED_OUT.into())),
+            Err(_) => Err(Failure {
+                message: TIMED_OUT.into(),
+                timed_out: true,
+            }),
         }
     }
 
@@ -138,7 +154,7 @@ impl UpstreamClient {
             .client
             .request(request)
             .await
-            .map_err(|e| Failure(describe(&e)))?;
+            .map_err(|e| Failure::new(describe(&e)))?;
         let limit = self.max_body_bytes;
         if let Some(length) = response
             .headers()
@@ -162,7 +178,7 @@ impl UpstreamClient {
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                 Ok(Received::TooLarge(limit + 1))
             }
-            Err(error) => Err(Failure(format!(
+            Err(error) => Err(Failure::new(format!(
                 "the response could not be read: {}",
                 tls_failure(error.as_ref()).unwrap_or_else(|| error.to_string())
             ))),
@@ -263,7 +279,7 @@ impl tower_service::Service<axum::http::Uri> for Dialer {
 }
 
 /// What a certificate problem somewhere in `error`'s causes is, in words with the fix.
-pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         // An io::Error's source() skips the error it wraps; look at that one too.

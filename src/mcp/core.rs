@@ -566,7 +566,6 @@ impl Core {
             None => call.await,
         };
         record.upstream_status = answer.status;
-        let timed_out = answer.result.as_ref().is_err_and(DispatchError::is_timeout);
         match answer.result {
             Ok(body) => match outline::problem(tool.name(), &body) {
                 None => self.success_result(body.get()),
@@ -663,7 +662,7 @@ impl Core {
                 error_result(format!("Invalid argument `{field}`: {message}")),
                 Outcome::InvalidArguments,
             ),
-            Err(DispatchError::Transport { message }) => (
+            Err(DispatchError::Transport { message, timed_out }) => (
                 error_result(format!(
                     "The TrainAR API could not be reached ({message}). Try again shortly."
                 )),

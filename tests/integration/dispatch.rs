@@ -321,7 +321,8 @@ async fn a_slow_api_times_out() {
     assert_eq!(
         error,
         DispatchError::Transport {
-            message: "the request timed out".into()
+            message: "the request timed out".into(),
+            timed_out: true,
         }
     );
 }
