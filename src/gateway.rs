@@ -185,9 +185,10 @@ impl Gateway {
         uri: &Uri,
         peer: Option<&Peer>,
     ) -> Result<Arc<Principal>, Refused> {
-        let base = crate::oauth::base_url(self.options.public_url.as_deref(), headers);
+        // Formatted only when needed (a refusal, a token's audience), not for every key.
+        let base = || crate::oauth::base_url(self.options.public_url.as_deref(), headers);
         let challenge =
-            |error: Option<&str>| crate::oauth::challenge(&base, uri.path(), error, None);
+            |error: Option<&str>| crate::oauth::challenge(&base(), uri.path(), error, None);
         if let Some(problem) = credentials_in_url(uri) {
             // A key in a URL ends up in proxy and server logs: refuse it, whatever else is sent,
             // and never repeat it.
@@ -245,6 +246,7 @@ impl Gateway {
             })?;
         // RFC 8707: a token issued for another resource is refused, even a live one.
         if let Some(audience) = &principal.audience
+            && let base = base()
             && !crate::oauth::accepts_audience(&base, audience)
         {
             return Err(Box::new(unauthorized(

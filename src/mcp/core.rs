@@ -384,8 +384,8 @@ impl Core {
             // search_tools found directly); the meta-tools exist only in this mode.
             match name {
                 SEARCH_TOOLS => {
-                    let mut record = self.call_record(principal, session, via, SEARCH_TOOLS);
-                    record.argument_names(&arguments);
+                    let record =
+                        self.call_record(principal, session, via, SEARCH_TOOLS, &arguments);
                     let (result, outcome) = self.search_tools(principal, session, arguments);
                     record.finish(outcome);
                     return Ok(result);
@@ -448,8 +448,7 @@ impl Core {
                 notify: &via.notify,
                 count: 0,
             });
-        let mut record = self.call_record(principal, session, via, tool.name());
-        record.argument_names(&arguments);
+        let mut record = self.call_record(principal, session, via, tool.name(), &arguments);
         let trace = via.trace_for(&request.params);
         record.trace_id = trace.trace_id();
         let extras = CallExtras {
@@ -478,14 +477,20 @@ impl Core {
         session: &'a Session,
         via: &'a Via,
         tool: &'static str,
+        arguments: &Map<String, Value>,
     ) -> CallRecord<'a> {
+        let audit = self.audit.as_ref();
         CallRecord {
-            audit: self.audit.as_ref(),
+            audit,
             principal,
             session,
             via,
             tool,
-            arguments: Vec::new(),
+            // Kept only for the audit trail.
+            arguments: match audit {
+                Some(_) => arguments.keys().cloned().collect(),
+                None => Vec::new(),
+            },
             trace_id: String::new(),
             upstream_status: None,
             started: Instant::now(),
@@ -723,12 +728,6 @@ struct CallRecord<'a> {
 }
 
 impl CallRecord<'_> {
-    fn argument_names(&mut self, arguments: &Map<String, Value>) {
-        if self.audit.is_some() {
-            self.arguments = arguments.keys().cloned().collect();
-        }
-    }
-
     fn finish(mut self, outcome: Outcome) {
         self.record(outcome);
     }
