@@ -81,18 +81,7 @@ async fn serve_runs_as_the_readme_says_and_completes_a_tool_call() {
     // port differs.
     let workdir = fresh_dir("serve");
     std::fs::create_dir_all(&workdir).unwrap();
-    let mut child = KillOnDrop(
-        binary()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(&workdir)
-            .env("XDG_DATA_HOME", &workdir)
-            .env_remove("TRAINAR_DATA_DIR")
-            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = serve_as_readme_says(&workdir, &workdir);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let (mut url, mut key) = (None, None);
     while url.is_none() || key.is_none() {
@@ -317,18 +306,7 @@ fn stdio_from_another_directory_uses_the_key_serve_printed() {
     for dir in [&first, &elsewhere] {
         std::fs::create_dir_all(dir).unwrap();
     }
-    let mut serve = KillOnDrop(
-        binary()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(&first)
-            .env("XDG_DATA_HOME", &home)
-            .env_remove("TRAINAR_DATA_DIR")
-            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serve = serve_as_readme_says(&first, &home);
     let key = BufReader::new(serve.0.stdout.take().unwrap())
         .lines()
         .map(Result::unwrap)
@@ -568,4 +546,21 @@ fn stdio_survives_random_lines_and_reads_on() {
             .any(|r| r["id"] == "last" && r["result"] == json!({})),
         "the final ping is answered"
     );
+}
+
+/// `trainar-mcp serve` with no options, as README's first command runs it, from `dir`, with
+/// `data_home` as `$XDG_DATA_HOME` (so its default data directory is a fresh one); stdout piped.
+fn serve_as_readme_says(dir: &std::path::Path, data_home: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("XDG_DATA_HOME", data_home)
+            .env_remove("TRAINAR_DATA_DIR")
+            .env_remove("TRAINAR_SANDBOX_ADMIN_KEY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }

@@ -180,6 +180,13 @@ impl Observed {
         reply["result"].clone()
     }
 
+    /// `get_task` of `task` as the admin, with `trace` as the HTTP request's `traceparent`.
+    async fn get_task(&self, session: &str, task: &str, trace: Option<&str>) -> Value {
+        let arguments = json!({"task_id": task});
+        self.call(ADMIN_KEY, session, "get_task", arguments, trace)
+            .await
+    }
+
     async fn first_task(&self, key: &str, session: &str) -> String {
         let listed = self
             .call(key, session, "list_tasks", json!({"limit": 1}), None)
@@ -558,15 +565,7 @@ async fn one_trace_id_runs_from_the_client_through_the_gateway_into_the_api() {
     let session = ops.initialize(ADMIN_KEY).await;
     let task = ops.first_task(ADMIN_KEY, &session).await;
     ops.seen.lock().unwrap().clear();
-    let result = ops
-        .call(
-            ADMIN_KEY,
-            &session,
-            "get_task",
-            json!({"task_id": task}),
-            Some(TRACEPARENT),
-        )
-        .await;
+    let result = ops.get_task(&session, &task, Some(TRACEPARENT)).await;
     assert_eq!(result["isError"], false, "{result}");
     let upstream = ops.seen.lock().unwrap().clone();
     let sent = upstream
@@ -631,14 +630,7 @@ async fn one_trace_id_runs_from_the_client_through_the_gateway_into_the_api() {
     assert_eq!(last.tracestate.as_deref(), Some("vendor=abc"));
 
     // Without any context the gateway starts a trace, and the API sees it.
-    ops.call(
-        ADMIN_KEY,
-        &session,
-        "get_task",
-        json!({"task_id": task}),
-        None,
-    )
-    .await;
+    ops.get_task(&session, &task, None).await;
     let started = ops.seen.lock().unwrap().last().cloned().unwrap();
     let started = started.traceparent.expect("a new trace is passed on");
     let trace_id = &started[3..35];
@@ -656,13 +648,7 @@ async fn one_trace_id_runs_from_the_client_through_the_gateway_into_the_api() {
 
     // A malformed traceparent is ignored (a new trace), never an error.
     let result = ops
-        .call(
-            ADMIN_KEY,
-            &session,
-            "get_task",
-            json!({"task_id": task}),
-            Some("00-zz-not-a-trace"),
-        )
+        .get_task(&session, &task, Some("00-zz-not-a-trace"))
         .await;
     assert_eq!(result["isError"], false, "{result}");
 }
@@ -676,16 +662,7 @@ async fn the_audit_log_has_every_call_once_survives_rotation_and_holds_no_secret
         let calls: Vec<_> = (0..count)
             .map(|_| {
                 let (ops, session, task) = (ops.clone(), session.clone(), task.clone());
-                tokio::spawn(async move {
-                    ops.call(
-                        ADMIN_KEY,
-                        &session,
-                        "get_task",
-                        json!({"task_id": task}),
-                        None,
-                    )
-                    .await
-                })
+                tokio::spawn(async move { ops.get_task(&session, &task, None).await })
             })
             .collect();
         async move {
@@ -757,15 +734,7 @@ async fn a_full_disk_under_the_audit_log_is_loud_and_counted_but_calls_go_on() {
     let session = ops.initialize(ADMIN_KEY).await;
     let task = ops.first_task(ADMIN_KEY, &session).await;
     for _ in 0..3 {
-        let result = ops
-            .call(
-                ADMIN_KEY,
-                &session,
-                "get_task",
-                json!({"task_id": task}),
-                None,
-            )
-            .await;
+        let result = ops.get_task(&session, &task, None).await;
         assert_eq!(result["isError"], false, "{result}");
     }
     line_with(&ops.gateway_log, &["ERROR", "cannot write the audit log"]).await;
