@@ -1,6 +1,6 @@
-//! The one way the gateway takes a `std::sync::Mutex`: a holder that panicked leaves plain data
-//! (maps, counters, queues) that is still sound to use, so a poisoned lock is taken as it is
-//! rather than turned into a second panic.
+//! The one way this crate, gateway and sandbox alike, takes a `std::sync::Mutex`: a holder that
+//! panicked leaves plain data (maps, counters, queues, a connection) that is still sound to use,
+//! so a poisoned lock is taken as it is rather than turned into a second panic. A leaf.
 
 use std::sync::{Mutex, MutexGuard};
 

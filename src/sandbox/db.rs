@@ -16,6 +16,7 @@
 
 use crate::sandbox::error::{ApiError, READ_INTERRUPTED};
 use crate::sandbox::ids;
+use crate::sync::lock;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use std::path::Path;
@@ -308,9 +309,7 @@ impl Db {
     {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut connection = lock(&connection);
             let tx = connection.transaction_with_behavior(IMMEDIATE)?;
             let value = work(&tx)?;
             tx.commit()?;
@@ -325,10 +324,7 @@ impl Db {
         &self,
         work: impl FnOnce(&Transaction) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let mut connection = self
-            .connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut connection = lock(&self.connection);
         let tx = connection.transaction_with_behavior(IMMEDIATE)?;
         let value = work(&tx)?;
         tx.commit()?;
@@ -340,13 +336,6 @@ impl Db {
 /// file (the CLI's `tenant create`, a sandbox being restarted, a test's SQL) makes them wait
 /// (`busy_timeout`) instead of failing when a deferred transaction's read turns into a write.
 const IMMEDIATE: rusqlite::TransactionBehavior = rusqlite::TransactionBehavior::Immediate;
-
-/// A std mutex's guard, poisoned or not (every critical section here leaves consistent state).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// A filter on a list: `json_extract(body, path) = value` (or `IS NULL` for `Value::Null`).
 pub struct Filter<'a> {

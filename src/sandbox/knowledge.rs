@@ -20,6 +20,7 @@ use crate::sandbox::error::ApiError;
 use crate::sandbox::limits::Budgets;
 use crate::sandbox::request::{Input, Principal, Reply, accepted, created, deleted, ok, page};
 use crate::sandbox::{Ctx, Prepared, Stopwatch, ids, not_served};
+use crate::sync::lock;
 use base64::Engine;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Map, Value, json};
@@ -312,10 +313,7 @@ fn delete_item(store: &Store, knowledge_id: &str) -> Result<Reply, ApiError> {
 /// The request's files as `prepare` decoded them before the transaction (or, had it not, now).
 fn decoded(ctx: &Ctx, input: &Input) -> Result<Vec<Upload>, ApiError> {
     if let Prepared::Uploads(decoded) = ctx.prepared
-        && let Some(uploads) = decoded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
+        && let Some(uploads) = lock(decoded).take()
     {
         return Ok(uploads);
     }

@@ -17,6 +17,7 @@
 //! Knows nothing of HTTP beyond `ApiError`; `mod.rs` calls `admit` and `charge`.
 
 use crate::sandbox::error::ApiError;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,10 +94,7 @@ impl Budgets {
     }
 
     fn tenant(&self, tenant_id: &str) -> Arc<Tenant> {
-        let mut tenants = self
-            .tenants
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tenants = lock(&self.tenants);
         tenants
             .entry(tenant_id.to_string())
             .or_insert_with(|| {
@@ -116,10 +114,7 @@ impl Budgets {
     /// Takes one request token of `tenant_id`, or refuses with 429 and when to come back.
     pub fn admit(&self, tenant_id: &str) -> Result<(), ApiError> {
         let tenant = self.tenant(tenant_id);
-        let mut buckets = tenant
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = lock(&tenant.buckets);
         self.refill(&mut buckets);
         if buckets.work_ms < 0.0 {
             let wait = -buckets.work_ms / self.limits.work_ms_per_second;
@@ -148,10 +143,7 @@ impl Budgets {
     /// Charges `spent` of server work to `tenant_id`'s time bucket.
     pub fn charge(&self, tenant_id: &str, spent: Duration) {
         let tenant = self.tenant(tenant_id);
-        let mut buckets = tenant
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = lock(&tenant.buckets);
         self.refill(&mut buckets);
         buckets.work_ms -= spent.as_secs_f64() * 1000.0;
     }

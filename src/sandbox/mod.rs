@@ -3,7 +3,7 @@
 //!
 //! It is a second implementation of the spec, not a mode of the gateway. Invariant: nothing here
 //! imports the gateway (`upstream`, the MCP runtime); it shares only what is derived from the spec
-//! (`generated`, `scopes`, `validation`).
+//! (`generated`, `scopes`, `validation`) and two leaves (`sync`, `trace_context`).
 //!
 //! Layout:
 //! - `db`: SQLite, migrations, the tenant-scoped document `Store`, cursors.
