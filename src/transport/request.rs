@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub struct RequestHead {
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// What its `Accept` admits of the two forms MCP answers in.
+    pub accepts: Accepts,
     /// The connection's peer (set by `server::serve`; absent when the router runs elsewhere).
     pub peer: Option<Peer>,
 }
@@ -28,6 +30,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestHead {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<RequestHead, Self::Rejection> {
         Ok(RequestHead {
             uri: parts.uri.clone(),
+            accepts: Accepts::of(&parts.headers),
             headers: std::mem::take(&mut parts.headers),
             peer: parts.extensions.get::<Peer>().copied(),
         })
@@ -61,7 +64,7 @@ pub async fn checked_post(
     }
     check_content_type(headers).map_err(|refused| *refused)?;
     if accept == AcceptRule::JsonOrEventStream {
-        check_accept(headers).map_err(|refused| *refused)?;
+        check_accept(request.accepts).map_err(|refused| *refused)?;
     }
     let principal = gateway
         .principal(headers, &request.uri, request.peer.as_ref())
@@ -113,8 +116,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Refused> {
     )))
 }
 
-fn check_accept(headers: &HeaderMap) -> Result<(), Refused> {
-    if accepts(headers, "application/json") || accepts(headers, "text/event-stream") {
+fn check_accept(accepts: Accepts) -> Result<(), Refused> {
+    if accepts.json || accepts.event_stream {
         return Ok(());
     }
     Err(Box::new(http_error(
@@ -124,23 +127,37 @@ fn check_accept(headers: &HeaderMap) -> Result<(), Refused> {
     )))
 }
 
-/// Whether the request's `Accept` admits `media_type` (exactly, or through `*/*` or `type/*`).
-/// Runs on every POST, so it allocates nothing: media ranges are compared in place, ignoring case.
-pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
-    let (kind, _) = media_type.split_once('/').unwrap_or((media_type, ""));
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|range| range.split(';').next().unwrap_or_default().trim())
-        .any(|range| {
-            range.eq_ignore_ascii_case(media_type)
-                || range == "*/*"
-                || range
-                    .strip_suffix("/*")
-                    .is_some_and(|range_kind| range_kind.eq_ignore_ascii_case(kind))
-        })
+/// Which of the two media types MCP answers in the request's `Accept` admits (exactly, or through
+/// `*/*` or `type/*`, ignoring case and parameters). One pass over the header's bytes, allocating
+/// nothing: it runs on every POST.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Accepts {
+    pub json: bool,
+    pub event_stream: bool,
+}
+
+impl Accepts {
+    pub fn of(headers: &HeaderMap) -> Accepts {
+        let mut accepts = Accepts::default();
+        let ranges = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','));
+        for range in ranges {
+            let media_range = range.split(|&b| b == b';').next().unwrap_or_default();
+            let media_range = media_range.trim_ascii();
+            let is = |name: &str| media_range.eq_ignore_ascii_case(name.as_bytes());
+            if is("*/*") {
+                return Accepts {
+                    json: true,
+                    event_stream: true,
+                };
+            }
+            accepts.json |= is("application/json") || is("application/*");
+            accepts.event_stream |= is("text/event-stream") || is("text/*");
+        }
+        accepts
+    }
 }
 
 /// The body, at most `limit` bytes, within `timeout` (a client that trickles its body is cut off).
@@ -165,5 +182,47 @@ async fn read_body(
                 timeout.as_secs()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(values: &[&str]) -> Accepts {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::ACCEPT, value.parse().unwrap());
+        }
+        Accepts::of(&headers)
+    }
+
+    #[test]
+    fn accept_ranges_are_read_in_one_pass() {
+        let both = Accepts {
+            json: true,
+            event_stream: true,
+        };
+        let json = Accepts {
+            json: true,
+            event_stream: false,
+        };
+        let event_stream = Accepts {
+            json: false,
+            event_stream: true,
+        };
+        assert_eq!(accepts(&["application/json, text/event-stream"]), both);
+        assert_eq!(accepts(&["application/json", "text/event-stream"]), both);
+        assert_eq!(accepts(&["*/*"]), both);
+        assert_eq!(accepts(&["text/html;q=0.9, */*;q=0.1"]), both);
+        assert_eq!(accepts(&[" Application/JSON ;q=0.5"]), json);
+        assert_eq!(accepts(&["application/*"]), json);
+        assert_eq!(accepts(&["text/*"]), event_stream);
+        assert_eq!(accepts(&["TEXT/EVENT-STREAM"]), event_stream);
+        assert_eq!(accepts(&[]), Accepts::default());
+        assert_eq!(
+            accepts(&["text/html, application/jsonx"]),
+            Accepts::default()
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! first (progress, log messages), with an SSE stream that ends on the reply; closing that stream
 //! cancels the call. Notifications are 202. GET is 405: no standalone server stream is offered.
 
-use super::request::{AcceptRule, RequestHead, accepts, checked_post};
+use super::request::{AcceptRule, RequestHead, checked_post};
 use crate::auth::Principal;
 use crate::gateway::SharedGateway;
 use crate::http::{Refused, http_error, method_not_allowed, refused, rpc_error};
@@ -67,7 +67,7 @@ async fn post_mcp(
         Ok(checked) => checked,
         Err(response) => return response,
     };
-    let headers = request.headers;
+    let (headers, accepts) = (request.headers, request.accepts);
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(e) => {
@@ -82,8 +82,8 @@ async fn post_mcp(
     let exchange = Exchange {
         gateway,
         principal,
-        streams: accepts(&headers, "text/event-stream"),
-        json: accepts(&headers, "application/json"),
+        streams: accepts.event_stream,
+        json: accepts.json,
         trace_headers: TraceHeaders::of(&headers),
     };
     if envelope::is_modern(header(&headers, VERSION_HEADER), &value) {
