@@ -22,14 +22,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The upstream API: its base URL, the `reqwest::Client` the generated code builds requests
 /// with, and the one sender (one pool) every caller shares.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     base_url: String,
+    /// The same, parsed once: each request's URL is built from it (see `Caller::api_url`).
+    base: Arc<ApiBase>,
     /// Builds requests only; it never connects.
     http: reqwest::Client,
     /// Shared by every key: a pool per key would multiply connections by the number of tenants.
@@ -49,6 +51,7 @@ impl Upstream {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
+            base: Arc::new(ApiBase::parse(base_url)?),
             http,
             sender: UpstreamClient::new(base_url, &options)?,
         })
@@ -99,7 +102,7 @@ impl Upstream {
         Client::new_with_client(
             &self.base_url,
             self.http.clone(),
-            Caller::new(key, self.sender.clone(), extras),
+            Caller::new(key, self.base.clone(), self.sender.clone(), extras),
         )
     }
 
@@ -154,6 +157,40 @@ impl Upstream {
     }
 }
 
+/// The API's base URL, parsed once. reqwest would parse a request's whole URL again (host and
+/// all) on every call; a clone with its path set costs a fraction of that.
+#[derive(Debug)]
+struct ApiBase {
+    url: reqwest::Url,
+    /// The base's own path without its trailing `/` (empty at the root): operation paths follow it.
+    path: String,
+}
+
+impl ApiBase {
+    fn parse(base_url: &str) -> Result<ApiBase, String> {
+        let url = reqwest::Url::parse(base_url)
+            .map_err(|e| format!("the upstream URL `{base_url}` is not a URL: {e}"))?;
+        if url.cannot_be_a_base() || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "the upstream URL `{base_url}` must be a base such as https://api.example.com                  (a path is allowed; a query or a fragment is not)"
+            ));
+        }
+        let path = url.path().trim_end_matches('/').to_string();
+        Ok(ApiBase { url, path })
+    }
+
+    /// The URL of an operation's `path` (already encoded by the generated code).
+    fn at(&self, path: std::fmt::Arguments<'_>) -> reqwest::Url {
+        use std::fmt::Write;
+        let mut full = String::with_capacity(self.path.len() + 64);
+        full.push_str(&self.path);
+        let _ = full.write_fmt(path);
+        let mut url = self.url.clone();
+        url.set_path(&full);
+        url
+    }
+}
+
 /// What a call sends besides the key and the arguments.
 #[derive(Default)]
 pub struct CallExtras<'a> {
@@ -185,6 +222,8 @@ pub struct Caller {
     idempotency_key: Option<HeaderValue>,
     /// `traceparent` and `tracestate` for the request (see `trace_context`).
     trace_headers: Option<(HeaderValue, Option<HeaderValue>)>,
+    /// Where the API is; the generated methods build their URLs from it (`api_url`).
+    base: Arc<ApiBase>,
     /// Sends the request (see `upstream_client`).
     sender: UpstreamClient,
     /// Why the request got no answer from the API, if it did not.
@@ -192,7 +231,17 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn new(key: &ApiKey, sender: UpstreamClient, extras: CallExtras<'_>) -> Caller {
+    /// The URL of an operation's `path`; the generated client calls it for every request.
+    pub fn api_url(&self, path: std::fmt::Arguments<'_>) -> reqwest::Url {
+        self.base.at(path)
+    }
+
+    fn new(
+        key: &ApiKey,
+        base: Arc<ApiBase>,
+        sender: UpstreamClient,
+        extras: CallExtras<'_>,
+    ) -> Caller {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
             .expect("a parsed ApiKey is visible ASCII");
         authorization.set_sensitive(true);
@@ -211,6 +260,7 @@ impl Caller {
                     .and_then(|s| HeaderValue::from_str(s).ok());
                 Some((parent, state))
             }),
+            base,
             sender,
             transport_failure: Mutex::new(None),
         }
@@ -227,6 +277,7 @@ impl Clone for Caller {
             max_body_bytes: self.max_body_bytes,
             idempotency_key: self.idempotency_key.clone(),
             trace_headers: self.trace_headers.clone(),
+            base: self.base.clone(),
             sender: self.sender.clone(),
             transport_failure: Mutex::new(lock(&self.transport_failure).clone()),
         }
@@ -539,4 +590,36 @@ fn upstream_error(status: u16, body: Option<Value>) -> DispatchError {
 /// `upstream_client`'s, which describes its own failures), so these are building errors.
 fn describe(error: reqwest::Error) -> String {
     error.without_url().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_urls_are_the_base_with_the_operation_path() {
+        let at = |base: &str, id: &str| {
+            ApiBase::parse(base)
+                .unwrap()
+                .at(format_args!("/v1/tasks/{id}"))
+                .to_string()
+        };
+        assert_eq!(
+            at("http://127.0.0.1:9/", "t1"),
+            "http://127.0.0.1:9/v1/tasks/t1"
+        );
+        assert_eq!(
+            at("https://api.example.com/trainar/", "t%2F1"),
+            "https://api.example.com/trainar/v1/tasks/t%2F1"
+        );
+        // As a whole-URL parse would have it: the same path parser runs.
+        assert_eq!(
+            at("http://h", "a b"),
+            reqwest::Url::parse("http://h/v1/tasks/a b")
+                .unwrap()
+                .to_string()
+        );
+        assert!(ApiBase::parse("not a url").is_err());
+        assert!(ApiBase::parse("https://h/?q=1").is_err());
+    }
 }
