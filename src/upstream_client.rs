@@ -15,6 +15,7 @@
 //! it is a `Failure` with the words a caller reads, which `upstream` turns into
 //! `DispatchError::Transport`.
 
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
@@ -78,6 +79,8 @@ pub enum Received {
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
     client: Client<HttpsConnector<Dialer>, reqwest::Body>,
+    /// `Host` for every request, made once: hyper-util would otherwise format it per request.
+    host: HeaderValue,
     timeout: Duration,
     max_body_bytes: usize,
 }
@@ -88,6 +91,11 @@ const TIMED_OUT: &str = "the request timed out";
 impl UpstreamClient {
     /// A client for the API at `base_url`.
     pub fn new(base_url: &str, options: &UpstreamOptions) -> Result<UpstreamClient, String> {
+        let api: axum::http::Uri = base_url
+            .parse()
+            .map_err(|e| format!("the upstream URL {base_url}: {e}"))?;
+        let host = host_header(&api)
+            .ok_or_else(|| format!("the upstream URL {base_url} names no host"))?;
         let provider = rustls::crypto::CryptoProvider::get_default()
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
@@ -115,7 +123,7 @@ impl UpstreamClient {
             .https_or_http()
             // Offers ALPN http/1.1 itself.
             .enable_http1()
-            .wrap_connector(Dialer::for_api(base_url, tcp)?);
+            .wrap_connector(Dialer::for_api(&api, tcp));
         let client = Client::builder(TokioExecutor::new())
             // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
             .pool_max_idle_per_host(options.pool_idle_per_host)
@@ -124,6 +132,7 @@ impl UpstreamClient {
             .build(connector);
         Ok(UpstreamClient {
             client,
+            host,
             timeout: options.timeout,
             max_body_bytes: options.max_body_bytes,
         })
@@ -134,10 +143,16 @@ impl UpstreamClient {
     }
 
     /// Sends `request` and reads its answer, all within the call timeout.
-    pub async fn send(&self, request: reqwest::Request) -> Result<Received, Failure> {
+    pub async fn send(&self, mut request: reqwest::Request) -> Result<Received, Failure> {
+        let url = request.url().clone();
+        request
+            .headers_mut()
+            .entry(axum::http::header::HOST)
+            .or_insert_with(|| self.host.clone());
         let request = axum::http::Request::<reqwest::Body>::try_from(request)
             .map_err(|e| Failure::new(format!("the request could not be built: {e}")))?;
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(Ok(Received::Answer(response))) => Ok(Received::Answer(with_url(response, url))),
             Ok(received) => received,
             Err(_) => Err(Failure {
                 message: TIMED_OUT.into(),
@@ -186,6 +201,37 @@ impl UpstreamClient {
     }
 }
 
+/// The `Host` header for requests to `api`, as hyper-util would write it: the host, and the port
+/// unless it is the scheme's default.
+fn host_header(api: &axum::http::Uri) -> Option<HeaderValue> {
+    let host = api.host()?;
+    let default_port = if api.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let value = match api.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+/// `response`, marked as the answer from `url`. reqwest's `Response` (which progenitor reads)
+/// carries a URL: without this mark, converting to it parses a placeholder URL on every call.
+fn with_url(
+    mut response: axum::http::Response<Bytes>,
+    url: reqwest::Url,
+) -> axum::http::Response<Bytes> {
+    use reqwest::ResponseBuilderExt;
+    if let Ok(marked) = axum::http::Response::builder().url(url).body(()) {
+        response
+            .extensions_mut()
+            .extend(marked.into_parts().0.extensions);
+    }
+    response
+}
+
 /// The PEM file's certificates, or why it holds none.
 fn extra_roots(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
@@ -230,12 +276,9 @@ type Dialed = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
 type DialError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Dialer {
-    fn for_api(base_url: &str, tcp: HttpConnector) -> Result<Dialer, String> {
-        let api: axum::http::Uri = base_url
-            .parse()
-            .map_err(|e| format!("the upstream URL {base_url}: {e}"))?;
+    fn for_api(api: &axum::http::Uri, tcp: HttpConnector) -> Dialer {
         let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
-        Ok(match matcher.intercept(&api) {
+        match matcher.intercept(api) {
             None => Dialer::Direct(tcp),
             Some(proxy) => {
                 let mut tunnel = Tunnel::new(proxy.uri().clone(), tcp);
@@ -244,7 +287,7 @@ impl Dialer {
                 }
                 Dialer::Tunnel(tunnel)
             }
-        })
+        }
     }
 }
 
@@ -308,4 +351,34 @@ fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         cause = wrapped.or_else(|| current.source());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_written_as_hyper_util_would_write_it() {
+        let host =
+            |url: &str| host_header(&url.parse().unwrap()).map(|h| h.to_str().unwrap().to_string());
+        assert_eq!(
+            host("http://127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(host("http://127.0.0.1:80/v1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            host("https://api.example.com").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            host("https://api.example.com:443").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            host("https://api.example.com:80").as_deref(),
+            Some("api.example.com:80")
+        );
+        assert_eq!(host("http://[::1]:9000").as_deref(), Some("[::1]:9000"));
+        assert_eq!(host("/relative"), None);
+    }
 }
