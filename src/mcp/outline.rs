@@ -19,9 +19,16 @@ const TYPES: [&str; 7] = [
 ];
 
 struct Outline {
-    required: Vec<String>,
-    /// Field → the types the schema allows (empty: any).
-    types: HashMap<String, Vec<&'static str>>,
+    /// The required fields first, in the schema's order, then the other declared ones. A body has
+    /// about ten top-level members: a scan of this short list costs less than hashing each name.
+    fields: Vec<Field>,
+}
+
+struct Field {
+    name: String,
+    required: bool,
+    /// The types the schema allows (empty: any).
+    types: Vec<&'static str>,
 }
 
 static OUTLINES: LazyLock<HashMap<&'static str, Outline>> = LazyLock::new(|| {
@@ -39,19 +46,35 @@ static OUTLINES: LazyLock<HashMap<&'static str, Outline>> = LazyLock::new(|| {
 
 impl Outline {
     fn of(schema: &Value) -> Outline {
-        let required = schema["required"]
+        let properties = schema["properties"].as_object();
+        let types_of = |name: &str| {
+            properties
+                .and_then(|properties| properties.get(name))
+                .map(allowed_types)
+                .unwrap_or_default()
+        };
+        let required: Vec<&str> = schema["required"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|name| name.as_str().map(String::from))
+            .filter_map(Value::as_str)
             .collect();
-        let types = schema["properties"]
-            .as_object()
+        let optional = properties
             .into_iter()
-            .flatten()
-            .map(|(name, property)| (name.clone(), allowed_types(property)))
+            .flat_map(|properties| properties.keys())
+            .map(String::as_str)
+            .filter(|name| !required.contains(name));
+        let fields = required
+            .iter()
+            .map(|name| (*name, true))
+            .chain(optional.map(|name| (name, false)))
+            .map(|(name, required)| Field {
+                name: name.to_string(),
+                required,
+                types: types_of(name),
+            })
             .collect();
-        Outline { required, types }
+        Outline { fields }
     }
 }
 
@@ -114,24 +137,22 @@ impl<'de> serde::de::Visitor<'de> for Members<'_> {
         self,
         mut map: A,
     ) -> Result<Option<String>, A::Error> {
-        let required = &self.outline.required;
-        let mut present = vec![false; required.len()];
+        let fields = &self.outline.fields;
+        let mut present = vec![false; fields.len()];
         let mut wrong_type = None;
         while let Some(MemberName(name)) = map.next_key::<MemberName<'de>>()? {
             let value: &RawValue = map.next_value()?;
-            if let Some(at) = required.iter().position(|r| *r == name) {
-                present[at] = true;
-            }
-            if wrong_type.is_some() {
-                continue;
-            }
-            let Some(allowed) = self.outline.types.get(name.as_ref()) else {
+            let Some(at) = fields.iter().position(|field| field.name == name) else {
                 continue;
             };
+            present[at] = true;
+            let allowed = &fields[at].types;
+            if wrong_type.is_some() || allowed.is_empty() {
+                continue;
+            }
             let found = type_of(value);
-            let fits = allowed.is_empty()
-                || allowed.contains(&found)
-                || (found == "integer" && allowed.contains(&"number"));
+            let fits =
+                allowed.contains(&found) || (found == "integer" && allowed.contains(&"number"));
             if !fits {
                 wrong_type = Some(format!(
                     "`{name}` should be {}, not {found}",
@@ -140,11 +161,11 @@ impl<'de> serde::de::Visitor<'de> for Members<'_> {
             }
         }
         Ok(wrong_type.or_else(|| {
-            required
+            fields
                 .iter()
                 .zip(&present)
-                .find(|(_, present)| !**present)
-                .map(|(missing, _)| format!("`{missing}` is required but missing"))
+                .find(|(field, present)| field.required && !**present)
+                .map(|(missing, _)| format!("`{}` is required but missing", missing.name))
         }))
     }
 }
@@ -166,7 +187,7 @@ mod tests {
         let outline = OUTLINES
             .get("get_task")
             .expect("get_task declares an output schema");
-        assert!(outline.required.iter().any(|r| r == "id"));
+        assert!(outline.fields.iter().any(|f| f.name == "id" && f.required));
         // Every required field, each with a value of its first allowed type: it fits.
         let sample = |allowed: &[&str]| match allowed.first().copied() {
             Some("object") => "{}",
@@ -177,9 +198,10 @@ mod tests {
             _ => "\"x\"",
         };
         let members: Vec<String> = outline
-            .required
+            .fields
             .iter()
-            .map(|name| format!("\"{name}\":{}", sample(&outline.types[name])))
+            .filter(|field| field.required)
+            .map(|field| format!("\"{}\":{}", field.name, sample(&field.types)))
             .collect();
         let fitting = format!("{{{}}}", members.join(","));
         assert_eq!(problem("get_task", &raw(&fitting)), None, "{fitting}");
