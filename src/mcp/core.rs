@@ -742,8 +742,10 @@ impl CallRecord<'_> {
         }
         let (principal, tool, status) = (self.principal, self.tool, outcome.as_str());
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        tracing::info!(key_id = %principal.key_id, tool, status, duration_ms = duration_ms as u64,
-            trace_id = %self.trace_id, "tools/call");
+        // Display (`%`), not Debug: Debug escapes a `str` char by char, for names that never
+        // need it.
+        tracing::info!(key_id = %principal.key_id, tool = %tool, status = %status,
+            duration_ms = duration_ms as u64, trace_id = %self.trace_id, "tools/call");
         if let Some(audit) = self.audit {
             audit.record(&AuditRecord {
                 time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -937,12 +939,24 @@ fn error_result(text: String) -> String {
 
 /// A tools/call result as JSON text; `structured_json` is the structured content, already JSON.
 fn tool_result(text: &str, structured_json: Option<&str>, is_error: bool) -> String {
-    // Serialising the &str escapes it without copying it into a `Value` first.
+    // Serialising the &str escapes it without copying it into a `Value` first; the pieces are
+    // then pushed into one allocation of the right size (`format!` costs more than the copies).
     let text = serde_json::to_string(text).unwrap_or_default();
-    let structured = structured_json
-        .map(|json| format!(r#","structuredContent":{json}"#))
-        .unwrap_or_default();
-    format!(r#"{{"content":[{{"type":"text","text":{text}}}]{structured},"isError":{is_error}}}"#)
+    let structured = structured_json.unwrap_or_default();
+    let mut result = String::with_capacity(text.len() + structured.len() + 96);
+    result.push_str(r#"{"content":[{"type":"text","text":"#);
+    result.push_str(&text);
+    result.push_str("}]");
+    if let Some(json) = structured_json {
+        result.push_str(r#","structuredContent":"#);
+        result.push_str(json);
+    }
+    result.push_str(if is_error {
+        r#","isError":true}"#
+    } else {
+        r#","isError":false}"#
+    });
+    result
 }
 
 /// `object` (JSON text of an object) with `members` (JSON text of members) added at its end.
