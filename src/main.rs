@@ -425,6 +425,13 @@ struct DiffArgs {
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
+/// mimalloc: its fast paths cost a fraction of glibc's malloc and free, which were about a sixth
+/// of the gateway's instructions per tool call (146.9k → 133.5k per get_task, callgrind); RSS per
+/// idle SSE session is unchanged (14.5 KiB at 5,000 sessions).
+#[cfg(not(feature = "dhat-heap"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();
