@@ -22,9 +22,13 @@ pub fn init() -> LogGuard {
         .with_writer(writer);
     let _ = if json {
         builder.json().try_init()
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        builder.with_ansi(true).try_init()
     } else {
+        // The same layout without colour, cheaper per line (see `log_line`).
         builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(false)
+            .event_format(crate::log_line::TextLine)
             .try_init()
     };
     guard
