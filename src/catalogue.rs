@@ -9,7 +9,7 @@ use crate::generated::{DIALECTS_JSON, TOOLS_JSON};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// Which JSON Schema dialect a connection's inputSchemas are written in (`?schema=`, `--schema`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,8 +72,10 @@ pub struct Tool {
     pub definition: Value,
     /// `definition` serialised once at load: tools/list joins these instead of re-serialising.
     pub definition_json: Box<str>,
-    /// The tool's JSON in every `View`, serialised once at load, indexed by `View::index`.
-    views: Vec<Box<str>>,
+    /// The tool's JSON in each `View` other than the default, serialised the first time a
+    /// `tools/list` asks for it, indexed by `View::index`. Not at load: all of them cost about
+    /// a third of the gateway's start-up (36 M instructions), and most servers use one view.
+    views: [OnceLock<Box<str>>; View::COUNT],
     /// The arguments the vendor dialects carry as JSON text (free-form objects, which neither
     /// can describe); a call in such a dialect has them parsed back before validation.
     pub json_text_arguments: Vec<String>,
@@ -106,7 +108,10 @@ impl Tool {
 
     /// The tool's JSON as tools/list shows it in `view`.
     pub fn json_in(&self, view: View) -> &str {
-        &self.views[view.index()]
+        if view == View::default() {
+            return &self.definition_json;
+        }
+        self.views[view.index()].get_or_init(|| self.render(view))
     }
 
     /// The inputSchema in `dialect`.
@@ -117,11 +122,8 @@ impl Tool {
         }
     }
 
-    /// The tool's JSON in `view`, from the generated definitions (done once, at load).
+    /// The tool's JSON in `view` (other than the default), from the generated definitions.
     fn render(&self, view: View) -> Box<str> {
-        if view == View::default() {
-            return self.definition_json.clone();
-        }
         let mut definition = self.definition.clone();
         definition["inputSchema"] = self.input_schema_in(view.dialect).clone();
         if view.lean
@@ -158,16 +160,14 @@ static CATALOGUE: LazyLock<Catalogue> = LazyLock::new(|| {
             let definition_json = definition.to_string().into_boxed_str();
             let reports_progress = definition["_meta"]["ai.trainar/progress"] == true;
             let json_text_arguments = json_text_arguments.get(name).cloned().unwrap_or_default();
-            let mut tool = Tool {
+            Tool {
                 operation,
                 definition,
                 definition_json,
-                views: Vec::with_capacity(View::COUNT),
+                views: std::array::from_fn(|_| OnceLock::new()),
                 json_text_arguments,
                 reports_progress,
-            };
-            tool.views = View::all().map(|view| tool.render(view)).collect();
-            tool
+            }
         })
         .collect();
     Catalogue { tools }
