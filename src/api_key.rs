@@ -4,7 +4,9 @@
 //! `Debug` and `Display` print the public prefix (`tak_AbCd1234…`), never the rest, so a key that
 //! ends up in a log line or an error message leaks nothing.
 
+use axum::http::HeaderValue;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Length of the public prefix: `tak_` and 8 characters, as the API's `prefix` field shows it.
 const PREFIX_LEN: usize = 12;
@@ -12,8 +14,27 @@ const PREFIX_LEN: usize = 12;
 pub const ACCESS_TOKEN_PREFIX: &str = "tat_";
 pub const REFRESH_TOKEN_PREFIX: &str = "tar_";
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ApiKey(String);
+#[derive(Clone)]
+pub struct ApiKey {
+    secret: String,
+    /// `Bearer <secret>` as a sensitive header value, made on first use: a key is cached with
+    /// its principal, so its calls after the first reuse it.
+    authorization: OnceLock<HeaderValue>,
+}
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &ApiKey) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for ApiKey {}
+
+impl std::hash::Hash for ApiKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.secret.hash(state);
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ApiKeyError {
@@ -31,7 +52,7 @@ impl ApiKey {
         if !(8..=200).contains(&rest.len()) || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ApiKeyError::Malformed);
         }
-        Ok(ApiKey(secret.to_string()))
+        Ok(ApiKey::new(secret))
     }
 
     /// An OAuth access token (`tat_` and 8 to 200 letters and digits), shown and kept like a key.
@@ -42,22 +63,42 @@ impl ApiKey {
         if !(8..=200).contains(&rest.len()) || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ApiKeyError::Malformed);
         }
-        Ok(ApiKey(secret.to_string()))
+        Ok(ApiKey::new(secret))
+    }
+
+    fn new(secret: &str) -> ApiKey {
+        ApiKey {
+            secret: secret.to_string(),
+            authorization: OnceLock::new(),
+        }
+    }
+
+    /// `Authorization: Bearer <secret>` for the upstream, marked sensitive so that neither
+    /// reqwest nor hyper ever prints it.
+    pub fn authorization(&self) -> HeaderValue {
+        self.authorization
+            .get_or_init(|| {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", self.secret))
+                    .expect("a parsed key is visible ASCII");
+                value.set_sensitive(true);
+                value
+            })
+            .clone()
     }
 
     /// Whether this is an OAuth access token rather than a `tak_` key.
     pub fn is_access_token(&self) -> bool {
-        self.0.starts_with(ACCESS_TOKEN_PREFIX)
+        self.secret.starts_with(ACCESS_TOKEN_PREFIX)
     }
 
     /// The whole secret, for the one place that needs it: the upstream `Authorization` header.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        &self.secret
     }
 
     /// The public prefix, safe to log and to show.
     pub fn prefix(&self) -> &str {
-        &self.0[..PREFIX_LEN]
+        &self.secret[..PREFIX_LEN]
     }
 }
 

@@ -242,11 +242,8 @@ impl Caller {
         sender: UpstreamClient,
         extras: CallExtras<'_>,
     ) -> Caller {
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-            .expect("a parsed ApiKey is visible ASCII");
-        authorization.set_sensitive(true);
         Caller {
-            authorization,
+            authorization: key.authorization(),
             last_status: AtomicU16::new(0),
             last_error_body: Mutex::new(None),
             max_body_bytes: sender.max_body_bytes(),

@@ -5,7 +5,7 @@
 use crate::mcp::session::Notify;
 pub use crate::telemetry::Transport;
 use crate::trace_context::TraceContext;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 pub struct Via {
@@ -23,15 +23,18 @@ pub struct TraceHeaders {
 
 impl TraceHeaders {
     pub fn of(headers: &HeaderMap) -> TraceHeaders {
-        let text = |name: &str| {
+        // Names made once: a lookup by `&str` parses the name every time.
+        static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+        static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+        let text = |name: &HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from)
         };
         TraceHeaders {
-            traceparent: text("traceparent"),
-            tracestate: text("tracestate"),
+            traceparent: text(&TRACEPARENT),
+            tracestate: text(&TRACESTATE),
         }
     }
 }

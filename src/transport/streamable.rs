@@ -22,7 +22,7 @@ use crate::replicas::{Admitted, Refusal};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,10 +35,11 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
-const METHOD_HEADER: &str = "mcp-method";
-const NAME_HEADER: &str = "mcp-name";
+// Names made once: looking a header up by `&str` parses and lowercases the name every time.
+static SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+static VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+static METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+static NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 /// Notifications a response stream may have queued; beyond that they are dropped (advisory).
 const STREAM_QUEUE: usize = 32;
 
@@ -86,7 +87,7 @@ async fn post_mcp(
         json: accepts.json,
         trace_headers: TraceHeaders::of(&headers),
     };
-    if envelope::is_modern(header(&headers, VERSION_HEADER), &value) {
+    if envelope::is_modern(header(&headers, &VERSION_HEADER), &value) {
         if let Err(response) = exchange.gateway.check_rate(&exchange.principal).await {
             return *response;
         }
@@ -119,7 +120,7 @@ impl Exchange {
         value: Value,
     ) -> Response {
         let (gateway, principal) = (&self.gateway, &self.principal);
-        let session_id = header(headers, SESSION_HEADER);
+        let session_id = header(headers, &SESSION_HEADER);
         if value.is_array() {
             // A batch: only within an existing session (initialize cannot be batched).
             let Some(id) = session_id else {
@@ -186,7 +187,7 @@ impl Exchange {
             };
             let mut response = self.reply(reply, false);
             if let Ok(id) = HeaderValue::from_str(&session.id) {
-                response.headers_mut().insert(SESSION_HEADER, id);
+                response.headers_mut().insert(&SESSION_HEADER, id);
             }
             return response;
         }
@@ -270,7 +271,7 @@ impl Exchange {
             Ok(_) => return StatusCode::ACCEPTED.into_response(),
             Err(error) => return modern_error(error),
         };
-        if let Some(name) = [VERSION_HEADER, METHOD_HEADER, NAME_HEADER]
+        if let Some(name) = [&VERSION_HEADER, &METHOD_HEADER, &NAME_HEADER]
             .into_iter()
             .find(|name| headers.get_all(*name).iter().count() > 1)
         {
@@ -281,9 +282,9 @@ impl Exchange {
             ));
         }
         let routing = RoutingHeaders {
-            protocol_version: header(headers, VERSION_HEADER),
-            method: header(headers, METHOD_HEADER),
-            name: header(headers, NAME_HEADER),
+            protocol_version: header(headers, &VERSION_HEADER),
+            method: header(headers, &METHOD_HEADER),
+            name: header(headers, &NAME_HEADER),
         };
         let envelope = match envelope::check(&request, routing) {
             Ok(envelope) => envelope,
@@ -392,7 +393,7 @@ fn may_notify(message: &Incoming, session: &Session) -> bool {
     }
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -486,7 +487,7 @@ async fn delete_mcp(State(gateway): State<SharedGateway>, request: RequestHead) 
         Ok(principal) => principal,
         Err(response) => return *response,
     };
-    let Some(id) = header(&request.headers, SESSION_HEADER) else {
+    let Some(id) = header(&request.headers, &SESSION_HEADER) else {
         return http_error(
             StatusCode::BAD_REQUEST,
             "missing_session",
