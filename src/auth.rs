@@ -12,11 +12,10 @@ use crate::generated::api::Operation;
 use crate::oauth::{AuthorizationServer, ExchangeError};
 use crate::rate_limiter::RateLimiter;
 use crate::scopes::ScopeSet;
-use crate::sync::lock;
+use crate::sync::{FastMap, lock};
 use crate::telemetry;
 use crate::upstream::{DispatchError, Upstream};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,9 +76,9 @@ pub struct Authenticator {
     /// keys can never evict them. Keyed by the secret itself, which the principal holds anyway:
     /// hashing it on every request (SHA-256, then hex) cost about 6 k instructions; its
     /// fingerprint is computed once, on a miss.
-    accepted: Mutex<HashMap<String, (Instant, Arc<Principal>)>>,
+    accepted: Mutex<FastMap<String, (Instant, Arc<Principal>)>>,
     /// The secret → (when it was looked up, why it was refused); bounded on its own.
-    refused: Mutex<HashMap<String, (Instant, AuthFailure)>>,
+    refused: Mutex<FastMap<String, (Instant, AuthFailure)>>,
     /// Introspections of keys the API then refused, per client address: past the budget, a new
     /// unknown key from that address is refused here without asking the API.
     failures: RateLimiter,

@@ -3,8 +3,7 @@
 //! (`replicas::redis`), and the throttle on failed key lookups (`auth`). A leaf: it knows nothing
 //! of sessions, keys or HTTP.
 
-use crate::sync::lock;
-use std::collections::HashMap;
+use crate::sync::{FastMap, lock};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<FastMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
@@ -22,7 +21,7 @@ impl RateLimiter {
         RateLimiter {
             per_second: per_minute / 60.0,
             burst: burst(per_minute),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(FastMap::default()),
         }
     }
 

@@ -8,10 +8,10 @@
 //! every nested field would cost more than the call's own parsing.
 
 use crate::catalogue::Catalogue;
+use crate::sync::FastMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// JSON types, as a schema names them.
@@ -32,7 +32,7 @@ struct Field {
     types: Vec<&'static str>,
 }
 
-static OUTLINES: LazyLock<HashMap<&'static str, Outline>> = LazyLock::new(|| {
+static OUTLINES: LazyLock<FastMap<&'static str, Outline>> = LazyLock::new(|| {
     Catalogue::get()
         .tools()
         .iter()

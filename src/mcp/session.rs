@@ -9,10 +9,9 @@
 use crate::mcp::jsonrpc::Reply;
 use crate::mcp::selection::Selection;
 use crate::mcp::versions::MODERN_VERSIONS;
-use crate::sync::lock;
+use crate::sync::{FastMap, lock};
 use crate::telemetry::{Held, Transport};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,7 @@ pub struct Session {
     /// the one request a stateless session lives for).
     protocol_version: Mutex<String>,
     /// Cancels an in-flight request: its JSON-RPC id (as JSON text) → the sender that aborts it.
-    in_flight: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    in_flight: Mutex<FastMap<String, oneshot::Sender<()>>>,
     /// Where server-to-client messages go (the legacy SSE stream).
     outbound: Mutex<Outbound>,
     last_seen: Mutex<Instant>,
@@ -133,7 +132,7 @@ impl Session {
             key_fingerprint: key_fingerprint.to_string(),
             selection,
             protocol_version: Mutex::new(String::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(FastMap::default()),
             outbound: Mutex::new(outbound),
             last_seen: Mutex::new(Instant::now()),
             log_level: Mutex::new(None),

@@ -5,8 +5,7 @@
 use crate::mcp::session::Session;
 use crate::rate_limiter::RateLimiter;
 use crate::replicas::{Limits, Refusal};
-use crate::sync::lock;
-use std::collections::HashMap;
+use crate::sync::{FastMap, lock};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +17,9 @@ pub struct LocalState {
 
 #[derive(Default)]
 struct Sessions {
-    by_id: HashMap<String, Arc<Session>>,
+    by_id: FastMap<String, Arc<Session>>,
     /// Key fingerprint → the ids of its sessions (so per-key counting does not scan them all).
-    by_key: HashMap<String, Vec<String>>,
+    by_key: FastMap<String, Vec<String>>,
 }
 
 impl Sessions {
