@@ -172,7 +172,8 @@ impl ApiBase {
             .map_err(|e| format!("the upstream URL `{base_url}` is not a URL: {e}"))?;
         if url.cannot_be_a_base() || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
-                "the upstream URL `{base_url}` must be a base such as https://api.example.com                  (a path is allowed; a query or a fragment is not)"
+                "the upstream URL `{base_url}` must be a base such as https://api.example.com \
+                 (a path is allowed; a query or a fragment is not)"
             ));
         }
         let path = url.path().trim_end_matches('/').to_string();
