@@ -238,6 +238,10 @@ pub async fn serve(
             refuse_connection(socket);
             continue;
         };
+        // Nagle off: an SSE stream writes one small event after another, and with Nagle each
+        // would wait for the ACK of the one before, which a client that sends nothing on that
+        // connection may delay (up to 40 ms on Linux).
+        let _ = socket.set_nodelay(true);
         // The router is shared (a clone is an Arc); each request learns its connection's peer.
         let router = app.clone();
         let peer = Peer(peer.ip());
