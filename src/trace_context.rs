@@ -6,6 +6,13 @@
 //! Malformed input is ignored as the W3C recommendation says (a new trace is started), never an
 //! error: tracing must not make a call fail.
 
+use axum::http::HeaderName;
+
+/// The two headers, named once for every reader and writer (a lookup by `&str` parses the name
+/// every time).
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// Longest `tracestate` passed on (the W3C limit is 32 members of up to 256 bytes each).
 const MAX_TRACESTATE_BYTES: usize = 512;
 

@@ -10,7 +10,7 @@ use crate::generated::api::Operation;
 use crate::generated::client::Client;
 use crate::generated::dispatch::dispatch;
 use crate::sync::lock;
-use crate::trace_context::TraceContext;
+use crate::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 /// How the gateway talks to the API (defined with the connections it shapes).
 pub use crate::upstream_client::UpstreamOptions;
 use crate::upstream_client::{Failure, Received, UpstreamClient};
@@ -302,11 +302,11 @@ impl ClientHooks<Caller> for Client {
         if let Some((traceparent, tracestate)) = &self.inner().trace_headers {
             request
                 .headers_mut()
-                .insert("traceparent", traceparent.clone());
+                .insert(&TRACEPARENT, traceparent.clone());
             if let Some(tracestate) = tracestate {
                 request
                     .headers_mut()
-                    .insert("tracestate", tracestate.clone());
+                    .insert(&TRACESTATE, tracestate.clone());
             }
         }
         Ok(())

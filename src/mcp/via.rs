@@ -4,7 +4,7 @@
 
 use crate::mcp::session::Notify;
 pub use crate::telemetry::Transport;
-use crate::trace_context::TraceContext;
+use crate::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
@@ -23,9 +23,6 @@ pub struct TraceHeaders {
 
 impl TraceHeaders {
     pub fn of(headers: &HeaderMap) -> TraceHeaders {
-        // Names made once: a lookup by `&str` parses the name every time.
-        static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-        static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
         let text = |name: &HeaderName| {
             headers
                 .get(name)

@@ -288,7 +288,7 @@ impl Sandbox {
             idempotency_key,
         };
         let trace = headers
-            .get("traceparent")
+            .get(&crate::trace_context::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| TraceContext::parse(v, None));
         let started = std::time::Instant::now();
