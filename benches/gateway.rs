@@ -57,6 +57,7 @@ struct Options {
     soak: Option<u64>,
     soak_via: Via,
     soak_op: Op,
+    soak_clients: usize,
 }
 
 /// Everything that sizes a run.
@@ -105,6 +106,7 @@ fn parse_options() -> Result<Options, String> {
         soak: None,
         soak_via: Via::Streamable,
         soak_op: Op::GetTask,
+        soak_clients: 16,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -119,8 +121,13 @@ fn parse_options() -> Result<Options, String> {
                     Some("http") => Via::Streamable,
                     Some("sse") => Via::Sse,
                     Some("direct") => Via::Direct,
-                    _ => return Err("--via takes http, sse or direct".into()),
+                    Some("stateless") => Via::Stateless,
+                    _ => return Err("--via takes http, sse, stateless or direct".into()),
                 }
+            }
+            "--clients" => {
+                let clients = args.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0);
+                options.soak_clients = clients.ok_or("--clients takes a positive number")?;
             }
             "--op" => {
                 options.soak_op = match args.next().as_deref() {
@@ -716,13 +723,21 @@ async fn soak(
         window: Duration::from_secs(secs),
     };
     eprintln!(
-        "gateway pid {} at {}; driving {} via {} at c=16: 2 s warm-up, then {secs} s",
+        "gateway pid {} at {}; driving {} via {} at c={}: 2 s warm-up, then {secs} s",
         gateway.pid,
         gateway.addr,
         op_name(options.soak_op),
-        via_name(options.soak_via, options.soak_op)
+        via_name(options.soak_via, options.soak_op),
+        options.soak_clients
     );
-    let result = load::throughput(&env, options.soak_via, options.soak_op, 16, &plan).await;
+    let result = load::throughput(
+        &env,
+        options.soak_via,
+        options.soak_op,
+        options.soak_clients,
+        &plan,
+    )
+    .await;
     gateway.stop().await;
     let rate = result?;
     let cpu = rate
