@@ -36,6 +36,7 @@ pub mod diff;
 pub mod gateway;
 pub mod generated;
 pub mod http;
+pub mod json_string;
 pub mod log_line;
 pub mod logging;
 pub mod mcp;

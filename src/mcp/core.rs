@@ -954,13 +954,13 @@ fn error_result(text: String) -> String {
 
 /// A tools/call result as JSON text; `structured_json` is the structured content, already JSON.
 fn tool_result(text: &str, structured_json: Option<&str>, is_error: bool) -> String {
-    // Serialising the &str escapes it without copying it into a `Value` first; the pieces are
-    // then pushed into one allocation of the right size (`format!` costs more than the copies).
-    let text = serde_json::to_string(text).unwrap_or_default();
+    // The pieces are pushed into one allocation (`format!` costs more than the copies), sized
+    // for the text's escapes too: a JSON body has about one `"` in twelve bytes, and a grown
+    // buffer is copied.
     let structured = structured_json.unwrap_or_default();
-    let mut result = String::with_capacity(text.len() + structured.len() + 96);
+    let mut result = String::with_capacity(text.len() + text.len() / 4 + structured.len() + 96);
     result.push_str(r#"{"content":[{"type":"text","text":"#);
-    result.push_str(&text);
+    crate::json_string::push(&mut result, text);
     result.push_str("}]");
     if let Some(json) = structured_json {
         result.push_str(r#","structuredContent":"#);
