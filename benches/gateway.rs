@@ -261,6 +261,9 @@ fn raise_open_file_limit() -> u64 {
 }
 
 const ONE_SESSION: &str = ", one shared session";
+/// Direct REST through HAProxy: what a second hop costs when it only forwards (no target; it
+/// shows how much of the gateway's ratio to direct any second hop would lose on this machine).
+const THROUGH_HAPROXY: &str = " through HAProxy (forwards only)";
 
 struct Case {
     op: Op,
@@ -301,6 +304,7 @@ struct Report {
     build: Result<procs::BuildScriptRuns, String>,
     /// Why the Redis rows were not measured.
     redis_error: Option<String>,
+    haproxy_error: Option<String>,
 }
 
 /// The admin's first demo task, and a new key that holds only read:tasks.
@@ -466,6 +470,7 @@ async fn measure(
         ready_error: None,
         build: Err("not run".into()),
         redis_error: None,
+        haproxy_error: None,
     };
     let (task_id, read_key) = prepare(sandbox.addr).await?;
 
@@ -499,6 +504,22 @@ async fn measure(
     for op in [Op::GetTask, Op::CreateTask] {
         for via in [Via::Direct, Via::Streamable, Via::Sse] {
             report.cases.push(measure_case(&env, op, via, plan).await);
+            if (op, via) == (Op::GetTask, Via::Direct) {
+                progress("HAProxy in front of the sandbox");
+                match procs::HaproxyHandle::start(&dir.join("haproxy"), sandbox.addr) {
+                    Ok(haproxy) => {
+                        let proxied = Arc::new(Env {
+                            sandbox: haproxy.addr,
+                            gateway_pid: Some(haproxy.pid()),
+                            ..(*env).clone()
+                        });
+                        report
+                            .cases
+                            .push(measure_variant(&proxied, op, via, THROUGH_HAPROXY, plan).await);
+                    }
+                    Err(e) => report.haproxy_error = Some(e),
+                }
+            }
         }
     }
     report.cases.push(measure_one_session(&env, plan).await);
@@ -772,7 +793,7 @@ fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
         let direct = report
             .cases
             .iter()
-            .find(|c| c.op == op && c.via == Via::Direct);
+            .find(|c| c.op == op && c.via == Via::Direct && c.variant.is_empty());
         let mut cases: Vec<&Case> = report.cases.iter().filter(|c| c.op == op).collect();
         if let (Op::GetTask, Some(Ok(stateless))) = (op, &report.stateless) {
             cases.push(stateless);
@@ -811,7 +832,7 @@ fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
             let direct = report
                 .cases
                 .iter()
-                .find(|c| c.op == Op::GetTask && c.via == Via::Direct)
+                .find(|c| c.op == Op::GetTask && c.via == Via::Direct && c.variant.is_empty())
                 .and_then(|c| c.latency.as_ref().ok());
             let mut row = Row::new(
                 section,
@@ -1006,6 +1027,10 @@ fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
             notes.push(format!("build script: {e}"));
         }
     }
+    if let Some(why) = &report.haproxy_error {
+        complete = false;
+        notes.push(format!("the HAProxy rows were not measured: {why}"));
+    }
     match &report.redis_error {
         Some(why) => {
             complete = false;
@@ -1122,6 +1147,8 @@ fn case_rows(
     let name = format!("{}{}", via_name(case.via, case.op), case.variant);
     let name = name.as_str();
     let is_mcp = case.via != Via::Direct;
+    // Every row but the reference itself is set against direct; only MCP rows have targets.
+    let compared = is_mcp || !case.variant.is_empty();
     let mut complete = true;
     let direct_latency = direct.and_then(|d| d.latency.as_ref().ok());
     match &case.latency {
@@ -1136,12 +1163,14 @@ fn case_rows(
                     pad(&duration(latency.p99), 8)
                 ),
             );
-            if let (true, Some(d)) = (is_mcp, direct_latency) {
+            if let (true, Some(d)) = (compared, direct_latency) {
                 row = row.vs_direct(format!(
                     "p50 {}  p99 {}",
                     ratio(latency.p50.as_secs_f64(), d.p50.as_secs_f64()),
                     ratio(latency.p99.as_secs_f64(), d.p99.as_secs_f64())
                 ));
+            }
+            if let (true, Some(d)) = (is_mcp, direct_latency) {
                 let ping = ping.unwrap_or_default();
                 let limit = d.p50 + ping + TARGET_EXTRA_P50;
                 let extra = latency.p50.as_secs_f64() - d.p50.as_secs_f64();
@@ -1198,13 +1227,15 @@ fn case_rows(
             pad(&rate_cell(&case.c64), 8)
         ),
     );
-    if let (true, Some(d)) = (is_mcp, direct) {
-        let per = |r: &Result<Rate, String>| r.as_ref().map(|r| r.per_second).unwrap_or(0.0);
+    let per = |r: &Result<Rate, String>| r.as_ref().map(|r| r.per_second).unwrap_or(0.0);
+    if let (true, Some(d)) = (compared, direct) {
         row = row.vs_direct(format!(
             "c=16 {}  c=64 {}",
             ratio(per(&case.c16), per(&d.c16)),
             ratio(per(&case.c64), per(&d.c64))
         ));
+    }
+    if let (true, Some(d)) = (is_mcp, direct) {
         let (share, not_below_c16) = saturated_target(case);
         let floor = share * per(&d.c64);
         let label = format!("c=64 ≥ {share} × direct = {}", rate(floor));
@@ -1225,14 +1256,19 @@ fn case_rows(
             name,
             "CPU per call, c=64",
             format!(
-                "gateway {}  sandbox {}  load {}",
+                "{} {}  sandbox {}  load {}",
+                if case.variant == THROUGH_HAPROXY {
+                    "haproxy"
+                } else {
+                    "gateway"
+                },
                 pad(&duration(gateway), 6),
                 pad(&duration(sandbox), 6),
                 pad(&duration(load), 6)
             ),
         );
         if let Some((_, d_sandbox, d_load)) = direct
-            .filter(|_| is_mcp)
+            .filter(|_| compared)
             .and_then(|d| d.c64.as_ref().ok())
             .and_then(Rate::cpu_per_call)
         {
@@ -1242,6 +1278,12 @@ fn case_rows(
                 ratio(all, (d_sandbox + d_load).as_secs_f64()),
                 ratio(sandbox.as_secs_f64(), d_sandbox.as_secs_f64())
             ));
+        }
+        if let Some((_, d_sandbox, _)) = direct
+            .filter(|_| is_mcp)
+            .and_then(|d| d.c64.as_ref().ok())
+            .and_then(Rate::cpu_per_call)
+        {
             let limit = d_sandbox.mul_f64(TARGET_SANDBOX_CPU_RATIO);
             row = row.target(
                 format!(

@@ -434,46 +434,118 @@ fn ticks(stat: &str) -> Option<(&str, Duration)> {
     Some((name, Duration::from_millis((utime + stime) * 10)))
 }
 
+/// A helper process (redis-server, haproxy) listening on a port of 127.0.0.1, killed on drop.
+struct Service {
+    child: std::process::Child,
+}
+
+impl Service {
+    /// Spawns `command` and waits up to 5 s for `port` to accept.
+    fn start(
+        mut command: std::process::Command,
+        port: u16,
+        install: &str,
+    ) -> Result<Service, String> {
+        let name = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{name}: {e} ({install})"))?;
+        let mut service = Service { child };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(service);
+            }
+            if let Ok(Some(status)) = service.child.try_wait() {
+                return Err(format!("{name} exited at start: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Err(format!("{name} did not listen within 5 s"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
 /// A `redis-server` of its own on a free loopback port, keeping nothing on disk; killed on drop.
 pub struct RedisHandle {
-    _child: std::process::Child,
+    _service: Service,
     pub url: String,
 }
 
 impl RedisHandle {
-    /// None when redis-server is not installed (the Redis rows then say so).
+    /// An error when redis-server is not installed (the Redis rows then say so).
     pub fn start(dir: &Path) -> Result<RedisHandle, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = free_port()?;
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let child = std::process::Command::new("redis-server")
+        let mut command = std::process::Command::new("redis-server");
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
-        let handle = RedisHandle {
-            _child: child,
+            .arg(dir);
+        Ok(RedisHandle {
+            _service: Service::start(command, port, "apt-get install redis-server")?,
             url: format!("redis://127.0.0.1:{port}"),
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(handle);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Err("redis-server did not listen within 5 s".into())
+        })
     }
 }
 
-impl Drop for RedisHandle {
-    fn drop(&mut self) {
-        let _ = self._child.kill();
-        let _ = self._child.wait();
+/// HAProxy in HTTP mode forwarding every request to one server: a second hop that does nothing
+/// but parse and forward, the floor under what any gateway's second hop can cost.
+pub struct HaproxyHandle {
+    service: Service,
+    pub addr: SocketAddr,
+}
+
+impl HaproxyHandle {
+    pub fn start(dir: &Path, server: SocketAddr) -> Result<HaproxyHandle, String> {
+        let port = free_port()?;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        // Keep-alive on both sides and server connections shared between clients, as a
+        // production proxy runs; no logging. Threads: one per core (HAProxy's default).
+        let config = [
+            "global".to_string(),
+            "    maxconn 4000".into(),
+            "defaults".into(),
+            "    mode http".into(),
+            "    option http-keep-alive".into(),
+            "    http-reuse always".into(),
+            "    timeout connect 2s".into(),
+            "    timeout client 60s".into(),
+            "    timeout server 60s".into(),
+            "frontend bench".into(),
+            format!("    bind 127.0.0.1:{port}"),
+            "    default_backend api".into(),
+            "backend api".into(),
+            format!("    server sandbox {server}"),
+            String::new(),
+        ]
+        .join("\n");
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut command = std::process::Command::new("haproxy");
+        command.arg("-db").arg("-f").arg(&path);
+        Ok(HaproxyHandle {
+            service: Service::start(command, port, "apt-get install haproxy")?,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.service.child.id()
     }
 }
