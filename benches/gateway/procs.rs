@@ -537,7 +537,13 @@ impl HaproxyHandle {
         .join("\n");
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut command = std::process::Command::new("haproxy");
+        // Debian puts it in /usr/sbin, which a user's PATH may lack.
+        let installed = Path::new("/usr/sbin/haproxy");
+        let mut command = std::process::Command::new(if installed.exists() {
+            installed
+        } else {
+            Path::new("haproxy")
+        });
         command.arg("-db").arg("-f").arg(&path);
         Ok(HaproxyHandle {
             service: Service::start(command, port, "apt-get install haproxy")?,
