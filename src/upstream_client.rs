@@ -148,10 +148,7 @@ impl UpstreamClient {
             // Offers ALPN http/1.1 itself.
             .enable_http1()
             .wrap_connector(Dialer::for_api(&api, tcp));
-        let connector = ToApi {
-            dial: connector,
-            api: api.clone(),
-        };
+        let connector = ToApi::new(connector, api.clone());
         let client = Client::builder(TokioExecutor::new())
             // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
             .pool_max_idle_per_host(options.pool_idle_per_host)
@@ -386,28 +383,42 @@ impl tower_service::Service<axum::http::Uri> for Dialer {
 /// A connector that dials the API for every connection the pool asks for, whatever the
 /// request's URI names (`POOL_KEY`): TLS, its server name and any CONNECT tunnel all see the
 /// API's own URL.
+///
+/// Behind an `Arc`: hyper-util clones its connector several times per request, to prepare a
+/// connection it makes only when the pool has none idle; the dialer itself is cloned only then.
 #[derive(Clone, Debug)]
 struct ToApi<C> {
-    dial: C,
-    api: axum::http::Uri,
+    shared: Arc<(C, axum::http::Uri)>,
 }
 
-impl<C: tower_service::Service<axum::http::Uri>> tower_service::Service<axum::http::Uri>
-    for ToApi<C>
+impl<C> ToApi<C> {
+    fn new(dial: C, api: axum::http::Uri) -> ToApi<C> {
+        ToApi {
+            shared: Arc::new((dial, api)),
+        }
+    }
+}
+
+impl<C> tower_service::Service<axum::http::Uri> for ToApi<C>
+where
+    C: tower_service::Service<axum::http::Uri> + Clone,
 {
     type Response = C::Response;
     type Error = C::Error;
     type Future = C::Future;
 
+    /// Always ready, as every connector under it is: hyper-util's `HttpConnector` (its
+    /// getaddrinfo resolver is always ready), and the tunnel and hyper-rustls, which pass that on.
     fn poll_ready(
         &mut self,
-        cx: &mut std::task::Context<'_>,
+        _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), C::Error>> {
-        self.dial.poll_ready(cx)
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _pool_key: axum::http::Uri) -> Self::Future {
-        self.dial.call(self.api.clone())
+        let (dial, api) = &*self.shared;
+        dial.clone().call(api.clone())
     }
 }
 
