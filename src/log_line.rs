@@ -82,7 +82,15 @@ fn write_timestamp(out: &mut impl Write) -> fmt::Result {
             write!(text, "{}", time.format("%Y-%m-%dT%H:%M:%S"))?;
             *second = seconds;
         }
-        write!(out, "{text}.{micros:06}Z")
+        // Six digits, zero-padded, without the formatting machinery.
+        let mut digits = *b".000000Z";
+        let mut rest = micros;
+        for digit in digits[1..7].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.write_str(text)?;
+        out.write_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"))
     })
 }
 
@@ -103,7 +111,13 @@ impl Fields<'_, '_> {
                 .0
                 .write_char(' ')
                 .and_then(|()| self.out.write_fmt(value)),
-            name => write!(self.out.0, " {name}=").and_then(|()| self.out.write_fmt(value)),
+            name => self
+                .out
+                .0
+                .write_char(' ')
+                .and_then(|()| self.out.0.write_str(name))
+                .and_then(|()| self.out.0.write_char('='))
+                .and_then(|()| self.out.write_fmt(value)),
         };
     }
 }
