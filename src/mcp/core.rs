@@ -955,8 +955,8 @@ fn error_result(text: String) -> String {
 /// A tools/call result as JSON text; `structured_json` is the structured content, already JSON.
 fn tool_result(text: &str, structured_json: Option<&str>, is_error: bool) -> String {
     // The pieces are pushed into one allocation (`format!` costs more than the copies), sized
-    // for the text's escapes too: a JSON body has about one `"` in twelve bytes, and a grown
-    // buffer is copied.
+    // for the text's escapes too (a JSON body has about one `"` in eight bytes; a buffer that
+    // grows is copied).
     let structured = structured_json.unwrap_or_default();
     let mut result = String::with_capacity(text.len() + text.len() / 4 + structured.len() + 96);
     result.push_str(r#"{"content":[{"type":"text","text":"#);

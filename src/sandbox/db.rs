@@ -144,7 +144,8 @@ const MIGRATIONS: &[&str] = &[
 /// Why 16 on a machine of any size: a tenant may hold all of them but one (`limits`), and a GET
 /// that finds its tenant's share taken waits and then runs its read transaction again. With 4,
 /// 64 concurrent GETs of one tenant spent most of their time doing that: 134–158 µs of CPU per
-/// get_task instead of 81 µs, and half the calls/s (benches/gateway.rs, direct REST at c=64).
+/// get_task instead of 81 µs, and about 60 % of the calls/s (benches/gateway.rs, direct REST
+/// at c=64).
 /// An idle connection costs a few file descriptors and SQLite's page cache only as it fills.
 pub const READERS: usize = 16;
 
