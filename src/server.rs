@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
@@ -46,12 +47,77 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 
 const ALLOWED_HEADERS: &str = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
 
-/// Origin validation (403, against DNS rebinding) and CORS for allowed browser origins.
-async fn origin_and_cors(
+/// Every request's way in: `origin_and_cors`, and `Connection: close` on an answer given before
+/// the request's body was read to its end.
+///
+/// Why: hyper then closes the connection after the answer (the unread body is still on the
+/// wire) without saying so in the answer it already wrote, so a keep-alive client (httpx in the
+/// Python SDK's sign-in, whose first POST gets a 401) sent its next request on a closing
+/// connection and got "disconnected without a response". Saying it makes the client reconnect.
+async fn at_the_edge(
     State(gateway): State<SharedGateway>,
     request: Request,
     next: Next,
 ) -> Response {
+    if !declares_body(request.headers()) {
+        return origin_and_cors(&gateway, request, next).await;
+    }
+    let ended = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        axum::body::Body::new(ReadToEnd {
+            body,
+            ended: ended.clone(),
+        })
+    });
+    let mut response = origin_and_cors(&gateway, request, next).await;
+    if !ended.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Whether the request has a body to read: a length above zero, or chunks.
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
+}
+
+/// A request body that notes when it has been read to its end.
+struct ReadToEnd {
+    body: axum::body::Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for ReadToEnd {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.ended.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Origin validation (403, against DNS rebinding) and CORS for allowed browser origins.
+async fn origin_and_cors(gateway: &SharedGateway, request: Request, next: Next) -> Response {
     let origin = request
         .headers()
         .get(header::ORIGIN)
@@ -181,10 +247,7 @@ pub fn router(gateway: SharedGateway) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             gateway.options.max_body_bytes,
         ))
-        .layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            origin_and_cors,
-        ))
+        .layer(middleware::from_fn_with_state(gateway.clone(), at_the_edge))
         .with_state(gateway)
 }
 

@@ -164,6 +164,69 @@ async fn bodies_are_refused_before_they_are_read_and_slow_ones_are_cut_off() {
     );
 }
 
+/// A refusal answered before the body is read closes the connection, and says so: otherwise a
+/// keep-alive client (httpx, in the Python SDK's sign-in) sends its next request on a connection
+/// the server is closing, and gets "disconnected without a response". A refusal after the body
+/// was read keeps the connection.
+#[tokio::test]
+async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
+    let gateway = TestGateway::demo(|_| {}).await;
+    let at = address(&gateway);
+    let body = init("2025-06-18").to_string();
+    let admin = gateway.admin();
+    for (refusal, headers) in [
+        (
+            "401",
+            "Accept: application/json\r\nContent-Type: application/json\r\n".to_string(),
+        ),
+        (
+            "415",
+            format!(
+                "Authorization: Bearer {admin}\r\nAccept: application/json\r\nContent-Type: text/plain\r\n"
+            ),
+        ),
+        (
+            "406",
+            format!(
+                "Authorization: Bearer {admin}\r\nAccept: text/html\r\nContent-Type: application/json\r\n"
+            ),
+        ),
+    ] {
+        let mut stream = TcpStream::connect(&at).await.unwrap();
+        // The head alone: the body is held back until the answer is in, as a slow network would.
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {at}\r\n{headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("the refused connection is closed");
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.starts_with(&format!("http/1.1 {refusal}")),
+            "{answer}"
+        );
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{answer}");
+    }
+    // Refused after the body was read (it does not parse): the connection serves the next request.
+    let mut stream = TcpStream::connect(&at).await.unwrap();
+    let bad = "{not json";
+    stream
+        .write_all(
+            format!("POST /mcp HTTP/1.1\r\nHost: {at}\r\nAuthorization: Bearer {admin}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{bad}GET /healthz HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n", bad.len())
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let answers = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("both answered, then closed");
+    assert!(answers.starts_with("HTTP/1.1 400"), "{answers}");
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 2, "{answers}");
+    assert!(answers.contains("HTTP/1.1 200"), "{answers}");
+}
+
 #[tokio::test]
 async fn connections_per_address_are_capped() {
     let gateway = TestGateway::demo(|config| config.server.max_connections_per_ip = 3).await;
