@@ -91,7 +91,8 @@ impl ApiKey {
         self.secret.starts_with(ACCESS_TOKEN_PREFIX)
     }
 
-    /// The whole secret, for the one place that needs it: the upstream `Authorization` header.
+    /// The whole secret, for what must see it: the key cache, the lookup at the API and the
+    /// fingerprint (the upstream header comes from `authorization`).
     pub fn expose_secret(&self) -> &str {
         &self.secret
     }

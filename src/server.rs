@@ -81,9 +81,7 @@ async fn at_the_edge(
 /// Whether the request has a body to read: a length above zero, or chunks.
 fn declares_body(headers: &HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|length| length.as_bytes() != b"0")
+        || crate::transport::request::declared_length(headers).is_some_and(|length| length > 0)
 }
 
 /// A request body that notes when it has been read to its end.

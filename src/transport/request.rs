@@ -74,7 +74,8 @@ pub async fn checked_post(
     Ok((principal, body))
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+/// The request's `Content-Length`, when it has a readable one.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
