@@ -59,6 +59,14 @@ pub struct ServerOptions {
     /// The OAuth authorization server the protected-resource metadata names, where access
     /// tokens are exchanged (`oauth`); without it only `tak_` keys are accepted.
     pub authorization_server: Option<String>,
+    /// Threads that serve connections, a single-threaded runtime each (`lanes`); the upstream
+    /// pool is split among them.
+    pub lanes: usize,
+}
+
+/// One lane per core the process may use.
+pub fn default_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for ServerOptions {
@@ -78,6 +86,7 @@ impl Default for ServerOptions {
             max_connections: 10_000,
             client_ip_header: None,
             authorization_server: None,
+            lanes: default_lanes(),
         }
     }
 }
@@ -129,7 +138,7 @@ impl Gateway {
     /// A gateway to the API at `upstream_url` (production, or a sandbox): sessions in process,
     /// or in Redis when `config.server.redis` says so.
     pub fn build(upstream_url: &str, config: GatewayConfig) -> Result<SharedGateway, String> {
-        let upstream = Upstream::new(upstream_url, config.upstream.clone())?;
+        let upstream = Upstream::new(upstream_url, config.upstream.clone(), config.server.lanes)?;
         let limits = Limits {
             sessions_per_key: config.server.sessions_per_key,
             requests_per_minute: config.server.requests_per_minute,

@@ -19,6 +19,7 @@
 //! - `http`: the connection's `Peer` and the responses that refuse a request (below the router and
 //!   the transports alike).
 //! - `server`: the gateway's router, Origin/CORS, connection limits, health, graceful shutdown.
+//! - `lanes`: the threads that serve connections, a single-threaded runtime each.
 //! - `sandbox`: the embedded REST API (a second implementation of the spec; no gateway inside).
 //! - `stats`: `tools stats`, what each listing mode costs in bytes and tokens, dialect pass counts.
 //! - `validation`: JSON Schema checks naming every failing field (gateway and sandbox).
@@ -37,6 +38,7 @@ pub mod gateway;
 pub mod generated;
 pub mod http;
 pub mod json_string;
+pub mod lanes;
 pub mod log_line;
 pub mod logging;
 pub mod mcp;

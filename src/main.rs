@@ -102,6 +102,10 @@ struct ServeArgs {
     /// Open connections in all; past it, 503.
     #[arg(long, env = "TRAINAR_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Threads that serve connections, each with its own event loop and upstream pool; a
+    /// connection stays on one. Default: one per CPU.
+    #[arg(long, env = "TRAINAR_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// Behind a proxy: the header it appends each client's address to (e.g. X-Forwarded-For),
     /// so that per-client limits apply to clients, not to the proxy. Only set it when every
     /// request comes through such a proxy.
@@ -549,6 +553,9 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         body_read_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
         max_connections_per_ip: args.max_connections_per_ip.max(1),
         max_connections: args.max_connections.max(1),
+        lanes: args
+            .threads
+            .map_or_else(trainar_mcp::gateway::default_lanes, usize::from),
         client_ip_header: args.client_ip_header.clone(),
         authorization_server: args.authorization_server.clone(),
     };

@@ -253,6 +253,9 @@ pub fn router(gateway: SharedGateway) -> Router {
 /// SSE streams), lets in-flight calls finish (bounded by 10 s), and waits for every connection to
 /// finish its last response.
 ///
+/// The accept loop runs here; each connection is served on a lane (`lanes`), the one with the
+/// fewest connections.
+///
 /// HTTP/1.1 only, driven through hyper's own connection builder rather than `axum::serve`: axum's
 /// HTTP/1-or-2 detection reads the first bytes of each connection on their own, after which hyper
 /// grows that connection's read buffer from 8 to 16 KiB for the rest of the request, and an idle
@@ -275,6 +278,7 @@ pub async fn serve(
     // The route table is built once and shared by every connection (cloning it is an Arc).
     let limits = ConnectionLimits::new(&gateway.options);
     let header_timeout = gateway.options.header_read_timeout;
+    let gateway_lanes = gateway.options.lanes;
     let app = router(gateway);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Headers (and the wait for the next request on a kept-alive connection, and a bare connect)
@@ -284,6 +288,7 @@ pub async fn serve(
     // Connections finish their current response and close once this says so.
     let (stop, stopped) = tokio::sync::watch::channel(());
     let connections = TaskTracker::new();
+    let lanes = crate::lanes::Lanes::start(gateway_lanes)?;
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -310,23 +315,40 @@ pub async fn serve(
             request.extensions_mut().insert(peer);
             tower_service::Service::call(&mut router.clone(), request.map(axum::body::Body::new))
         });
-        let mut connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
-        let mut stopped = stopped.clone();
-        // hyper's connection is Unpin: the task drives it where it lies instead of moving it into
-        // a pinned local (which can leave the task holding room for two).
-        connections.spawn(async move {
-            let _slot = slot;
-            tokio::select! {
-                _ = &mut connection => return,
-                _ = stopped.changed() => std::pin::Pin::new(&mut connection).graceful_shutdown(),
+        // Handed to a lane as a std socket, registered there with the lane's reactor.
+        let socket = match socket.into_std() {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, "an accepted connection could not be handed on");
+                continue;
             }
-            let _ = connection.await;
+        };
+        let mut stopped = stopped.clone();
+        lanes.spawn(|| {
+            let socket = tokio::net::TcpStream::from_std(socket)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "an accepted connection could not be served");
+                })
+                .ok()?;
+            let mut connection =
+                http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            // hyper's connection is Unpin: the task drives it where it lies instead of moving it
+            // into a pinned local (which can leave the task holding room for two).
+            Some(connections.track_future(async move {
+                let _slot = slot;
+                tokio::select! {
+                    _ = &mut connection => return,
+                    _ = stopped.changed() => std::pin::Pin::new(&mut connection).graceful_shutdown(),
+                }
+                let _ = connection.await;
+            }))
         });
     }
     drop(listener);
     drop(stop);
     connections.close();
     connections.wait().await;
+    lanes.stop().await;
     for task in background {
         task.abort();
     }

@@ -39,7 +39,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(base_url: &str, options: UpstreamOptions) -> Result<Upstream, String> {
+    /// A client for the API at `base_url`, with an upstream pool for each of `lanes` serving
+    /// lanes (see `upstream_client`).
+    pub fn new(base_url: &str, options: UpstreamOptions, lanes: usize) -> Result<Upstream, String> {
         crate::install_tls_provider();
         // Only builds requests (for the generated code); `sender` makes every connection. So it
         // needs no trust roots: reading the platform's CA store for it too cost start-up ~6 ms.
@@ -53,7 +55,7 @@ impl Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
             base: Arc::new(ApiBase::parse(base_url)?),
             http,
-            sender: UpstreamClient::new(base_url, &options)?,
+            sender: UpstreamClient::new(base_url, &options, lanes)?,
         })
     }
 

@@ -8,6 +8,10 @@
 //! builds each request (progenitor's generated code asks for a `reqwest::RequestBuilder`) and the
 //! result is handed back as a `reqwest::Response`, so the generated code is unchanged.
 //!
+//! One pool per serving lane (`lanes`), plus one for every other thread (start-up's probe, the
+//! process's runtime): a pooled connection is driven by a task on the runtime that opened it, so
+//! a lane that borrowed another's connection would wake that lane's thread twice per call.
+//!
 //! It also owns `UpstreamOptions` (what shapes these connections), which `upstream`
 //! re-exports; it imports nothing from `upstream`.
 //!
@@ -31,7 +35,7 @@ use std::time::Duration;
 pub struct UpstreamOptions {
     /// Bounds one whole request, so a slow upstream becomes an error, not a hang.
     pub timeout: Duration,
-    /// Idle connections kept per API host, and for how long.
+    /// Idle connections kept to the API in all (split among the lanes' pools), and for how long.
     pub pool_idle_per_host: usize,
     pub pool_idle_timeout: Duration,
     /// Longest response body read from the API; a longer one becomes an error, never buffered.
@@ -78,7 +82,8 @@ pub enum Received {
 
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<ToApi<HttpsConnector<Dialer>>, reqwest::Body>,
+    /// `pools[0]` for threads that are no lane, `pools[1 + n]` for lane n.
+    pools: Arc<[Pool]>,
     /// `Host` for every request, made once: hyper-util would otherwise format it per request.
     host: HeaderValue,
     /// The API's scheme, for each request's URI (whose authority is `POOL_KEY`).
@@ -86,6 +91,8 @@ pub struct UpstreamClient {
     timeout: Duration,
     max_body_bytes: usize,
 }
+
+type Pool = Client<ToApi<HttpsConnector<Dialer>>, reqwest::Body>;
 
 /// The authority of every request's URI, in place of the API's.
 ///
@@ -101,8 +108,12 @@ const POOL_KEY: &str = "api";
 const TIMED_OUT: &str = "the request timed out";
 
 impl UpstreamClient {
-    /// A client for the API at `base_url`.
-    pub fn new(base_url: &str, options: &UpstreamOptions) -> Result<UpstreamClient, String> {
+    /// A client for the API at `base_url`, with a pool for each of `lanes` lanes.
+    pub fn new(
+        base_url: &str,
+        options: &UpstreamOptions,
+        lanes: usize,
+    ) -> Result<UpstreamClient, String> {
         let api: axum::http::Uri = base_url
             .parse()
             .map_err(|e| format!("the upstream URL {base_url}: {e}"))?;
@@ -149,14 +160,19 @@ impl UpstreamClient {
             .enable_http1()
             .wrap_connector(Dialer::for_api(&api, tcp));
         let connector = ToApi::new(connector, api.clone());
-        let client = Client::builder(TokioExecutor::new())
-            // Bounded: a burst of sessions must not leave a thousand idle sockets to the API.
-            .pool_max_idle_per_host(options.pool_idle_per_host)
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let lanes = lanes.max(1);
+        let pools = (0..=lanes)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    // Bounded: a burst of sessions must not leave a thousand idle sockets.
+                    .pool_max_idle_per_host(options.pool_idle_per_host.div_ceil(lanes))
+                    .pool_idle_timeout(options.pool_idle_timeout)
+                    .pool_timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         Ok(UpstreamClient {
-            client,
+            pools,
             host,
             scheme: api
                 .scheme()
@@ -220,12 +236,19 @@ impl UpstreamClient {
         Ok(http)
     }
 
+    /// The calling thread's pool: its lane's, or the one for threads that are no lane.
+    fn pool(&self) -> &Pool {
+        crate::lanes::current()
+            .and_then(|lane| self.pools.get(1 + lane))
+            .unwrap_or(&self.pools[0])
+    }
+
     async fn exchange(
         &self,
         request: axum::http::Request<reqwest::Body>,
     ) -> Result<Received, Failure> {
         let response = self
-            .client
+            .pool()
             .request(request)
             .await
             .map_err(|e| Failure::new(describe(&e)))?;
@@ -479,7 +502,7 @@ mod tests {
                 .unwrap();
             String::from_utf8(head).unwrap()
         });
-        let client = UpstreamClient::new(&api, &UpstreamOptions::default()).unwrap();
+        let client = UpstreamClient::new(&api, &UpstreamOptions::default(), 1).unwrap();
         let url = reqwest::Url::parse(&format!("{api}/tasks/tsk_1?limit=2")).unwrap();
         let mut request = reqwest::Request::new(reqwest::Method::GET, url);
         request
@@ -498,6 +521,34 @@ mod tests {
         assert!(head.contains(&format!("\r\nhost: {host}\r\n")), "{head}");
         assert!(head.contains("\r\nx-kept: yes\r\n"), "{head}");
         assert!(!head.contains(POOL_KEY), "{head}");
+    }
+
+    #[tokio::test]
+    async fn each_lane_sends_through_a_pool_of_its_own() {
+        let client = Arc::new(
+            UpstreamClient::new("http://127.0.0.1:9", &UpstreamOptions::default(), 2).unwrap(),
+        );
+        assert_eq!(
+            client.pools.len(),
+            3,
+            "one per lane, and one for other threads"
+        );
+        assert!(std::ptr::eq(client.pool(), &client.pools[0]));
+        let lanes = crate::lanes::Lanes::start(2).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (tell, told) = tokio::sync::oneshot::channel();
+            let client = client.clone();
+            lanes.spawn(|| {
+                Some(async move {
+                    let lane = crate::lanes::current().unwrap();
+                    let _ = tell.send((lane, std::ptr::eq(client.pool(), &client.pools[1 + lane])));
+                })
+            });
+            seen.push(told.await.unwrap());
+        }
+        lanes.stop().await;
+        assert_eq!(seen, [(0, true), (1, true)]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn args(value: Value) -> Map<String, Value> {
 
 async fn setup() -> (RecordingServer, Upstream) {
     let server = RecordingServer::start().await;
-    let upstream = Upstream::new(&server.url, upstream_options(Duration::from_secs(5))).unwrap();
+    let upstream = Upstream::new(&server.url, upstream_options(Duration::from_secs(5)), 1).unwrap();
     (server, upstream)
 }
 
@@ -280,7 +280,7 @@ async fn an_unreachable_api_is_a_transport_error_without_the_key() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let upstream = Upstream::new(&url, upstream_options(Duration::from_secs(2))).unwrap();
+    let upstream = Upstream::new(&url, upstream_options(Duration::from_secs(2)), 1).unwrap();
     let error = upstream
         .call(
             &key(KEY_A),
@@ -308,7 +308,7 @@ async fn a_slow_api_times_out() {
             held.push(socket);
         }
     });
-    let upstream = Upstream::new(&url, upstream_options(Duration::from_millis(300))).unwrap();
+    let upstream = Upstream::new(&url, upstream_options(Duration::from_millis(300)), 1).unwrap();
     let error = upstream
         .call(
             &key(KEY_A),

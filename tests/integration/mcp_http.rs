@@ -670,3 +670,93 @@ async fn batches_are_answered_only_in_a_2025_03_26_session() {
         }
     }
 }
+
+/// One `tools/call` of list_tasks in `session`, on a connection of its own (a new client), as
+/// Streamable HTTP; returns the reply's `result`.
+async fn list_tasks_on_a_new_connection(url: &str, key: &str, session: &str, id: i64) -> Value {
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{url}/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&rpc(
+            id,
+            "tools/call",
+            json!({"name": "list_tasks", "arguments": {"limit": 1}}),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["id"], id, "{reply}");
+    reply["result"].clone()
+}
+
+/// Three lanes: a legacy SSE client whose POSTs come on connections of their own (so on other
+/// lanes than its stream's) gets every reply on its stream, and six Streamable HTTP callers,
+/// each on its own connection and so two per lane, sharing one session, are all answered.
+#[tokio::test]
+async fn calls_are_answered_whichever_lanes_their_connections_are_on() {
+    let gateway = TestGateway::demo(|config| config.server.lanes = 3).await;
+    let admin = gateway.admin();
+
+    let mut stream = gateway.get(&admin, "/sse").await;
+    let endpoint = read_events(&mut stream, 1).await.remove(0).1;
+    let post_url = format!("{}/{endpoint}", gateway.url);
+    let messages = [
+        rpc(1, "initialize", json!({"protocolVersion": "2024-11-05"})),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        rpc(
+            2,
+            "tools/call",
+            json!({"name": "list_tasks", "arguments": {"limit": 1}}),
+        ),
+        rpc(
+            3,
+            "tools/call",
+            json!({"name": "list_tasks", "arguments": {"limit": 1}}),
+        ),
+    ];
+    let mut replies = Vec::new();
+    for message in messages {
+        let expects_reply = message.get("id").is_some();
+        let accepted = reqwest::Client::new()
+            .post(&post_url)
+            .bearer_auth(&admin)
+            .json(&message)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 202);
+        if expects_reply {
+            let (event, data) = read_events(&mut stream, 1).await.remove(0);
+            assert_eq!(event, "message");
+            replies.push(serde_json::from_str::<Value>(&data).unwrap());
+        }
+    }
+    assert_eq!(
+        replies.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(),
+        [json!(1), json!(2), json!(3)]
+    );
+    for call in &replies[1..] {
+        assert_eq!(call["result"]["isError"], false, "{call}");
+    }
+
+    let session = gateway.initialize(&admin, "/mcp").await;
+    let callers: Vec<_> = (0..6)
+        .map(|id| {
+            let (url, key, session) = (gateway.url.clone(), admin.clone(), session.clone());
+            tokio::spawn(
+                async move { list_tasks_on_a_new_connection(&url, &key, &session, id).await },
+            )
+        })
+        .collect();
+    for caller in callers {
+        let result = caller.await.unwrap();
+        assert_eq!(result["isError"], false, "{result}");
+        assert!(result["structuredContent"]["data"].is_array(), "{result}");
+    }
+}

@@ -1,0 +1,240 @@
+//! The threads that serve the gateway's HTTP connections ("lanes"): each runs a single-threaded
+//! tokio runtime, and a connection lives on one lane from accept to close, with every task it
+//! spawns and every upstream connection it opens (`upstream_client` keeps a pool per lane).
+//!
+//! Why not the process's multi-threaded runtime: on it a call's tasks (the client's connection,
+//! the upstream connection, the reply) woke each other across workers, and a worker that found a
+//! second task ready woke an idle one to steal it, which usually found nothing and parked again.
+//! Measured with the bench's soak on get_task (2 cores, one sitting): c=64 used 76–79 µs of
+//! gateway CPU per call on 2 workers and 59–60 µs on 2 lanes, and c=1 used 152–156 µs and
+//! 126 µs. Lanes give up work stealing between connections: one connection's calls never run on
+//! two cores at once, which for a call that mostly waits on the API costs nothing measurable.
+//!
+//! The accept loop, the Redis replica link, the metrics listener and the embedded sandbox stay
+//! on the process's runtime; lanes only serve connections.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+thread_local! {
+    /// The lane this thread is, if it is one.
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The lane the calling thread is (0-based), or None on any other thread.
+pub fn current() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
+
+/// Running lanes; `stop` ends them.
+pub struct Lanes {
+    lanes: Vec<Lane>,
+    /// Whose turn a tie is.
+    turn: AtomicUsize,
+}
+
+struct Lane {
+    runtime: tokio::runtime::Handle,
+    /// Work handed to this lane and not finished: where the next connection goes.
+    open: Arc<AtomicUsize>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Lanes {
+    /// Starts `count` lanes (at least one), threads named `lane-0`, `lane-1`, …
+    pub fn start(count: usize) -> std::io::Result<Lanes> {
+        let mut lanes = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stop_asked) = tokio::sync::oneshot::channel::<()>();
+            let (said_stopped, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("lane-{index}"))
+                .spawn(move || {
+                    CURRENT.with(|lane| lane.set(Some(index)));
+                    let _ = runtime.block_on(stop_asked);
+                    // Whatever is left (tasks a connection spawned) is dropped, not awaited:
+                    // `serve` has already waited for the connections themselves.
+                    runtime.shutdown_background();
+                    let _ = said_stopped.send(());
+                })?;
+            lanes.push(Lane {
+                runtime: handle,
+                open: Arc::default(),
+                stop,
+                stopped,
+            });
+        }
+        Ok(Lanes {
+            lanes,
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Runs the future `make` returns on the lane with the least unfinished work; a tie goes to
+    /// the lanes in turn. `make` runs here, inside that lane's runtime context, so an I/O object
+    /// it makes (a `TcpStream::from_std`) registers with that lane's reactor; when it returns
+    /// None, nothing is spawned.
+    ///
+    /// Why ties take turns: a legacy SSE client opens its stream and then its POST connection.
+    /// With ties to the first lane, every stream went to one lane and every POST (where the
+    /// calls run) to the other; in turn, both kinds alternate.
+    ///
+    /// Why `make` and not a future: building hyper's connection here keeps the spawned future
+    /// what it was before lanes. Built on the lane, the task also held what built it (the socket,
+    /// the builder, the service), and an idle SSE session cost 1.7 KiB more.
+    pub fn spawn<F>(&self, make: impl FnOnce() -> Option<F>)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let least = self
+            .lanes
+            .iter()
+            .map(|lane| lane.open.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        let tied: Vec<&Lane> = self
+            .lanes
+            .iter()
+            .filter(|lane| lane.open.load(Ordering::Relaxed) == least)
+            .collect();
+        let lane = match tied.as_slice() {
+            [only] => *only,
+            _ => tied[self.turn.fetch_add(1, Ordering::Relaxed) % tied.len().max(1)],
+        };
+        let work = {
+            let _inside = lane.runtime.enter();
+            make()
+        };
+        let Some(work) = work else {
+            return;
+        };
+        lane.runtime.spawn(Counted {
+            work,
+            _open: Unfinished::count(&lane.open),
+        });
+    }
+
+    /// Ends every lane, dropping any task still on it, and returns once their threads are done.
+    pub async fn stop(self) {
+        let mut stopped = Vec::with_capacity(self.lanes.len());
+        for lane in self.lanes {
+            let _ = lane.stop.send(());
+            stopped.push(lane.stopped);
+        }
+        for lane in stopped {
+            let _ = lane.await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `work`, counted as its lane's until it ends or is dropped.
+    struct Counted<F> {
+        #[pin]
+        work: F,
+        _open: Unfinished,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().work.poll(cx)
+    }
+}
+
+/// One unit of a lane's unfinished work, given back when dropped (the work ended or was dropped).
+struct Unfinished(Arc<AtomicUsize>);
+
+impl Unfinished {
+    fn count(open: &Arc<AtomicUsize>) -> Unfinished {
+        open.fetch_add(1, Ordering::Relaxed);
+        Unfinished(open.clone())
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Where each piece of work ran: its lane and its thread's name.
+    async fn place_of(
+        lanes: &Lanes,
+        keep_open: tokio::sync::watch::Receiver<()>,
+    ) -> (usize, String) {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        lanes.spawn(|| {
+            Some(async move {
+                let thread = std::thread::current().name().map(str::to_string);
+                let _ = tell.send((current().expect("on a lane"), thread.unwrap_or_default()));
+                let mut keep_open = keep_open;
+                let _ = keep_open.changed().await;
+            })
+        });
+        told.await.expect("the work ran")
+    }
+
+    #[tokio::test]
+    async fn work_goes_to_the_least_busy_lane_and_runs_on_its_thread() {
+        let lanes = Lanes::start(2).unwrap();
+        assert_eq!(lanes.count(), 2);
+        assert_eq!(current(), None, "the test's own thread is no lane");
+        let (_held, held_open) = tokio::sync::watch::channel(());
+        let (release, released_later) = tokio::sync::watch::channel(());
+        let first = place_of(&lanes, held_open.clone()).await;
+        let second = place_of(&lanes, released_later.clone()).await;
+        assert_eq!(
+            (first.0, second.0),
+            (0, 1),
+            "the second goes where nothing runs"
+        );
+        for (lane, thread) in [&first, &second] {
+            assert_eq!(thread, &format!("lane-{lane}"));
+        }
+        // One each: the first tie went to lane 0, so this one goes to lane 1.
+        let third = place_of(&lanes, released_later).await;
+        assert_eq!(third.0, 1, "ties take turns");
+        // Lane 1's two end: were they still counted, lane 0 (one) would win.
+        drop(release);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let fourth = place_of(&lanes, held_open).await;
+        assert_eq!(fourth.0, 1, "finished work is no longer counted");
+        tokio::time::timeout(Duration::from_secs(5), lanes.stop())
+            .await
+            .expect("stop returns though a task is still waiting on a lane");
+    }
+
+    #[test]
+    fn zero_lanes_means_one_and_declined_work_is_not_counted() {
+        let lanes = Lanes::start(0).unwrap();
+        assert_eq!(lanes.count(), 1);
+        lanes.spawn(|| None::<std::future::Ready<()>>);
+        assert_eq!(lanes.lanes[0].open.load(Ordering::Relaxed), 0);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(lanes.stop());
+    }
+}
