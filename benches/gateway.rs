@@ -15,7 +15,9 @@
 //! Flags (after `--`): `--quick` runs in seconds (small counts, 1,000 sessions at most; CI uses
 //! it to keep the harness working). `--soak SECS [--via http|sse|direct] [--op get|create|list]` only
 //! drives one case at c=16 for SECS seconds and prints the gateway's pid first, for attaching a
-//! profiler (`perf record --call-graph dwarf -p PID`). The gateway logs at `info` unless `RUST_LOG`
+//! profiler (`perf record --call-graph dwarf -p PID`). `--gateway PATH` runs another build of
+//! `trainar-mcp` (a copy of an older one, say) in place of this one, in the table or the soak, to
+//! compare two builds in one sitting. The gateway logs at `info` unless `RUST_LOG`
 //! says otherwise.
 
 #[path = "gateway/http.rs"]
@@ -29,7 +31,7 @@ mod table;
 
 use load::{Client, Env, Latency, Op, Plan, Rate, Via};
 use procs::{Gateway, SandboxHandle, TempDir};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +60,9 @@ struct Options {
     soak_via: Via,
     soak_op: Op,
     soak_clients: usize,
+    /// The gateway binary to run: this build's, or another (`--gateway`), to compare two builds
+    /// in one sitting.
+    gateway: PathBuf,
 }
 
 /// Everything that sizes a run.
@@ -107,6 +112,7 @@ fn parse_options() -> Result<Options, String> {
         soak_via: Via::Streamable,
         soak_op: Op::GetTask,
         soak_clients: 16,
+        gateway: PathBuf::from(GATEWAY_EXE),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -124,6 +130,10 @@ fn parse_options() -> Result<Options, String> {
                     Some("stateless") => Via::Stateless,
                     _ => return Err("--via takes http, sse, stateless or direct".into()),
                 }
+            }
+            "--gateway" => {
+                let path = args.next().map(PathBuf::from).filter(|p| p.is_file());
+                options.gateway = path.ok_or("--gateway takes the path of a trainar-mcp binary")?;
             }
             "--clients" => {
                 let clients = args.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0);
@@ -186,7 +196,13 @@ fn run(options: &Options) -> Result<bool, String> {
         return soaked.map(|()| true);
     }
     let sizes = Sizes::for_mode(options.quick);
-    let measured = runtime.block_on(measure(&sizes, &sandbox, dir.path(), nofile));
+    let measured = runtime.block_on(measure(
+        &sizes,
+        &sandbox,
+        dir.path(),
+        nofile,
+        &options.gateway,
+    ));
     drop(runtime);
     drop(sandbox);
     let mut report = measured?;
@@ -197,7 +213,7 @@ fn run(options: &Options) -> Result<bool, String> {
     };
     let (rows, notes, complete) = rows(&report);
     println!();
-    println!("{}", title(options.quick, &sizes));
+    println!("{}", title(options, &sizes));
     println!();
     print!("{}", table::render(&rows));
     if !notes.is_empty() {
@@ -209,7 +225,7 @@ fn run(options: &Options) -> Result<bool, String> {
     Ok(complete)
 }
 
-fn title(quick: bool, sizes: &Sizes) -> String {
+fn title(options: &Options, sizes: &Sizes) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -230,12 +246,17 @@ fn title(quick: bool, sizes: &Sizes) -> String {
     let plan = &sizes.plan;
     format!(
         "trainar-mcp gateway benchmark: {} mode, {profile}, {cores} cores ({cpu}), {} UTC\n\
-         loopback only; sandbox in the bench process (2 workers); gateway = the built binary as a separate \
+         loopback only; sandbox in the bench process (2 workers); gateway = {} as a separate \
          process (RUST_LOG={})\n\
          c=1: {} calls after {} warm-up (≤ {} s); calls/s: {} window after {} warm-up, one keep-alive \
          connection and session per caller; CPU per call from /proc (10 ms ticks: coarse in --quick)",
-        if quick { "quick" } else { "full" },
+        if options.quick { "quick" } else { "full" },
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        if options.gateway == Path::new(GATEWAY_EXE) {
+            "the built binary".to_string()
+        } else {
+            options.gateway.display().to_string()
+        },
         std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         thousands(plan.latency_calls as u64),
         plan.warmup_calls,
@@ -453,8 +474,8 @@ async fn measure(
     sandbox: &SandboxHandle,
     dir: &Path,
     nofile: u64,
+    exe: &Path,
 ) -> Result<Report, String> {
-    let exe = Path::new(GATEWAY_EXE);
     let plan = &sizes.plan;
     let mut report = Report {
         cases: Vec::new(),
@@ -722,7 +743,7 @@ async fn soak(
 ) -> Result<(), String> {
     let (task_id, _) = prepare(sandbox.addr).await?;
     let gateway = Gateway::spawn(
-        Path::new(GATEWAY_EXE),
+        &options.gateway,
         &sandbox.url(),
         &dir.join("gateway.log"),
         &[],
