@@ -592,7 +592,7 @@ fn period_sums(store: &Store, start: &str, end: &str) -> Result<Vec<(String, i64
 /// The ledger newest first by `created_at` (entries may be recorded after the fact, e.g. a
 /// renewal caught up late), paged by keyset on (created_at, seq) with the cursor naming a seq.
 fn transactions(store: &Store, input: &Input) -> Result<Reply, ApiError> {
-    let to = window_bound(input, "to")?.unwrap_or_else(ids::now);
+    let to = window_bound(input, "to")?.unwrap_or_else(end_of_now);
     let from = window_bound(input, "from")?.unwrap_or(to - Duration::days(DEFAULT_WINDOW_DAYS));
     if from >= to {
         return Err(ApiError::invalid_field("from", "must be before `to`"));
@@ -614,6 +614,13 @@ fn transactions(store: &Store, input: &Input) -> Result<Reply, ApiError> {
         input.cursor(),
     )?;
     ok(page.into_json())
+}
+
+/// The default end of a window: now, with this millisecond in it. Entries are stamped to the
+/// millisecond and the end is exclusive, so plain `now` left out an entry written a moment before
+/// the request in the same millisecond (a charge, then the ledger read at once).
+fn end_of_now() -> DateTime<Utc> {
+    ids::now() + Duration::milliseconds(1)
 }
 
 /// `from`/`to` as instants (any offset is accepted; the UTC year must have four digits).
@@ -755,6 +762,18 @@ fn email_domain(store: &Store) -> Result<String, ApiError> {
 mod tests {
     use super::*;
     use crate::sandbox::db::Db;
+
+    #[test]
+    fn an_entry_stamped_this_millisecond_is_inside_the_default_window() {
+        for _ in 0..1000 {
+            let stamped = ids::timestamp(ids::now());
+            let end = ids::timestamp(end_of_now());
+            assert!(
+                stamped < end,
+                "{stamped} must fall before the window's end {end}"
+            );
+        }
+    }
 
     /// A subscription whose period ended while nobody looked renews on the next read, with the
     /// old period's minutes expired and the new period's granted.
