@@ -5,10 +5,14 @@
 //! Why not the process's multi-threaded runtime: on it a call's tasks (the client's connection,
 //! the upstream connection, the reply) woke each other across workers, and a worker that found a
 //! second task ready woke an idle one to steal it, which usually found nothing and parked again.
-//! Measured with the bench's soak on get_task (2 cores, one sitting): c=64 used 76–79 µs of
-//! gateway CPU per call on 2 workers and 59–60 µs on 2 lanes, and c=1 used 152–156 µs and
-//! 126 µs. Lanes give up work stealing between connections: one connection's calls never run on
-//! two cores at once, which for a call that mostly waits on the API costs nothing measurable.
+//! Measured with the bench's soak on get_task (2 cores, alternated with the build before, one
+//! sitting): at c=64 the gateway spent 73–90 µs of CPU per call on two workers and 58–65 µs on
+//! two lanes; at c=1, 147–162 µs and 125–137 µs (README → Performance, round 6).
+//!
+//! What lanes give up is work stealing: a busy lane's connections wait for it while another lane
+//! may idle. Connections are spread by count (`Lanes::spawn`), and a call holds its lane for tens
+//! of microseconds (a full `tools/list` for about 150) between waits on the API, so no lane stays
+//! busy for long.
 //!
 //! The accept loop, the Redis replica link, the metrics listener and the embedded sandbox stay
 //! on the process's runtime; lanes only serve connections.
