@@ -207,6 +207,13 @@ pub fn text_of(result: &Value) -> String {
 /// An API whose introspection answers at once and whose every other operation hangs; it records
 /// whether a hanging request was abandoned by the gateway.
 pub async fn hanging_api(abandoned: Arc<AtomicBool>) -> String {
+    hanging_api_seeing(abandoned, Arc::default()).await
+}
+
+/// `hanging_api`, also recording in `arrived` that a hanging request reached it (a test that
+/// cancels at once must first know there is a request to abandon: a call cancelled while its
+/// upstream connection is still being opened never reaches the API).
+pub async fn hanging_api_seeing(abandoned: Arc<AtomicBool>, arrived: Arc<AtomicBool>) -> String {
     struct Abandoned(Arc<AtomicBool>);
     impl Drop for Abandoned {
         fn drop(&mut self) {
@@ -222,6 +229,7 @@ pub async fn hanging_api(abandoned: Arc<AtomicBool>) -> String {
             }),
         )
         .fallback(move || {
+            arrived.store(true, Ordering::SeqCst);
             let guard = Abandoned(abandoned.clone());
             async move {
                 tokio::time::sleep(Duration::from_secs(30)).await;
@@ -268,8 +276,13 @@ pub async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<
 
 /// Waits (up to 2 s) for the hanging API to see its request abandoned.
 pub async fn until_abandoned(abandoned: &AtomicBool) -> bool {
+    until_set(abandoned).await
+}
+
+/// Waits (up to 2 s) for `flag` to be set.
+pub async fn until_set(flag: &AtomicBool) -> bool {
     for _ in 0..100 {
-        if abandoned.load(Ordering::SeqCst) {
+        if flag.load(Ordering::SeqCst) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

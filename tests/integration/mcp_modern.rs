@@ -3,7 +3,8 @@
 //! and streamed responses: progress, log messages, and cancellation by closing the stream.
 
 use crate::gateway_fixture::{
-    SLOW_KEY, TestGateway, hanging_api, read_events, text_of, until_abandoned,
+    SLOW_KEY, TestGateway, hanging_api, hanging_api_seeing, read_events, text_of, until_abandoned,
+    until_set,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -389,8 +390,8 @@ async fn progress_streams_while_waiting_and_closing_the_stream_cancels_the_call(
 
 #[tokio::test]
 async fn handshake_sessions_stream_progress_and_cancel_by_notification() {
-    let abandoned = Arc::new(AtomicBool::new(false));
-    let upstream = hanging_api(abandoned.clone()).await;
+    let (abandoned, arrived) = (Arc::new(AtomicBool::new(false)), Arc::default());
+    let upstream = hanging_api_seeing(abandoned.clone(), Arc::clone(&arrived)).await;
     let gateway = TestGateway::in_front_of(&upstream, |_| {}).await;
     let session = gateway.initialize(SLOW_KEY, "/mcp").await;
     let execute = json!({"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {
@@ -412,6 +413,9 @@ async fn handshake_sessions_stream_progress_and_cancel_by_notification() {
         first[0]["params"],
         json!({"progressToken": 77, "progress": 1, "message": "Calling the TrainAR API: execute_skill"})
     );
+    // The progress comes before the request is written (on a lane whose pool has no connection
+    // yet, before it is even opened): cancel once the API holds the request.
+    assert!(until_set(&arrived).await, "the request reached the API");
     assert_eq!(gateway.cancel(SLOW_KEY, &session, 12).await, 202);
     // The stream ends without a reply (a cancelled request gets none); progress may precede it.
     let rest = tokio::time::timeout(Duration::from_secs(5), response.text())
