@@ -101,21 +101,14 @@ impl Lanes {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let least = self
+        // One reading of the counts: lanes finish work meanwhile, and a second reading could
+        // find no lane at the minimum the first one saw.
+        let open: Vec<usize> = self
             .lanes
             .iter()
             .map(|lane| lane.open.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(0);
-        let tied: Vec<&Lane> = self
-            .lanes
-            .iter()
-            .filter(|lane| lane.open.load(Ordering::Relaxed) == least)
             .collect();
-        let lane = match tied.as_slice() {
-            [only] => *only,
-            _ => tied[self.turn.fetch_add(1, Ordering::Relaxed) % tied.len().max(1)],
-        };
+        let lane = &self.lanes[least_busy(&open, &self.turn)];
         let work = {
             let _inside = lane.runtime.enter();
             make()
@@ -140,6 +133,22 @@ impl Lanes {
             let _ = lane.await;
         }
     }
+}
+
+/// The index of a lane with the fewest of `open`; among several, the next in `turn`.
+fn least_busy(open: &[usize], turn: &AtomicUsize) -> usize {
+    let least = open.iter().copied().min().unwrap_or(0);
+    let tied = open.iter().filter(|&&n| n == least).count();
+    let nth = if tied > 1 {
+        turn.fetch_add(1, Ordering::Relaxed) % tied
+    } else {
+        0
+    };
+    open.iter()
+        .enumerate()
+        .filter(|&(_, &n)| n == least)
+        .nth(nth)
+        .map_or(0, |(index, _)| index)
 }
 
 pin_project_lite::pin_project! {
@@ -228,6 +237,17 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), lanes.stop())
             .await
             .expect("stop returns though a task is still waiting on a lane");
+    }
+
+    #[test]
+    fn the_least_busy_lane_wins_and_ties_take_turns() {
+        let turn = AtomicUsize::new(0);
+        assert_eq!(least_busy(&[3, 1, 2], &turn), 1);
+        assert_eq!(turn.load(Ordering::Relaxed), 0, "no tie, no turn taken");
+        assert_eq!(least_busy(&[2, 1, 1], &turn), 1);
+        assert_eq!(least_busy(&[2, 1, 1], &turn), 2);
+        assert_eq!(least_busy(&[2, 1, 1], &turn), 1);
+        assert_eq!(least_busy(&[0, 0, 0], &turn), 0, "the fourth tie: 3 % 3");
     }
 
     #[test]
