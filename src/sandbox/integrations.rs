@@ -404,8 +404,8 @@ fn sync_run(
     Ok(run)
 }
 
-/// How many of the tenant's records a sync of this provider reads or writes: those changed in
-/// (`since`, `until`] of the kind its category deals in.
+/// How many of the tenant's records a sync of this provider reads or writes: those of the kind its
+/// category deals in whose stamp is in the sync's window (`in_sync_window`).
 fn records_synced(
     store: &Store,
     provider: &Provider,
@@ -413,7 +413,7 @@ fn records_synced(
     until: DateTime<Utc>,
 ) -> Result<i64, ApiError> {
     let changed = |object: &Value, field: &str| {
-        time(object, field).is_some_and(|at| at <= until && since.is_none_or(|s| at > s))
+        time(object, field).is_some_and(|at| in_sync_window(at, since, until))
     };
     let count =
         |kind: &str, field: &str, wanted: &dyn Fn(&Value) -> bool| -> Result<i64, ApiError> {
@@ -433,6 +433,17 @@ fn records_synced(
         // Chat providers are sent a notification per completed session and per new task.
         _ => Ok(count("session", "ended_at", &completed)? + count("task", "created_at", &any)?),
     }
+}
+
+/// Whether a record stamped `at` is read by a sync at `until` that follows one at `since` (None:
+/// a full sync, which reads everything up to `until`).
+///
+/// The window includes its start: stamps are to the millisecond, so a record written just after
+/// the previous sync, in the same millisecond, carries that sync's stamp. Excluding the start
+/// missed such a record for good; including it reads again a record written in that millisecond
+/// just before the previous sync. A sync engine re-reads rather than misses a change.
+fn in_sync_window(at: DateTime<Utc>, since: Option<DateTime<Utc>>, until: DateTime<Utc>) -> bool {
+    at <= until && since.is_none_or(|since| at >= since)
 }
 
 /// What a state token asserts: the tenant, the flow (integration + nonce) and its expiry.
@@ -696,4 +707,32 @@ fn record_failed_sync(
             "started_at": started, "finished_at": ids::timestamp(at + Duration::seconds(4)), "created_at": started,
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_in_the_millisecond_of_the_last_sync_is_read_by_the_next() {
+        let last_sync = ids::now();
+        let written_after_it = last_sync;
+        let next_sync = last_sync + Duration::milliseconds(5);
+        assert!(in_sync_window(written_after_it, Some(last_sync), next_sync));
+        assert!(!in_sync_window(
+            last_sync - Duration::milliseconds(1),
+            Some(last_sync),
+            next_sync
+        ));
+        assert!(!in_sync_window(
+            next_sync + Duration::milliseconds(1),
+            Some(last_sync),
+            next_sync
+        ));
+        assert!(in_sync_window(
+            last_sync - Duration::days(400),
+            None,
+            next_sync
+        ));
+    }
 }
