@@ -85,6 +85,15 @@ impl Lanes {
         self.lanes.len()
     }
 
+    /// Tasks alive on all lanes.
+    #[cfg(test)]
+    pub(crate) fn alive_tasks(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| lane.runtime.metrics().num_alive_tasks())
+            .sum()
+    }
+
     /// Runs the future `make` returns on the lane with the least unfinished work; a tie goes to
     /// the lanes in turn. `make` runs here, inside that lane's runtime context, so an I/O object
     /// it makes (a `TcpStream::from_std`) registers with that lane's reactor; when it returns

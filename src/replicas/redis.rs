@@ -29,6 +29,31 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pin_project_lite::pin_project! {
+    /// A Redis exchange, polled inside the runtime context of `home` (the process's runtime).
+    ///
+    /// Why: the connection manager connects on first use and reconnects after a failed command,
+    /// starting the new connection and its driver with `tokio::spawn` in the context of whatever
+    /// polls that command; and commands run in request handlers, on lanes. Started there, the
+    /// replica link lived on one lane: every exchange, the beat and the outbox included, waited
+    /// behind that lane's connections, and the link died with the lane.
+    struct AtHome<'a, F> {
+        home: Option<&'a tokio::runtime::Handle>,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for AtHome<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _inside = this.home.map(|home| home.enter());
+        this.work.poll(cx)
+    }
+}
+
 const REPLICA_PREFIX: &str = "trainar:replica:";
 const SESSION_PREFIX: &str = "trainar:session:";
 const BROADCAST: &str = "trainar:all";
@@ -135,6 +160,8 @@ struct Live {
 }
 
 pub struct RedisState {
+    /// The runtime the link lives on: the one `new` ran on, the process's (see `AtHome`).
+    home: Option<tokio::runtime::Handle>,
     /// This replica's name among the others (random per process).
     replica: String,
     client: redis::Client,
@@ -192,6 +219,7 @@ impl RedisState {
             .map_err(|e| format!("cannot use Redis at {}: {e}", redacted(url)))?;
         let (outbox, outbox_receiver) = mpsc::channel(OUTBOX);
         Ok(Arc::new(RedisState {
+            home: tokio::runtime::Handle::try_current().ok(),
             replica: crate::mcp::session::new_session_id()[..16].to_string(),
             client,
             manager,
@@ -227,6 +255,10 @@ impl RedisState {
         &self,
         work: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Refusal> {
+        let work = AtHome {
+            home: self.home.as_ref(),
+            work,
+        };
         let reason = match tokio::time::timeout(self.timeout, work).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => format!("Redis failed: {e}"),
@@ -711,5 +743,90 @@ fn limited(reply: &[String]) -> Option<Refusal> {
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `redis-server` of the test's own on a free loopback port, killed when dropped.
+    struct Server {
+        process: std::process::Child,
+        port: u16,
+    }
+
+    impl Server {
+        async fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let process = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                // Nothing is written: no snapshots, no append-only file.
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(std::env::temp_dir())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect(
+                    "redis-server is installed (apt-get install redis-server; scripts/test does)",
+                );
+            for _ in 0..200 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Server { process, port }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_connection_a_lane_makes_lives_on_the_process_runtime() {
+        let server = Server::start().await;
+        let url = format!("redis://127.0.0.1:{}/", server.port);
+        let redis = RedisState::new(&url, Duration::from_secs(2), Limits::default()).unwrap();
+        redis.up.store(true, Ordering::Relaxed);
+        let lanes = crate::lanes::Lanes::start(1).unwrap();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let on_lane = redis.clone();
+        // The manager connects on first use: here, from a request handler's lane.
+        lanes.spawn(|| {
+            Some(async move {
+                let _ = done.send(on_lane.end_key("fingerprint").await);
+            })
+        });
+        assert!(finished.await.unwrap().is_ok(), "Redis answered");
+        assert!(redis.is_up());
+        // The handler's own task ends just after it sends; a driver left there stays while the
+        // connection is open.
+        for _ in 0..100 {
+            if lanes.alive_tasks() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            lanes.alive_tasks(),
+            0,
+            "the connection's driver was left on the lane"
+        );
+        lanes.stop().await;
+        assert!(
+            redis.end_key("fingerprint").await.is_ok(),
+            "the link outlives the lane"
+        );
     }
 }
