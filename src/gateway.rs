@@ -103,6 +103,9 @@ pub struct Gateway {
     pub tasks: TaskTracker,
     /// The audit trail, when `--audit-log` is set (reopened on SIGHUP by `serve` and `stdio`).
     pub audit: Option<AuditLog>,
+    /// Set when the drain before shutdown begins: no new session opens (`open_session`), and
+    /// `/readyz` says 503.
+    draining: std::sync::atomic::AtomicBool,
     /// Keys the API refused during calls, taken by `serve` (see `end_refused_keys`).
     refused_keys: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
@@ -170,6 +173,7 @@ impl Gateway {
             options: config.server,
             upstream,
             tasks: TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -323,12 +327,21 @@ impl Gateway {
         session: Session,
         rate: bool,
     ) -> Result<Arc<Session>, Refused> {
+        if self.is_draining() {
+            return Err(Box::new(refused(Refusal::ShuttingDown)));
+        }
         let transport = session.transport();
         let opened = self
             .replicas
             .open(session, rate)
             .await
             .map_err(|refusal| Box::new(refused(refusal)))?;
+        if self.is_draining() {
+            // The drain began while the store was opening it, perhaps after it ended this
+            // replica's sessions: end it here.
+            let _ = self.replicas.end(&opened.id, &opened.key_fingerprint).await;
+            return Err(Box::new(refused(Refusal::ShuttingDown)));
+        }
         if let Some(transport) = transport {
             crate::telemetry::record_session_opened(transport);
         }
@@ -413,9 +426,18 @@ impl Gateway {
         )))
     }
 
-    /// Ends this replica's sessions (their streams close) and waits for spawned work, bounded by
-    /// `grace`.
+    /// Whether the drain before shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Refuses new sessions from now on, ends this replica's sessions (their streams close) and
+    /// waits for spawned work, bounded by `grace`.
     pub async fn drain(&self, grace: Duration) {
+        // First, so that no session opens after the replica's sessions are ended below: its
+        // stream would keep the server waiting for its client after the drain.
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.replicas.drain().await;
         self.tasks.close();
         let _ = tokio::time::timeout(grace, self.tasks.wait()).await;

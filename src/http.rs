@@ -83,7 +83,7 @@ pub fn refused(refusal: Refusal) -> Response {
     match refusal {
         Refusal::RateLimited { .. } => record_refused(Counted::RateLimit),
         Refusal::SessionCap { .. } => record_refused(Counted::SessionCap),
-        Refusal::UnknownSession | Refusal::Unavailable { .. } => {}
+        Refusal::UnknownSession | Refusal::Unavailable { .. } | Refusal::ShuttingDown => {}
     }
     let (status, code, message, retry_after) = match refusal {
         Refusal::RateLimited { retry_after } => (
@@ -117,6 +117,14 @@ pub fn refused(refusal: Refusal) -> Response {
                 1,
             )
         }
+        Refusal::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this gateway is shutting down and opens no new session; connect again (another \
+             replica answers), or use protocol 2026-07-28, which needs no session"
+                .to_string(),
+            1,
+        ),
     };
     let mut response = http_error(status, code, &message);
     if retry_after > 0 {

@@ -192,6 +192,14 @@ async fn healthz() -> Response {
 /// does not make the replica unready: the stateless era still works, and a load balancer that
 /// took every replica out at once would turn a Redis outage into a full one.
 async fn readyz(State(gateway): State<SharedGateway>) -> Response {
+    if gateway.is_draining() {
+        // A load balancer stops sending here; what is in flight finishes.
+        return http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this gateway is shutting down",
+        );
+    }
     let redis = gateway
         .replicas
         .redis_reachable()
@@ -265,6 +273,8 @@ pub async fn serve(
     gateway: SharedGateway,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Lanes first: nothing else has started if their threads cannot.
+    let lanes = crate::lanes::Lanes::start(gateway.options.lanes)?;
     let mut background = gateway.replicas.start();
     if let Some(refused) = gateway.take_refused_keys() {
         background.push(tokio::spawn(end_refused_keys(gateway.clone(), refused)));
@@ -278,7 +288,6 @@ pub async fn serve(
     // The route table is built once and shared by every connection (cloning it is an Arc).
     let limits = ConnectionLimits::new(&gateway.options);
     let header_timeout = gateway.options.header_read_timeout;
-    let gateway_lanes = gateway.options.lanes;
     let app = router(gateway);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Headers (and the wait for the next request on a kept-alive connection, and a bare connect)
@@ -288,7 +297,6 @@ pub async fn serve(
     // Connections finish their current response and close once this says so.
     let (stop, stopped) = tokio::sync::watch::channel(());
     let connections = TaskTracker::new();
-    let lanes = crate::lanes::Lanes::start(gateway_lanes)?;
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

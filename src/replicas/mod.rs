@@ -63,6 +63,9 @@ pub enum Refusal {
     Unavailable {
         reason: String,
     },
+    /// This gateway is draining before it stops: no new session (its stream would hold the
+    /// shutdown open); the client may retry, and a load balancer sends it to another replica.
+    ShuttingDown,
 }
 
 pub enum Replicas {

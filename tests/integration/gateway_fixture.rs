@@ -70,9 +70,19 @@ impl TestGateway {
 
     /// Triggers graceful shutdown and waits until the server has stopped.
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.begin_shutdown();
+        self.finish_shutdown().await
+    }
+
+    /// Triggers graceful shutdown (the server drains, then stops).
+    pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn finish_shutdown(&mut self) -> std::io::Result<()> {
         match self.served.take() {
             Some(served) => served.await.unwrap(),
             None => Ok(()),

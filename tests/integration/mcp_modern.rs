@@ -481,3 +481,68 @@ async fn log_messages_and_progress_ride_the_response_only_when_asked_for() {
     assert_eq!(body["result"]["isError"], false);
     assert!(text_of(&body["result"]).contains("data"));
 }
+
+#[tokio::test]
+async fn no_session_opens_while_the_gateway_drains_so_shutdown_ends() {
+    let (abandoned, arrived) = (Arc::new(AtomicBool::new(false)), Arc::default());
+    let upstream = hanging_api_seeing(abandoned.clone(), Arc::clone(&arrived)).await;
+    let mut gateway = TestGateway::in_front_of(&upstream, |_| {}).await;
+    // A call that holds the drain open (up to its 10 s grace).
+    let execute = modern(
+        21,
+        "tools/call",
+        json!({"name": "execute_skill", "arguments": {"skill_id": "skl_0123456789abcdef", "arguments": {}}}),
+        json!({"progressToken": "tok-21"}),
+    );
+    let call = open(
+        &gateway,
+        SLOW_KEY,
+        None,
+        &execute,
+        &routing(&execute),
+        ACCEPT_BOTH,
+    )
+    .await;
+    assert!(until_set(&arrived).await, "the call reached the API");
+    gateway.begin_shutdown();
+    let ready =
+        |gateway: &TestGateway| gateway.http().get(format!("{}/readyz", gateway.url)).send();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = ready(&gateway).await.unwrap().status().as_u16();
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503, "a draining replica is not ready");
+    // Streams opened now would keep the server waiting for their clients after the drain.
+    let stream = gateway.get(SLOW_KEY, "/sse").await;
+    assert_eq!(stream.status(), 503);
+    let refusal: Value = stream.json().await.unwrap();
+    assert_eq!(
+        refusal["error"]["data"]["reason"], "shutting_down",
+        "{refusal}"
+    );
+    let init = gateway
+        .post(
+            Some(SLOW_KEY),
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "late", "version": "1"}}}),
+            &[],
+        )
+        .await;
+    assert_eq!(init.status, 503, "{}", init.body);
+    // Sessionless calls are still answered while the drain lasts.
+    let list = modern(22, "tools/list", json!({}), json!({}));
+    let listed = send(&gateway, SLOW_KEY, &list, &[], &[]).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body["result"]["tools"].is_array(), "{}", listed.body);
+    drop(call);
+    tokio::time::timeout(Duration::from_secs(15), gateway.finish_shutdown())
+        .await
+        .expect("shutdown completes")
+        .unwrap();
+}
