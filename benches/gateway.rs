@@ -8,9 +8,9 @@
 //!
 //! One table is printed: get_task and create_task (direct REST, MCP Streamable HTTP, MCP legacy
 //! SSE, the 2026-07-28 stateless era) as p50/p99 at c=1 and calls/s at c=16 and
-//! c=64, with ratios to direct (for get_task's MCP rows and HAProxy's, also "paired": the median
-//! of three ratios, each to a direct window seconds away, since the machine's load drifts over a
-//! run); tools/list latency and payload; the gateway's RSS with idle SSE
+//! c=64, with ratios to direct (for get_task's main MCP rows and HAProxy's, also "paired": the
+//! median of three ratios, each to a direct window seconds away, since the machine's load drifts
+//! over a run); tools/list latency and payload; the gateway's RSS with idle SSE
 //! sessions; start-to-ready and build-script times; and the targets, met or missed. Nothing is
 //! asserted about speed: the run fails only when something could not be measured at all.
 //!
@@ -296,7 +296,8 @@ struct Case {
     latency: Result<Latency, String>,
     c16: Result<Rate, String>,
     c64: Result<Rate, String>,
-    /// For the rows with a c=64 target, and HAProxy's: ratios to direct taken in pairs.
+    /// For get_task's main MCP rows (Streamable HTTP, legacy SSE, stateless, one shared session)
+    /// and HAProxy's: ratios to direct taken in pairs.
     paired: Option<Paired>,
 }
 
@@ -351,13 +352,19 @@ impl Paired {
             };
             match (clean(reference), clean(measured)) {
                 (Ok(reference), Ok(measured)) => {
-                    paired
-                        .rates
-                        .push(measured.per_second / reference.per_second);
+                    // A share of nothing is no reading (CPU comes in 10 ms ticks; a short window
+                    // can read none).
+                    let share = |part: f64, whole: f64| (whole > 0.0).then(|| part / whole);
+                    match share(measured.per_second, reference.per_second) {
+                        Some(rate) => paired.rates.push(rate),
+                        None => paired.problem = Some("direct made no calls".into()),
+                    }
                     if let (Some((_, d, _)), Some((_, m, _))) =
                         (reference.cpu_per_call(), measured.cpu_per_call())
                     {
-                        paired.sandbox_cpu.push(m.as_secs_f64() / d.as_secs_f64());
+                        paired
+                            .sandbox_cpu
+                            .extend(share(m.as_secs_f64(), d.as_secs_f64()));
                     }
                 }
                 (Err(e), _) | (_, Err(e)) => paired.problem = Some(e),

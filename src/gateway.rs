@@ -327,7 +327,7 @@ impl Gateway {
         session: Session,
         rate: bool,
     ) -> Result<Arc<Session>, Refused> {
-        if self.is_draining() {
+        if self.refuses_while_draining(&session) {
             return Err(Box::new(refused(Refusal::ShuttingDown)));
         }
         let transport = session.transport();
@@ -336,7 +336,7 @@ impl Gateway {
             .open(session, rate)
             .await
             .map_err(|refusal| Box::new(refused(refusal)))?;
-        if self.is_draining() {
+        if self.refuses_while_draining(&opened) {
             // The drain began while the store was opening it, perhaps after it ended this
             // replica's sessions: end it here.
             let _ = self.replicas.end(&opened.id, &opened.key_fingerprint).await;
@@ -424,6 +424,14 @@ impl Gateway {
             ),
             &challenge,
         )))
+    }
+
+    /// Whether `session` may not open because this gateway is draining: a stream it holds
+    /// here (legacy SSE) would keep the server waiting for its client after the drain, and a
+    /// session this process alone keeps would end with it. A Streamable HTTP session shared
+    /// through Redis opens: the other replicas go on serving it.
+    fn refuses_while_draining(&self, session: &Session) -> bool {
+        self.is_draining() && (session.has_stream() || !self.replicas.shared())
     }
 
     /// Whether the drain before shutdown has begun.

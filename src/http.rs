@@ -120,8 +120,8 @@ pub fn refused(refusal: Refusal) -> Response {
         Refusal::ShuttingDown => (
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
-            "this gateway is shutting down and opens no new session; connect again (another \
-             replica answers), or use protocol 2026-07-28, which needs no session"
+            "this gateway is shutting down; connect again (another replica answers), or use \
+             protocol 2026-07-28, which needs no session"
                 .to_string(),
             1,
         ),

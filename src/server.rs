@@ -257,9 +257,11 @@ pub fn router(gateway: SharedGateway) -> Router {
         .with_state(gateway)
 }
 
-/// Serves on `listener` until `shutdown` resolves; then stops accepting, ends sessions (closing
-/// SSE streams), lets in-flight calls finish (bounded by 10 s), and waits for every connection to
-/// finish its last response.
+/// Serves on `listener` until `shutdown` resolves; then drains (`Gateway::drain`: refuses new
+/// sessions that would hold a stream here or end with this process, ends this replica's sessions,
+/// closing SSE streams, and lets in-flight calls finish, bounded by 10 s) while still accepting,
+/// so that requests a load balancer sends before it sees `/readyz` fail are answered; then stops
+/// accepting and waits for every connection to finish its last response.
 ///
 /// The accept loop runs here; each connection is served on a lane (`lanes`), the one with the
 /// fewest connections.

@@ -63,8 +63,9 @@ pub enum Refusal {
     Unavailable {
         reason: String,
     },
-    /// This gateway is draining before it stops: no new session (its stream would hold the
-    /// shutdown open); the client may retry, and a load balancer sends it to another replica.
+    /// This gateway is draining before it stops, and the session would hold a stream here or
+    /// end with this process (`Gateway::open_session`); the client may retry, and a load
+    /// balancer sends it to another replica.
     ShuttingDown,
 }
 
@@ -228,6 +229,11 @@ impl Replicas {
     }
 
     /// With Redis: whether it answered last time. None without Redis.
+    /// Whether sessions are shared with other replicas (through Redis).
+    pub fn shared(&self) -> bool {
+        matches!(self, Replicas::Redis(_))
+    }
+
     pub fn redis_reachable(&self) -> Option<bool> {
         match self {
             Replicas::Local(_) => None,

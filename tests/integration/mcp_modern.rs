@@ -6,10 +6,12 @@ use crate::gateway_fixture::{
     SLOW_KEY, TestGateway, hanging_api, hanging_api_seeing, read_events, text_of, until_abandoned,
     until_set,
 };
+use crate::replicas_fixture::Redis;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use trainar_mcp::replicas::RedisOptions;
 
 const VERSION: &str = "2026-07-28";
 
@@ -483,11 +485,52 @@ async fn log_messages_and_progress_ride_the_response_only_when_asked_for() {
 }
 
 #[tokio::test]
-async fn no_session_opens_while_the_gateway_drains_so_shutdown_ends() {
+async fn no_session_opens_while_a_gateway_of_its_own_drains_so_shutdown_ends() {
+    drain_with_a_call_held(None).await;
+}
+
+#[tokio::test]
+async fn a_replica_on_redis_that_drains_opens_only_sessions_without_a_stream() {
+    drain_with_a_call_held(Some(Redis::start())).await;
+}
+
+/// Shuts a gateway down while a sessionless call holds its drain open (up to the 10 s grace),
+/// and asks for sessions meanwhile. A legacy SSE stream opened then would keep the server waiting
+/// for its client after the drain: refused. A Streamable HTTP session has no stream here: on a
+/// gateway of its own it would end with the process (refused, so the client retries
+/// elsewhere at once); shared through Redis it goes on at the other replicas (opened).
+async fn drain_with_a_call_held(redis: Option<Redis>) {
     let (abandoned, arrived) = (Arc::new(AtomicBool::new(false)), Arc::default());
     let upstream = hanging_api_seeing(abandoned.clone(), Arc::clone(&arrived)).await;
-    let mut gateway = TestGateway::in_front_of(&upstream, |_| {}).await;
-    // A call that holds the drain open (up to its 10 s grace).
+    let redis_url = redis.as_ref().map(Redis::url);
+    let mut gateway = TestGateway::in_front_of(&upstream, |config| {
+        config.server.redis = redis_url.map(|url| RedisOptions {
+            url,
+            timeout: Duration::from_secs(2),
+        });
+    })
+    .await;
+    let readiness = |gateway: &TestGateway| {
+        let request = gateway.http().get(format!("{}/readyz", gateway.url));
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    if redis.is_some() {
+        let mut ready = (0, Value::Null);
+        for _ in 0..100 {
+            ready = readiness(&gateway).await;
+            if ready.1["redis"] == "reachable" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ready.1["redis"], "reachable", "{}", ready.1);
+    }
     let execute = modern(
         21,
         "tools/call",
@@ -505,20 +548,18 @@ async fn no_session_opens_while_the_gateway_drains_so_shutdown_ends() {
     .await;
     assert!(until_set(&arrived).await, "the call reached the API");
     gateway.begin_shutdown();
-    let ready =
-        |gateway: &TestGateway| gateway.http().get(format!("{}/readyz", gateway.url)).send();
     let mut status = 0;
     for _ in 0..100 {
-        status = ready(&gateway).await.unwrap().status().as_u16();
+        status = readiness(&gateway).await.0;
         if status == 503 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status, 503, "a draining replica is not ready");
-    // Streams opened now would keep the server waiting for their clients after the drain.
     let stream = gateway.get(SLOW_KEY, "/sse").await;
     assert_eq!(stream.status(), 503);
+    assert_eq!(stream.headers()["retry-after"], "1");
     let refusal: Value = stream.json().await.unwrap();
     assert_eq!(
         refusal["error"]["data"]["reason"], "shutting_down",
@@ -534,7 +575,13 @@ async fn no_session_opens_while_the_gateway_drains_so_shutdown_ends() {
             &[],
         )
         .await;
-    assert_eq!(init.status, 503, "{}", init.body);
+    if redis.is_some() {
+        assert_eq!(init.status, 200, "{}", init.body);
+        assert!(init.headers.contains_key("mcp-session-id"));
+    } else {
+        assert_eq!(init.status, 503, "{}", init.body);
+        assert_eq!(init.body["error"]["data"]["reason"], "shutting_down");
+    }
     // Sessionless calls are still answered while the drain lasts.
     let list = modern(22, "tools/list", json!({}), json!({}));
     let listed = send(&gateway, SLOW_KEY, &list, &[], &[]).await;
