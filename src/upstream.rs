@@ -63,9 +63,11 @@ impl Upstream {
         &self.base_url
     }
 
-    /// Whether the API answers as the API: key introspection without a key must be refused (401);
-    /// a 404 there means the URL is not the API's base. The error names the URL and what it
-    /// answered.
+    /// Whether the API answers as the API: key introspection without a key must be refused (401,
+    /// or another refusal: 403, 429). Anything else means `--upstream` is not the API's base:
+    /// a 404 (a path prefix missing), a 2xx (a web front end that answers every path), a 3xx (a
+    /// redirect, http to https say: redirects are not followed), a 5xx. Every key would be
+    /// refused, so the gateway is not ready. The error names the URL and what it answered.
     pub async fn probe(&self) -> Result<(), String> {
         let url = format!("{}/v1/api-keys/current", self.base_url);
         let request = self
@@ -84,10 +86,28 @@ impl Upstream {
                      /v1/api-keys/current is key introspection)"
                 ))
             }
-            Ok(Received::Answer(response)) if response.status().is_server_error() => {
-                Err(format!("{url} answered {}", response.status()))
+            Ok(Received::Answer(response)) if response.status().is_client_error() => Ok(()),
+            Ok(Received::Answer(response)) if response.status().is_redirection() => {
+                let to = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|to| to.to_str().ok())
+                    .unwrap_or("elsewhere");
+                Err(format!(
+                    "{url} answered {} (to {to}): --upstream must be the API's base URL itself \
+                     (redirects are not followed)",
+                    response.status().as_u16()
+                ))
             }
-            Ok(_) => Ok(()),
+            Ok(Received::Answer(response)) if response.status().is_success() => Err(format!(
+                "{url} answered {} to a request without a key: that is not the TrainAR API, \
+                 which refuses it (401); --upstream must be the API's base URL",
+                response.status().as_u16()
+            )),
+            Ok(Received::Answer(response)) => Err(format!("{url} answered {}", response.status())),
+            Ok(Received::TooLarge(_)) => Err(format!(
+                "{url} answered with a body over the size limit: not the API's refusal"
+            )),
         }
     }
 

@@ -233,9 +233,16 @@ pub async fn hanging_api_seeing(abandoned: Arc<AtomicBool>, arrived: Arc<AtomicB
     let app = Router::new()
         .route(
             "/v1/api-keys/current",
-            get(|| async {
-                axum::Json(json!({"id": "key_0123456789ab", "tenant_id": "ten_0123456789ab", "tenant_name": "Slow",
-                    "name": "k", "scopes": ["read:tasks", "execute:skills"], "prefix": "tak_AAAAAAAA", "expires_at": null}))
+            // As the API: a request without a key is refused (the gateway's readiness probe).
+            get(|headers: axum::http::HeaderMap| async move {
+                if !headers.contains_key("authorization") {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        axum::Json(json!({"error": {"code": "unauthorized", "message": "no key"}})),
+                    );
+                }
+                (axum::http::StatusCode::OK, axum::Json(json!({"id": "key_0123456789ab", "tenant_id": "ten_0123456789ab", "tenant_name": "Slow",
+                    "name": "k", "scopes": ["read:tasks", "execute:skills"], "prefix": "tak_AAAAAAAA", "expires_at": null})))
             }),
         )
         .fallback(move || {

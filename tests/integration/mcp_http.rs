@@ -760,3 +760,42 @@ async fn calls_are_answered_whichever_lanes_their_connections_are_on() {
         assert!(result["structuredContent"]["data"].is_array(), "{result}");
     }
 }
+
+/// An upstream that is not the API: a web front end that answers 200 to every path, or a URL
+/// that redirects (http to https, say). Every key would then be refused, so the gateway must
+/// not say it is ready.
+#[tokio::test]
+async fn an_upstream_that_is_not_the_api_is_not_ready() {
+    let pretenders = [
+        (
+            axum::Router::new()
+                .fallback(|| async { ([("content-type", "text/html")], "<html>welcome</html>") }),
+            "200",
+        ),
+        (
+            axum::Router::new().fallback(|| async {
+                (
+                    axum::http::StatusCode::MOVED_PERMANENTLY,
+                    [("location", "https://api.example.com/v1/api-keys/current")],
+                )
+            }),
+            "301",
+        ),
+    ];
+    for (app, status) in pretenders {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let gateway = TestGateway::in_front_of(&url, |_| {}).await;
+        let ready = gateway
+            .http()
+            .get(format!("{}/readyz", gateway.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503, "an upstream answering {status}");
+        let body: Value = ready.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("answered {status}")), "{body}");
+    }
+}
