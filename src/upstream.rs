@@ -105,7 +105,7 @@ impl Upstream {
                 response.status().as_u16()
             )),
             Ok(Received::Answer(response)) => Err(format!("{url} answered {}", response.status())),
-            Ok(Received::TooLarge(_)) => Err(format!(
+            Ok(Received::TooLarge { .. }) => Err(format!(
                 "{url} answered with a body over the size limit: not the API's refusal"
             )),
         }
@@ -251,6 +251,8 @@ pub struct Caller {
     sender: UpstreamClient,
     /// Why the request got no answer from the API, if it did not.
     transport_failure: Mutex<Option<Failure>>,
+    /// What to tell the caller when the API's answer was over the body cap and not read.
+    too_large: Mutex<Option<String>>,
 }
 
 impl Caller {
@@ -283,6 +285,7 @@ impl Caller {
             base,
             sender,
             transport_failure: Mutex::new(None),
+            too_large: Mutex::new(None),
         }
     }
 }
@@ -300,6 +303,7 @@ impl Clone for Caller {
             base: self.base.clone(),
             sender: self.sender.clone(),
             transport_failure: Mutex::new(lock(&self.transport_failure).clone()),
+            too_large: Mutex::new(lock(&self.too_large).clone()),
         }
     }
 }
@@ -360,15 +364,20 @@ impl ClientHooks<Caller> for Client {
                 }
                 Ok(reqwest::Response::from(response))
             }
-            Ok(Received::TooLarge(length)) => {
+            // The API answered (its status is what `post` records), but not what the caller
+            // can have: `respond` reads the words, not this stand-in.
+            Ok(Received::TooLarge { length, status }) => {
                 crate::telemetry::record_upstream_body_too_large();
+                let message = format!(
+                    "the API's response is {length} bytes or more, over this gateway's limit of \
+                     {limit} bytes; ask for less (a smaller `limit`, or narrower filters)"
+                );
+                *lock(&caller.too_large) = Some(message.clone());
+                caller.last_status.store(status.as_u16(), Ordering::Relaxed);
                 Ok(error_response(
                     axum::http::StatusCode::BAD_GATEWAY,
                     RESPONSE_TOO_LARGE,
-                    format!(
-                        "the API's response is {length} bytes or more, over this gateway's limit \
-                         of {limit} bytes; ask for less (a smaller `limit`, or narrower filters)"
-                    ),
+                    message,
                 ))
             }
             // Not a response of the API's: `respond` reads the failure, not this stand-in.
@@ -389,8 +398,10 @@ impl ClientHooks<Caller> for Client {
         result: &reqwest::Result<reqwest::Response>,
         _info: &OperationInfo,
     ) -> Result<(), progenitor_client::Error<E>> {
+        // A stand-in's status is not the API's: none came, or `exec` recorded the API's own.
         if let Ok(response) = result
             && lock(&self.inner().transport_failure).is_none()
+            && lock(&self.inner().too_large).is_none()
         {
             self.inner()
                 .last_status
@@ -423,6 +434,9 @@ pub enum DispatchError {
         /// No answer within the call timeout (the rest: no connection, or not the API's answer).
         timed_out: bool,
     },
+    /// The API answered with a body over `--upstream-max-body-bytes`, which was not read.
+    #[error("{message}")]
+    TooLarge { message: String },
 }
 
 impl DispatchError {
@@ -536,6 +550,9 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
     use progenitor_client::Error as ClientError;
     if let Some(Failure { message, timed_out }) = lock(&client.inner().transport_failure).take() {
         return Err(DispatchError::Transport { message, timed_out });
+    }
+    if let Some(message) = lock(&client.inner().too_large).take() {
+        return Err(DispatchError::TooLarge { message });
     }
     let last_status = client.inner().last_status.load(Ordering::Relaxed);
     match result {

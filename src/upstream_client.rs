@@ -74,10 +74,13 @@ impl Failure {
 }
 
 /// What came back: the API's status, headers and body (whole, within the cap), or a body over
-/// the cap (its length as far as known).
+/// the cap (its length as far as known, and the status it came with).
 pub enum Received {
     Answer(axum::http::Response<Bytes>),
-    TooLarge(usize),
+    TooLarge {
+        length: usize,
+        status: axum::http::StatusCode,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -260,9 +263,10 @@ impl UpstreamClient {
             .and_then(|v| v.parse::<u64>().ok())
             && length > limit as u64
         {
-            return Ok(Received::TooLarge(
-                usize::try_from(length).unwrap_or(usize::MAX),
-            ));
+            return Ok(Received::TooLarge {
+                length: usize::try_from(length).unwrap_or(usize::MAX),
+                status: response.status(),
+            });
         }
         let (parts, body) = response.into_parts();
         // Read up to the limit and no further: past it the connection is dropped.
@@ -273,7 +277,10 @@ impl UpstreamClient {
                 collected.to_bytes(),
             ))),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                Ok(Received::TooLarge(limit + 1))
+                Ok(Received::TooLarge {
+                    length: limit + 1,
+                    status: parts.status,
+                })
             }
             Err(error) => Err(Failure::new(format!(
                 "the response could not be read: {}",

@@ -678,6 +678,10 @@ impl Core {
                 };
                 (error_result(text), outcome)
             }
+            Err(DispatchError::TooLarge { message }) => (
+                error_result(format!("The result was not returned: {message}.")),
+                Outcome::ToolError,
+            ),
             Err(DispatchError::InvalidArgument { field, message }) => (
                 error_result(format!("Invalid argument `{field}`: {message}")),
                 Outcome::InvalidArguments,

@@ -793,3 +793,34 @@ async fn a_request_id_already_in_flight_is_refused_and_the_first_call_goes_on() 
         "the API call ran until the timeout, and was then given up"
     );
 }
+
+/// A body over the cap is the gateway's refusal, not the API's failure: the audit trail (and the
+/// upstream-status metric) keep the status the API sent, not the 502 standing in for the body.
+#[tokio::test]
+async fn a_body_over_the_cap_is_recorded_with_the_status_the_api_sent() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let chunk: &'static str =
+        Box::leak(format!("{{\"x\":\"{}\"}}", "a".repeat(64 * 1024)).into_boxed_str());
+    let api = scripted_api(200, chunk, 40, sent).await;
+    let dir = crate::sandbox_fixture::fresh_dir("audit-too-large");
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.log");
+    let result = get_task_through(&api, |config| {
+        config.upstream.max_body_bytes = 1024 * 1024;
+        config.audit_log = Some(audit.clone());
+    })
+    .await;
+    assert_eq!(result["isError"], true);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record: Value = serde_json::from_str(text.lines().next().expect("an audit line")).unwrap();
+    assert_eq!(record["tool"], "get_task", "{record}");
+    assert_eq!(record["upstream_status"], 200, "{record}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
