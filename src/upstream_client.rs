@@ -338,7 +338,26 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
         return tls;
     }
     if error.is_connect() {
-        "the connection was refused or failed".to_string()
+        // What the socket said, in words that name it (the API's address is left out).
+        let mut cause = std::error::Error::source(error);
+        let mut io_kind = None;
+        let mut resolving = false;
+        while let Some(inner) = cause {
+            resolving |= inner.to_string() == "dns error";
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                io_kind = Some(io.kind());
+            }
+            cause = inner.source();
+        }
+        match io_kind {
+            _ if resolving => "the API's host name did not resolve".to_string(),
+            Some(std::io::ErrorKind::ConnectionRefused) => "the connection was refused".to_string(),
+            Some(std::io::ErrorKind::TimedOut) => {
+                "connecting timed out (no answer to the connection attempt)".to_string()
+            }
+            Some(kind) => format!("the connection failed ({kind})"),
+            None => "the connection failed".to_string(),
+        }
     } else {
         // The cause, without the URL (hyper's errors carry none, but their sources might).
         let mut text = error.to_string();

@@ -634,6 +634,13 @@ async fn health_and_readiness() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("the connection was refused")),
+        "{body}"
+    );
     let init = orphan
         .post(Some(SLOW_KEY), None, rpc(1, "initialize", json!({})), &[])
         .await;
@@ -798,4 +805,56 @@ async fn an_upstream_that_is_not_the_api_is_not_ready() {
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(&format!("answered {status}")), "{body}");
     }
+}
+
+/// An API whose address takes no connection (its accept queue full, so the SYN goes unanswered):
+/// the gateway says connecting timed out, not that the connection was refused.
+#[tokio::test]
+async fn an_api_that_never_takes_the_connection_is_reported_as_a_connect_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    let _never_accepting = socket.listen(0).unwrap();
+    // Fill the accept queue; later SYNs are dropped (and retried) rather than answered.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            fillers.push(stream);
+        }
+    }
+    let gateway = TestGateway::in_front_of(&format!("http://{address}"), |config| {
+        config.upstream.timeout = Duration::from_secs(1);
+    })
+    .await;
+    let ready = gateway
+        .http()
+        .get(format!("{}/readyz", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("timed out"), "{body}");
+}
+
+/// An API host name that does not resolve (`.invalid` never does, RFC 6761) is named as such.
+#[tokio::test]
+async fn an_api_host_that_does_not_resolve_is_named_as_such() {
+    let gateway = TestGateway::in_front_of("http://no-such-api.invalid", |_| {}).await;
+    let ready = gateway
+        .http()
+        .get(format!("{}/readyz", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("did not resolve"), "{body}");
 }
