@@ -208,11 +208,17 @@ struct GatewayArgs {
     /// never held whole.
     #[arg(long, env = "TRAINAR_MAX_UPSTREAM_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     max_upstream_body_bytes: usize,
-    /// Idle connections to the API kept open (per API host).
+    /// Idle connections to the API kept open, about this many in all: each thread's pool keeps
+    /// its share, rounded up (0: none kept, every call opens its own).
     #[arg(long, env = "TRAINAR_UPSTREAM_POOL_IDLE", default_value_t = 64)]
     upstream_pool_idle: usize,
-    /// Seconds an idle connection to the API is kept.
-    #[arg(long, env = "TRAINAR_UPSTREAM_POOL_IDLE_SECS", default_value_t = 30)]
+    /// Seconds an idle connection to the API is kept (at least 1: with 0 none would be reused).
+    #[arg(
+        long,
+        env = "TRAINAR_UPSTREAM_POOL_IDLE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     upstream_pool_idle_secs: u64,
     /// The dialect of inputSchemas: full JSON Schema, or what OpenAI's strict mode or Gemini's
     /// function declarations accept (a connection may choose another with `?schema=`).

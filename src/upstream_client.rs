@@ -35,7 +35,8 @@ use std::time::Duration;
 pub struct UpstreamOptions {
     /// Bounds one whole request, so a slow upstream becomes an error, not a hang.
     pub timeout: Duration,
-    /// Idle connections kept to the API in all (split among the lanes' pools), and for how long.
+    /// Idle connections kept to the API, about this many in all: each lane's pool, and the pool
+    /// for other threads, keeps its share rounded up. And for how long.
     pub pool_idle_per_host: usize,
     pub pool_idle_timeout: Duration,
     /// Longest response body read from the API; a longer one becomes an error, never buffered.

@@ -824,3 +824,33 @@ async fn a_body_over_the_cap_is_recorded_with_the_status_the_api_sent() {
     assert_eq!(record["upstream_status"], 200, "{record}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An idle lifetime of 0 s would keep idle connections open and reuse none of them: refused at
+/// start, naming the flag.
+#[test]
+fn an_upstream_idle_lifetime_of_zero_is_refused_at_start() {
+    let mut serving = crate::common::binary()
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg("http://127.0.0.1:9")
+        .args(["--upstream-pool-idle-secs", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = serving.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if exited.is_none() {
+        let _ = serving.kill();
+    }
+    let output = serving.wait_with_output().unwrap();
+    assert!(exited.is_some_and(|status| !status.success()), "it served");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("--upstream-pool-idle-secs"), "{said}");
+    assert!(said.contains("0 is not in 1.."), "{said}");
+}
