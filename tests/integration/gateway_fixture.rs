@@ -93,6 +93,17 @@ impl TestGateway {
         &self.http
     }
 
+    /// GET /readyz: its status and JSON body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// GET `path` as `key` (streams stay open until the response is dropped).
     pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
         self.http

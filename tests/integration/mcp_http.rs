@@ -627,14 +627,8 @@ async fn health_and_readiness() {
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let orphan = TestGateway::in_front_of(&dead, |_| {}).await;
-    let ready = orphan
-        .http()
-        .get(format!("{}/readyz", orphan.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = orphan.readiness().await;
+    assert_eq!(status, 503);
     assert!(
         body["error"]["message"]
             .as_str()
@@ -794,14 +788,8 @@ async fn an_upstream_that_is_not_the_api_is_not_ready() {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let gateway = TestGateway::in_front_of(&url, |_| {}).await;
-        let ready = gateway
-            .http()
-            .get(format!("{}/readyz", gateway.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ready.status(), 503, "an upstream answering {status}");
-        let body: Value = ready.json().await.unwrap();
+        let (answer, body) = gateway.readiness().await;
+        assert_eq!(answer, 503, "an upstream answering {status}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(&format!("answered {status}")), "{body}");
     }
@@ -831,14 +819,8 @@ async fn an_api_that_never_takes_the_connection_is_reported_as_a_connect_timeout
         config.upstream.timeout = Duration::from_secs(1);
     })
     .await;
-    let ready = gateway
-        .http()
-        .get(format!("{}/readyz", gateway.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = gateway.readiness().await;
+    assert_eq!(status, 503);
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("timed out"), "{body}");
 }
@@ -847,14 +829,8 @@ async fn an_api_that_never_takes_the_connection_is_reported_as_a_connect_timeout
 #[tokio::test]
 async fn an_api_host_that_does_not_resolve_is_named_as_such() {
     let gateway = TestGateway::in_front_of("http://no-such-api.invalid", |_| {}).await;
-    let ready = gateway
-        .http()
-        .get(format!("{}/readyz", gateway.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: Value = ready.json().await.unwrap();
+    let (status, body) = gateway.readiness().await;
+    assert_eq!(status, 503);
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("did not resolve"), "{body}");
 }

@@ -333,6 +333,30 @@ async fn open(
     request.send().await.unwrap()
 }
 
+/// A sessionless execute_skill (streamed, with progress under `token`) as SLOW_KEY: against
+/// `hanging_api`, a call that waits until it is cancelled.
+async fn execute_skill_sessionless(
+    gateway: &TestGateway,
+    id: i64,
+    token: &str,
+) -> reqwest::Response {
+    let execute = modern(
+        id,
+        "tools/call",
+        json!({"name": "execute_skill", "arguments": {"skill_id": "skl_0123456789abcdef", "arguments": {}}}),
+        json!({"progressToken": token}),
+    );
+    open(
+        gateway,
+        SLOW_KEY,
+        None,
+        &execute,
+        &routing(&execute),
+        ACCEPT_BOTH,
+    )
+    .await
+}
+
 fn parsed(events: &[(String, String)]) -> Vec<Value> {
     events
         .iter()
@@ -345,21 +369,7 @@ async fn progress_streams_while_waiting_and_closing_the_stream_cancels_the_call(
     let abandoned = Arc::new(AtomicBool::new(false));
     let upstream = hanging_api(abandoned.clone()).await;
     let gateway = TestGateway::in_front_of(&upstream, |_| {}).await;
-    let execute = modern(
-        11,
-        "tools/call",
-        json!({"name": "execute_skill", "arguments": {"skill_id": "skl_0123456789abcdef", "arguments": {}}}),
-        json!({"progressToken": "tok-1"}),
-    );
-    let mut response = open(
-        &gateway,
-        SLOW_KEY,
-        None,
-        &execute,
-        &routing(&execute),
-        ACCEPT_BOTH,
-    )
-    .await;
+    let mut response = execute_skill_sessionless(&gateway, 11, "tok-1").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = parsed(&read_events(&mut response, 3).await);
@@ -510,20 +520,10 @@ async fn drain_with_a_call_held(redis: Option<Redis>) {
         });
     })
     .await;
-    let readiness = |gateway: &TestGateway| {
-        let request = gateway.http().get(format!("{}/readyz", gateway.url));
-        async move {
-            let response = request.send().await.unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
-        }
-    };
     if redis.is_some() {
         let mut ready = (0, Value::Null);
         for _ in 0..100 {
-            ready = readiness(&gateway).await;
+            ready = gateway.readiness().await;
             if ready.1["redis"] == "reachable" {
                 break;
             }
@@ -531,26 +531,12 @@ async fn drain_with_a_call_held(redis: Option<Redis>) {
         }
         assert_eq!(ready.1["redis"], "reachable", "{}", ready.1);
     }
-    let execute = modern(
-        21,
-        "tools/call",
-        json!({"name": "execute_skill", "arguments": {"skill_id": "skl_0123456789abcdef", "arguments": {}}}),
-        json!({"progressToken": "tok-21"}),
-    );
-    let call = open(
-        &gateway,
-        SLOW_KEY,
-        None,
-        &execute,
-        &routing(&execute),
-        ACCEPT_BOTH,
-    )
-    .await;
+    let call = execute_skill_sessionless(&gateway, 21, "tok-21").await;
     assert!(until_set(&arrived).await, "the call reached the API");
     gateway.begin_shutdown();
     let mut status = 0;
     for _ in 0..100 {
-        status = readiness(&gateway).await.0;
+        status = gateway.readiness().await.0;
         if status == 503 {
             break;
         }
