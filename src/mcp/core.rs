@@ -243,12 +243,14 @@ impl Core {
             ("server/discover", true) => Ok(discover().to_string()),
             ("tools/list", _) => self.list_tools(principal, session, &request),
             ("tools/call", _) => match session.start_request(&id) {
-                Some(cancelled) => {
+                Some(mut call) => {
                     let outcome = tokio::select! {
                         outcome = self.call_tool(principal, session, &request, via) => Some(outcome),
-                        _ = cancelled => None,
+                        _ = &mut call.cancelled => None,
                     };
-                    session.finish_request(&id);
+                    // Also dropped, taking the id off the session, when this future is (the
+                    // client went away).
+                    drop(call);
                     outcome?
                 }
                 None => Err(RpcError::new(

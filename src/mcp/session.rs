@@ -26,8 +26,11 @@ pub struct Session {
     /// The negotiated protocol version, set by `initialize` (or by the 2026-07-28 envelope of
     /// the one request a stateless session lives for).
     protocol_version: Mutex<String>,
-    /// Cancels an in-flight request: its JSON-RPC id (as JSON text) → the sender that aborts it.
-    in_flight: Mutex<FastMap<String, oneshot::Sender<()>>>,
+    /// Cancels an in-flight request: its JSON-RPC id (as JSON text) → the call's number (see
+    /// `InFlightCall`) and the sender that aborts it.
+    in_flight: Mutex<FastMap<String, (u64, oneshot::Sender<()>)>>,
+    /// The number the next call gets.
+    next_call: std::sync::atomic::AtomicU64,
     /// Where server-to-client messages go (the legacy SSE stream).
     outbound: Mutex<Outbound>,
     last_seen: Mutex<Instant>,
@@ -133,6 +136,7 @@ impl Session {
             selection,
             protocol_version: Mutex::new(String::new()),
             in_flight: Mutex::new(FastMap::default()),
+            next_call: std::sync::atomic::AtomicU64::new(0),
             outbound: Mutex::new(outbound),
             last_seen: Mutex::new(Instant::now()),
             log_level: Mutex::new(None),
@@ -246,23 +250,27 @@ impl Session {
         MODERN_VERSIONS.contains(&lock(&self.protocol_version).as_str())
     }
 
-    /// Registers a cancellable request; the receiver fires when `cancel` is called for its id.
-    /// Registers request `id` as in flight; the receiver fires if it is cancelled. None when a
-    /// request with the same id is in flight already (a second one must not displace it: the
-    /// first would be cancelled unanswered).
-    pub fn start_request(&self, id: &Value) -> Option<oneshot::Receiver<()>> {
+    /// Registers request `id` as in flight until the returned call is dropped; its `cancelled`
+    /// fires if it is cancelled. None when a request with the same id is in flight already (a
+    /// second one must not displace it: the first would be cancelled unanswered).
+    pub fn start_request(&self, id: &Value) -> Option<InFlightCall<'_>> {
         let (cancel, cancelled) = oneshot::channel();
-        match lock(&self.in_flight).entry(id.to_string()) {
+        let key = id.to_string();
+        let number = self
+            .next_call
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match lock(&self.in_flight).entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(_) => None,
             std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(cancel);
-                Some(cancelled)
+                entry.insert((number, cancel));
+                Some(InFlightCall {
+                    session: self,
+                    key,
+                    number,
+                    cancelled,
+                })
             }
         }
-    }
-
-    pub fn finish_request(&self, id: &Value) {
-        lock(&self.in_flight).remove(&id.to_string());
     }
 
     /// Cancels request `id` here, or, when sessions are shared and it runs on no call here, on
@@ -280,7 +288,7 @@ impl Session {
     /// Cancels request `id` if this process runs it.
     pub fn cancel_here(&self, id: &Value) -> bool {
         match lock(&self.in_flight).remove(&id.to_string()) {
-            Some(cancel) => cancel.send(()).is_ok(),
+            Some((_, cancel)) => cancel.send(()).is_ok(),
             None => false,
         }
     }
@@ -330,8 +338,32 @@ impl Session {
     /// Ends the stream (its receiver sees the end) and cancels everything in flight.
     pub fn close(&self) {
         *lock(&self.outbound) = Outbound::Closed;
-        for (_, cancel) in lock(&self.in_flight).drain() {
+        for (_, (_, cancel)) in lock(&self.in_flight).drain() {
             let _ = cancel.send(());
+        }
+    }
+}
+
+/// A request registered as in flight (`Session::start_request`). Dropping it, answered or given
+/// up (its client gone, its task aborted), takes it off the session, so that its id may be used
+/// again and the session may go idle.
+pub struct InFlightCall<'a> {
+    session: &'a Session,
+    key: String,
+    number: u64,
+    /// Fires if the request is cancelled (or its session closed).
+    pub cancelled: oneshot::Receiver<()>,
+}
+
+impl Drop for InFlightCall<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.session.in_flight);
+        // This call's entry only: a cancel may have taken it off, and a new request the id since.
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|(number, _)| *number == self.number)
+        {
+            in_flight.remove(&self.key);
         }
     }
 }
@@ -411,11 +443,31 @@ mod tests {
     }
 
     #[test]
+    fn a_call_given_up_frees_its_id_and_only_its_own() {
+        let session = Session::new("fp", Selection::default(), None);
+        let first = session.start_request(&json!(7)).unwrap();
+        assert!(session.start_request(&json!(7)).is_none(), "taken");
+        drop(first);
+        assert!(!session.is_busy(), "dropped, it is off the session");
+        let cancelled = session.start_request(&json!(7)).unwrap();
+        assert!(session.cancel(&json!(7)));
+        let next = session.start_request(&json!(7)).unwrap();
+        drop(cancelled);
+        assert!(
+            session.is_busy(),
+            "the cancelled call's end left the new one alone"
+        );
+        assert!(session.start_request(&json!(7)).is_none());
+        drop(next);
+        assert!(!session.is_busy());
+    }
+
+    #[test]
     fn cancelling_fires_the_in_flight_receiver() {
         let session = Session::new("fp", Selection::default(), None);
-        let mut cancelled = session.start_request(&json!(9)).unwrap();
+        let mut call = session.start_request(&json!(9)).unwrap();
         assert!(session.cancel(&json!(9)));
-        assert!(cancelled.try_recv().is_ok());
+        assert!(call.cancelled.try_recv().is_ok());
         assert!(!session.cancel(&json!(9)), "a request is cancelled once");
     }
 }

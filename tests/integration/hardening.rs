@@ -9,7 +9,7 @@ use axum::Router;
 use axum::routing::get;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -574,7 +574,7 @@ async fn the_session_cap_holds_under_a_race() {
 
 #[tokio::test]
 async fn a_busy_session_outlives_idle_expiry() {
-    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abandoned = Arc::new(AtomicBool::new(false));
     let api = crate::gateway_fixture::hanging_api(abandoned).await;
     let gateway = TestGateway::in_front_of(&api, |config| {
         config.server.idle_timeout = Duration::from_millis(500);
@@ -739,7 +739,7 @@ async fn a_retried_create_runs_once() {
 
 #[tokio::test]
 async fn a_request_id_already_in_flight_is_refused_and_the_first_call_goes_on() {
-    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abandoned = Arc::new(AtomicBool::new(false));
     let api = crate::gateway_fixture::hanging_api(abandoned.clone()).await;
     let gateway = TestGateway::in_front_of(&api, |config| {
         config.upstream.timeout = Duration::from_secs(2);
@@ -853,4 +853,52 @@ fn an_upstream_idle_lifetime_of_zero_is_refused_at_start() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("--upstream-pool-idle-secs"), "{said}");
     assert!(said.contains("0 is not in 1.."), "{said}");
+}
+
+/// A call whose client went away (its response stream closed) is over: its id may be used again
+/// in the session, and the session may go idle.
+#[tokio::test]
+async fn an_abandoned_call_frees_its_request_id() {
+    let (abandoned, arrived) = (Arc::new(AtomicBool::new(false)), Arc::default());
+    let api =
+        crate::gateway_fixture::hanging_api_seeing(abandoned.clone(), Arc::clone(&arrived)).await;
+    let gateway = TestGateway::in_front_of(&api, |_| {}).await;
+    let session = gateway.initialize(SLOW_KEY, "/mcp").await;
+    // A tool whose calls stream their progress (a skill runs for a while).
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "execute_skill",
+        "arguments": {"skill_id": "skl_0123456789abcdef", "arguments": {}},
+        "_meta": {"progressToken": "p"}}});
+    let send = || {
+        gateway
+            .http()
+            .post(format!("{}/mcp", gateway.url))
+            .bearer_auth(SLOW_KEY)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(call.to_string())
+            .send()
+    };
+    let mut first = send().await.unwrap();
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    read_events(&mut first, 1).await;
+    assert!(crate::gateway_fixture::until_set(&arrived).await);
+    drop(first);
+    assert!(
+        crate::gateway_fixture::until_abandoned(&abandoned).await,
+        "closing the stream gave the call up"
+    );
+    arrived.store(false, Ordering::SeqCst);
+    let mut again = send().await.unwrap();
+    // Refused, it would be a JSON error at once; running, it streams its progress.
+    if again.headers()["content-type"] != "text/event-stream" {
+        panic!("the id is still taken: {}", again.text().await.unwrap());
+    }
+    read_events(&mut again, 1).await;
+    assert!(
+        crate::gateway_fixture::until_set(&arrived).await,
+        "the retry reached the API"
+    );
 }
