@@ -340,11 +340,11 @@ impl Authenticator {
             AuthFailure::Unavailable("token exchange answered with something not a token".into())
         })?;
         let answer = self.introspect(&api_token, token.expose_secret()).await?;
-        let now = chrono::Utc::now().timestamp();
-        let remaining = answer["exp"]
-            .as_i64()
-            .map_or(0, |exp| exp.saturating_sub(now))
-            .clamp(0, exchanged.expires_in as i64) as u64;
+        let remaining = seconds_left(
+            answer["exp"].as_i64(),
+            chrono::Utc::now().timestamp(),
+            exchanged.expires_in,
+        );
         let grant_id = answer["grant_id"].as_str().unwrap_or_default().to_string();
         let scope_names: Vec<String> = answer["scope"]
             .as_str()
@@ -415,4 +415,30 @@ fn grant_fingerprint(grant_id: &str) -> String {
 fn fingerprint(key: &ApiKey) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(key.expose_secret().as_bytes()))
+}
+
+/// How long an exchanged API token may be trusted: until its `exp` (none: not at all), and no
+/// longer than the exchange said (`expires_in`, which the authorization server chooses, so any
+/// u64 may come).
+fn seconds_left(exp: Option<i64>, now: i64, expires_in: u64) -> u64 {
+    let until_exp = exp.map_or(0, |exp| exp.saturating_sub(now)).max(0);
+    (until_exp as u64).min(expires_in)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds_left;
+
+    #[test]
+    fn an_exchanged_tokens_lifetime_is_its_exp_capped_by_expires_in_whatever_they_say() {
+        assert_eq!(seconds_left(Some(1_000 + 300), 1_000, 60), 60);
+        assert_eq!(seconds_left(Some(1_000 + 30), 1_000, 60), 30);
+        assert_eq!(seconds_left(Some(1_000 + 30), 1_000, u64::MAX), 30);
+        assert_eq!(seconds_left(Some(500), 1_000, 60), 0, "expired");
+        assert_eq!(seconds_left(None, 1_000, 60), 0);
+        assert_eq!(
+            seconds_left(Some(i64::MAX), i64::MIN, u64::MAX),
+            i64::MAX as u64
+        );
+    }
 }
