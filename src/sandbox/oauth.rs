@@ -341,6 +341,39 @@ fn token_pair(tx: &Transaction, grant: &Grant, scope: &str) -> Result<Value, OAu
     }))
 }
 
+/// Revokes the user's live grants that `role` may no longer grant in whole (None: the user is
+/// deactivated, so every one), with every token issued under them. A grant speaks for its user as
+/// the user is now, not as at consent. Returns how many were revoked.
+pub fn revoke_grants_beyond(
+    tx: &Transaction,
+    tenant_id: &str,
+    user_id: &str,
+    role: Option<&str>,
+) -> Result<usize, rusqlite::Error> {
+    let grants: Vec<(String, String)> = tx
+        .prepare(
+            "SELECT id, scope FROM oauth_grants
+             WHERE tenant_id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+        )?
+        .query_map(params![tenant_id, user_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut revoked = 0;
+    for (grant_id, scope) in grants {
+        let still_grantable = role.is_some_and(|role| {
+            scope
+                .split_whitespace()
+                .all(|name| Scope::parse(name).is_some_and(|scope| role_may_grant(role, scope)))
+        });
+        if !still_grantable {
+            revoke_grant(tx, &grant_id)?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
 /// Revokes a grant and every token issued under it.
 fn revoke_grant(tx: &Transaction, grant_id: &str) -> Result<(), rusqlite::Error> {
     let now = now_secs();

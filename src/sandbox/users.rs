@@ -10,7 +10,7 @@ use crate::generated::api::Operation;
 use crate::sandbox::db::{Page, Store, decode_cursor, encode_cursor};
 use crate::sandbox::error::ApiError;
 use crate::sandbox::request::{Input, Reply, created, ok};
-use crate::sandbox::{Ctx, account, ids, not_served};
+use crate::sandbox::{Ctx, account, ids, not_served, oauth};
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -108,6 +108,8 @@ fn update_role(store: &Store, input: &Input) -> Result<Reply, ApiError> {
         user["role"] = json!(role);
         user["updated_at"] = json!(ids::now_string());
         store.update(KIND, &user)?;
+        let id = user["id"].as_str().unwrap_or_default();
+        oauth::revoke_grants_beyond(store.tx(), store.tenant_id(), id, Some(role))?;
     }
     ok(with_usage(store, vec![user])?.remove(0))
 }
@@ -130,6 +132,7 @@ fn deactivate(store: &Store, input: &Input) -> Result<Reply, ApiError> {
     user["deactivated_at"] = json!(now);
     user["updated_at"] = json!(now);
     store.update(KIND, &user)?;
+    oauth::revoke_grants_beyond(store.tx(), store.tenant_id(), id, None)?;
     audit(store, id, "deactivated", input.str("reason"), &now)?;
     let user = with_usage(store, vec![user])?.remove(0);
     store.emit("user.deactivated", &user)?;

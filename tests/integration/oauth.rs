@@ -1148,3 +1148,57 @@ fn assert_oauth_error(status: u16, body: &Value, expected: u16, error: &str, abo
         assert!(description.contains(about), "{body}");
     }
 }
+
+/// A grant speaks for its user as the user is now: deactivating the user revokes it, and so does
+/// a role that may no longer grant its scopes (a role that still may leaves it alone).
+#[tokio::test]
+async fn a_deactivated_or_demoted_users_grants_stop_working() {
+    let setup = OAuthSetup::new().await;
+    let sandbox = setup.gateway.sandbox();
+    let admin = sandbox.as_admin();
+    let refreshed = |refresh: String, client_id: String| {
+        let setup = &setup;
+        async move {
+            setup
+                .token(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &refresh),
+                    ("client_id", &client_id),
+                ])
+                .await
+        }
+    };
+
+    let trainee = setup.user("trainee").await;
+    let (access, refresh, client_id) = setup.tokens("trainee", &["read:tasks"]).await;
+    assert_eq!(setup.initialize_status(&access).await.0, 200);
+    admin
+        .post(200, &format!("/v1/users/{trainee}/deactivate"), json!({}))
+        .await;
+    assert_eq!(setup.initialize_status(&access).await.0, 401);
+    let (status, body) = refreshed(refresh, client_id).await;
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
+
+    let manager = setup.user("manager").await;
+    let (kept, _, _) = setup.tokens("manager", &["read:tasks"]).await;
+    let (access, refresh, client_id) = setup.tokens("manager", &["manage:users"]).await;
+    admin
+        .put(
+            200,
+            &format!("/v1/users/{manager}/role"),
+            json!({"role": "trainee"}),
+        )
+        .await;
+    assert_eq!(
+        setup.initialize_status(&access).await.0,
+        401,
+        "a trainee may not grant manage:users"
+    );
+    let (status, body) = refreshed(refresh, client_id).await;
+    assert_oauth_error(status, &body, 400, "invalid_grant", None);
+    assert_eq!(
+        setup.initialize_status(&kept).await.0,
+        200,
+        "a trainee may still grant read:tasks"
+    );
+}
