@@ -175,6 +175,10 @@ impl Core {
         }
         let mut replies = Vec::new();
         for item in items {
+            // Ended part-way (DELETE, its stream closed, its key refused): the rest is not run.
+            if session.is_closed() {
+                break;
+            }
             let reply = match Incoming::parse(item) {
                 Ok(Incoming::Request(request)) if request.method == "initialize" => {
                     Some(Reply::error(&RpcError::new(

@@ -31,6 +31,8 @@ pub struct Session {
     in_flight: Mutex<FastMap<String, (u64, oneshot::Sender<()>)>>,
     /// The number the next call gets.
     next_call: std::sync::atomic::AtomicU64,
+    /// Set by `close`: the session has ended (a batch stops at its next item).
+    closed: std::sync::atomic::AtomicBool,
     /// Where server-to-client messages go (the legacy SSE stream).
     outbound: Mutex<Outbound>,
     last_seen: Mutex<Instant>,
@@ -137,6 +139,7 @@ impl Session {
             protocol_version: Mutex::new(String::new()),
             in_flight: Mutex::new(FastMap::default()),
             next_call: std::sync::atomic::AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
             outbound: Mutex::new(outbound),
             last_seen: Mutex::new(Instant::now()),
             log_level: Mutex::new(None),
@@ -335,8 +338,14 @@ impl Session {
         }
     }
 
+    /// Whether the session has ended (`close`).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Ends the stream (its receiver sees the end) and cancels everything in flight.
     pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         *lock(&self.outbound) = Outbound::Closed;
         for (_, (_, cancel)) in lock(&self.in_flight).drain() {
             let _ = cancel.send(());

@@ -902,3 +902,81 @@ async fn an_abandoned_call_frees_its_request_id() {
         "the retry reached the API"
     );
 }
+
+/// Ending a session part-way through a batch ends the batch: what was not yet called is not.
+#[tokio::test]
+async fn a_batch_stops_when_its_session_ends() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/v1/api-keys/current",
+            get(|| async {
+                axum::Json(json!({"id": "key_0123456789ab", "tenant_id": "ten_0123456789ab", "tenant_name": "T",
+                    "name": "k", "scopes": ["read:tasks"], "prefix": "tak_AAAAAAAA", "expires_at": null}))
+            }),
+        )
+        .fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "never"
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gateway = TestGateway::in_front_of(&api, |_| {}).await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let reply = gateway.post(Some(SLOW_KEY), None, init, &[]).await;
+    let session = reply.headers["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let get = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "get_task", "arguments": {"task_id": "tsk_0000000000000000"}}})
+    };
+    let batch = json!([get(1), get(2), get(3)]);
+    let post = {
+        let (http, url, session) = (gateway.http().clone(), gateway.url.clone(), session.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/mcp"))
+                .bearer_auth(SLOW_KEY)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-session-id", session)
+                .body(batch.to_string())
+                .send()
+                .await
+        })
+    };
+    for _ in 0..100 {
+        if calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the first call reached the API"
+    );
+    let ended = gateway
+        .http()
+        .delete(format!("{}/mcp", gateway.url))
+        .bearer_auth(SLOW_KEY)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    let _ = tokio::time::timeout(Duration::from_secs(5), post).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "calls after the session ended reached the API"
+    );
+}
