@@ -103,9 +103,15 @@ where
                 continue;
             }
         };
-        // Tool calls run concurrently (a cancellation must be able to overtake them); everything
-        // else is quick and order-sensitive (initialize before what follows), so it runs inline.
-        let concurrent = value.get("method").and_then(Value::as_str) == Some("tools/call");
+        // Tool calls, alone or in a batch, run concurrently (a cancellation must be able to
+        // overtake them); everything else is quick and order-sensitive (initialize before what
+        // follows), so it runs inline.
+        let is_call =
+            |message: &Value| message.get("method").and_then(Value::as_str) == Some("tools/call");
+        let concurrent = match &value {
+            Value::Array(batch) => batch.iter().any(is_call),
+            message => is_call(message),
+        };
         let work = answer(
             gateway.clone(),
             session.clone(),
