@@ -183,7 +183,10 @@ async fn answer(
                     &principal,
                     &session,
                     value,
-                    &Via::new(Transport::Stdio, Notify::Session),
+                    // Straight to the writer's queue, not through the session's stream: full
+                    // for a moment (stdout not read), the stream would close for good and every
+                    // later notification be dropped; here only the one that found it full is.
+                    &Via::new(Transport::Stdio, Notify::Stream(replies.clone())),
                 )
                 .await
         }

@@ -630,3 +630,67 @@ async fn stdio_reads_on_while_a_batch_of_calls_waits() {
         "the cancelled call was given up"
     );
 }
+
+/// A moment of back-pressure on stdout (the client not reading while replies pile up) drops
+/// notifications then, not for the rest of the process.
+#[test]
+fn stdio_keeps_notifying_after_stdout_was_full() {
+    use std::io::Write;
+    let mut child = stdio_child("stdio-back-pressure");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let read_until_id =
+        |stdout: &mut BufReader<std::process::ChildStdout>, id: i64| -> Vec<Value> {
+            let mut seen = Vec::new();
+            loop {
+                let mut line = String::new();
+                assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout ended");
+                let message: Value = serde_json::from_str(&line).unwrap();
+                let done = message["id"] == id;
+                seen.push(message);
+                if done {
+                    return seen;
+                }
+            }
+        };
+    let rpc = |id: i64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let call = |id: i64| {
+        rpc(
+            id,
+            "tools/call",
+            json!({"name": "list_tasks", "arguments": {"limit": 100}}),
+        )
+    };
+    writeln!(stdin, "{}", rpc(0, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}))).unwrap();
+    read_until_id(&mut stdout, 0);
+    // Every tool call then logs a line to the client (notifications/message).
+    writeln!(
+        stdin,
+        "{}",
+        rpc(1, "logging/setLevel", json!({"level": "info"}))
+    )
+    .unwrap();
+    read_until_id(&mut stdout, 1);
+    // Many calls, their replies unread: the pipe fills, then the writer's queue.
+    for id in 2..=151 {
+        writeln!(stdin, "{}", call(id)).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut answered = 0;
+    while answered < 150 {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout ended");
+        let message: Value = serde_json::from_str(&line).unwrap();
+        if message.get("id").is_some() {
+            answered += 1;
+        }
+    }
+    writeln!(stdin, "{}", call(1000)).unwrap();
+    let seen = read_until_id(&mut stdout, 1000);
+    assert!(
+        seen.iter().any(|m| m["method"] == "notifications/message"),
+        "no log line for the last call: {seen:?}"
+    );
+    drop(stdin);
+    let _ = child.wait();
+}
