@@ -235,6 +235,15 @@ pub async fn hanging_api(abandoned: Arc<AtomicBool>) -> String {
 /// cancels at once must first know there is a request to abandon: a call cancelled while its
 /// upstream connection is still being opened never reaches the API).
 pub async fn hanging_api_seeing(abandoned: Arc<AtomicBool>, arrived: Arc<AtomicBool>) -> String {
+    hanging_api_counting(abandoned, arrived, Arc::default()).await
+}
+
+/// `hanging_api_seeing`, also counting in `arrivals` the hanging requests that reached it.
+pub async fn hanging_api_counting(
+    abandoned: Arc<AtomicBool>,
+    arrived: Arc<AtomicBool>,
+    arrivals: Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
     struct Abandoned(Arc<AtomicBool>);
     impl Drop for Abandoned {
         fn drop(&mut self) {
@@ -257,6 +266,7 @@ pub async fn hanging_api_seeing(abandoned: Arc<AtomicBool>, arrived: Arc<AtomicB
             }),
         )
         .fallback(move || {
+            arrivals.fetch_add(1, Ordering::SeqCst);
             arrived.store(true, Ordering::SeqCst);
             let guard = Abandoned(abandoned.clone());
             async move {

@@ -907,25 +907,9 @@ async fn an_abandoned_call_frees_its_request_id() {
 #[tokio::test]
 async fn a_batch_stops_when_its_session_ends() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let app = Router::new()
-        .route(
-            "/v1/api-keys/current",
-            get(|| async {
-                axum::Json(json!({"id": "key_0123456789ab", "tenant_id": "ten_0123456789ab", "tenant_name": "T",
-                    "name": "k", "scopes": ["read:tasks"], "prefix": "tak_AAAAAAAA", "expires_at": null}))
-            }),
-        )
-        .fallback(move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                "never"
-            }
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let api =
+        crate::gateway_fixture::hanging_api_counting(Arc::default(), Arc::default(), calls.clone())
+            .await;
     let gateway = TestGateway::in_front_of(&api, |_| {}).await;
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
