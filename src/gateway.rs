@@ -103,8 +103,8 @@ pub struct Gateway {
     pub tasks: TaskTracker,
     /// The audit trail, when `--audit-log` is set (reopened on SIGHUP by `serve` and `stdio`).
     pub audit: Option<AuditLog>,
-    /// Set when the drain before shutdown begins: no new session opens (`open_session`), and
-    /// `/readyz` says 503.
+    /// Set when the drain before shutdown begins: a new session that would hold a stream here or
+    /// end with this process is refused (`open_session`), and `/readyz` says 503.
     draining: std::sync::atomic::AtomicBool,
     /// Keys the API refused during calls, taken by `serve` (see `end_refused_keys`).
     refused_keys: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
