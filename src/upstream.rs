@@ -249,10 +249,9 @@ pub struct Caller {
     base: Arc<ApiBase>,
     /// Sends the request (see `upstream_client`).
     sender: UpstreamClient,
-    /// Why the request got no answer from the API, if it did not.
-    transport_failure: Mutex<Option<Failure>>,
-    /// What to tell the caller when the API's answer was over the body cap and not read.
-    too_large: Mutex<Option<String>>,
+    /// Why the generated code was handed a stand-in rather than the API's answer (none came, or
+    /// its body was over the cap and not read): the error `respond` returns instead.
+    stand_in: Mutex<Option<DispatchError>>,
 }
 
 impl Caller {
@@ -284,8 +283,7 @@ impl Caller {
             }),
             base,
             sender,
-            transport_failure: Mutex::new(None),
-            too_large: Mutex::new(None),
+            stand_in: Mutex::new(None),
         }
     }
 }
@@ -302,14 +300,10 @@ impl Clone for Caller {
             trace_headers: self.trace_headers.clone(),
             base: self.base.clone(),
             sender: self.sender.clone(),
-            transport_failure: Mutex::new(lock(&self.transport_failure).clone()),
-            too_large: Mutex::new(lock(&self.too_large).clone()),
+            stand_in: Mutex::new(lock(&self.stand_in).clone()),
         }
     }
 }
-
-/// The error code a body over `--max-upstream-body-bytes` becomes (a 502 built here).
-pub const RESPONSE_TOO_LARGE: &str = "response_too_large";
 
 impl ClientHooks<Caller> for Client {
     async fn pre<E>(
@@ -339,9 +333,9 @@ impl ClientHooks<Caller> for Client {
     }
 
     /// Sends the request through `upstream_client`, which reads the body up to the limit: past it
-    /// the connection is dropped and a 502 in the API's error shape stands in, so a huge body is
-    /// never held whole. The body is handed on to the generated code as it came. A request that
-    /// got no answer is kept as words for `respond`, behind a stand-in 502.
+    /// the connection is dropped, so a huge body is never held whole. The body is handed on to the
+    /// generated code as it came. A body over the limit, or no answer at all, is kept as the error
+    /// `respond` returns (`stand_in`), and the generated code is handed an empty 502 meanwhile.
     async fn exec(
         &self,
         request: reqwest::Request,
@@ -349,13 +343,11 @@ impl ClientHooks<Caller> for Client {
     ) -> reqwest::Result<reqwest::Response> {
         let caller = self.inner();
         let limit = caller.max_body_bytes;
-        let error_response = |status: axum::http::StatusCode, code: &str, message: String| {
-            let body = serde_json::json!({"error": {"code": code, "message": message}});
-            let body = Bytes::from(body.to_string());
-            *lock(&caller.last_error_body) = Some(body.clone());
-            let mut replacement = axum::http::Response::new(body);
-            *replacement.status_mut() = status;
-            reqwest::Response::from(replacement)
+        let stand_in = |error: DispatchError| {
+            *lock(&caller.stand_in) = Some(error);
+            let mut replacement = axum::http::Response::new(Bytes::new());
+            *replacement.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+            Ok(reqwest::Response::from(replacement))
         };
         match caller.sender.send(request).await {
             Ok(Received::Answer(response)) => {
@@ -365,30 +357,20 @@ impl ClientHooks<Caller> for Client {
                 Ok(reqwest::Response::from(response))
             }
             // The API answered (its status is what `post` records), but not what the caller
-            // can have: `respond` reads the words, not this stand-in.
+            // can have.
             Ok(Received::TooLarge { length, status }) => {
                 crate::telemetry::record_upstream_body_too_large();
-                let message = format!(
-                    "the API's response is {length} bytes or more, over this gateway's limit of \
-                     {limit} bytes; ask for less (a smaller `limit`, or narrower filters)"
-                );
-                *lock(&caller.too_large) = Some(message.clone());
                 caller.last_status.store(status.as_u16(), Ordering::Relaxed);
-                Ok(error_response(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    RESPONSE_TOO_LARGE,
-                    message,
-                ))
+                stand_in(DispatchError::TooLarge {
+                    message: format!(
+                        "the API's response is {length} bytes or more, over this gateway's \
+                         limit of {limit} bytes; ask for less (a smaller `limit`, or narrower \
+                         filters)"
+                    ),
+                })
             }
-            // Not a response of the API's: `respond` reads the failure, not this stand-in.
-            Err(failure) => {
-                let message = failure.message.clone();
-                *lock(&caller.transport_failure) = Some(failure);
-                Ok(error_response(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    message,
-                ))
+            Err(Failure { message, timed_out }) => {
+                stand_in(DispatchError::Transport { message, timed_out })
             }
         }
     }
@@ -400,8 +382,7 @@ impl ClientHooks<Caller> for Client {
     ) -> Result<(), progenitor_client::Error<E>> {
         // A stand-in's status is not the API's: none came, or `exec` recorded the API's own.
         if let Ok(response) = result
-            && lock(&self.inner().transport_failure).is_none()
-            && lock(&self.inner().too_large).is_none()
+            && lock(&self.inner().stand_in).is_none()
         {
             self.inner()
                 .last_status
@@ -548,11 +529,8 @@ pub fn respond<T: SuccessBody, E: Serialize + std::fmt::Debug>(
     result: Result<ResponseValue<T>, progenitor_client::Error<E>>,
 ) -> Result<Box<RawValue>, DispatchError> {
     use progenitor_client::Error as ClientError;
-    if let Some(Failure { message, timed_out }) = lock(&client.inner().transport_failure).take() {
-        return Err(DispatchError::Transport { message, timed_out });
-    }
-    if let Some(message) = lock(&client.inner().too_large).take() {
-        return Err(DispatchError::TooLarge { message });
+    if let Some(error) = lock(&client.inner().stand_in).take() {
+        return Err(error);
     }
     let last_status = client.inner().last_status.load(Ordering::Relaxed);
     match result {
