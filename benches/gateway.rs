@@ -8,7 +8,8 @@
 //!
 //! One table is printed: get_task and create_task (direct REST, MCP Streamable HTTP, MCP legacy
 //! SSE, the 2026-07-28 stateless era) as p50/p99 at c=1 and calls/s at c=16 and
-//! c=64, with ratios to direct (for get_task's main MCP rows and HAProxy's, also "paired": the
+//! c=64, with ratios to direct (for get_task's main MCP rows and the two forwards-only hops' —
+//! HAProxy, and axum + hyper-util as the gateway is built on — also "paired": the
 //! median of three ratios, each to a direct window seconds away, since the machine's load drifts
 //! over a run); tools/list latency and payload; the gateway's RSS with idle SSE
 //! sessions; start-to-ready and build-script times; and the targets, met or missed. Nothing is
@@ -20,8 +21,11 @@
 //! profiler (`perf record --call-graph dwarf -p PID`). `--gateway PATH` runs another build of
 //! `trainar-mcp` (a copy of an older one, say) in place of this one, in the table or the soak, to
 //! compare two builds in one sitting. The gateway logs at `info` unless `RUST_LOG`
-//! says otherwise.
+//! says otherwise. `--forward-only LISTEN UPSTREAM` is how the bench starts itself as a hop
+//! (`gateway/forwarder.rs`), not a mode to run by hand.
 
+#[path = "gateway/forwarder.rs"]
+mod forwarder;
 #[path = "gateway/http.rs"]
 mod http;
 #[path = "gateway/load.rs"]
@@ -33,6 +37,7 @@ mod table;
 
 use load::{Client, Env, Latency, Op, Plan, Rate, Via};
 use procs::{Gateway, SandboxHandle, TempDir};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -156,7 +161,31 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
+/// `--forward-only LISTEN UPSTREAM` (how `procs::Hop::axum` starts this binary), if given.
+fn forwarder_arguments() -> Option<Result<(SocketAddr, SocketAddr), String>> {
+    let mut args = std::env::args().skip(1);
+    (args.next()? == forwarder::FLAG).then(|| {
+        let mut addr = || args.next().and_then(|a| a.parse::<SocketAddr>().ok());
+        match (addr(), addr()) {
+            (Some(listen), Some(upstream)) => Ok((listen, upstream)),
+            _ => Err(format!(
+                "{} takes LISTEN and UPSTREAM addresses",
+                forwarder::FLAG
+            )),
+        }
+    })
+}
+
 fn main() -> ExitCode {
+    if let Some(forwarding) = forwarder_arguments() {
+        return match forwarding.and_then(|(listen, upstream)| forwarder::serve(listen, upstream)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench forwarder: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match parse_options() {
         Ok(options) => options,
         Err(e) => {
@@ -287,6 +316,9 @@ const ONE_SESSION: &str = ", one shared session";
 /// Direct REST through HAProxy: what a second hop costs when it only forwards (no target; it
 /// shows how much of the gateway's ratio to direct any second hop would lose on this machine).
 const THROUGH_HAPROXY: &str = " through HAProxy (forwards only)";
+/// Direct REST through a forwarder on the gateway's own stack (`forwarder.rs`): what the stack
+/// costs before any MCP work (no target either).
+const THROUGH_AXUM: &str = " through axum + hyper-util (forwards only)";
 
 struct Case {
     op: Op,
@@ -297,7 +329,7 @@ struct Case {
     c16: Result<Rate, String>,
     c64: Result<Rate, String>,
     /// For get_task's main MCP rows (Streamable HTTP, legacy SSE, stateless, one shared session)
-    /// and HAProxy's: ratios to direct taken in pairs.
+    /// and the forwards-only hops': ratios to direct taken in pairs.
     paired: Option<Paired>,
 }
 
@@ -419,7 +451,8 @@ struct Report {
     build: Result<procs::BuildScriptRuns, String>,
     /// Why the Redis rows were not measured.
     redis_error: Option<String>,
-    haproxy_error: Option<String>,
+    /// Why a forwards-only hop's row was not measured (`Hop`).
+    hop_errors: Vec<String>,
 }
 
 /// The admin's first demo task, and a new key that holds only read:tasks.
@@ -601,7 +634,7 @@ async fn measure(
         ready_error: None,
         build: Err("not run".into()),
         redis_error: None,
-        haproxy_error: None,
+        hop_errors: Vec::new(),
     };
     let (task_id, read_key) = prepare(sandbox.addr).await?;
 
@@ -636,20 +669,30 @@ async fn measure(
         for via in [Via::Direct, Via::Streamable, Via::Sse] {
             report.cases.push(measure_case(&env, op, via, plan).await);
             if (op, via) == (Op::GetTask, Via::Direct) {
-                progress("HAProxy in front of the sandbox");
-                match procs::HaproxyHandle::start(&dir.join("haproxy"), sandbox.addr) {
-                    Ok(haproxy) => {
-                        let proxied = Arc::new(Env {
-                            sandbox: haproxy.addr,
-                            gateway_pid: Some(haproxy.pid()),
-                            ..(*env).clone()
-                        });
-                        report.cases.push(
-                            measure_variant(&proxied, op, via, THROUGH_HAPROXY, Some(&env), plan)
-                                .await,
-                        );
+                let hops = [
+                    ("HAProxy", THROUGH_HAPROXY),
+                    ("axum + hyper-util", THROUGH_AXUM),
+                ];
+                for (hop_name, variant) in hops {
+                    progress(&format!("{hop_name} in front of the sandbox"));
+                    let hop = if variant == THROUGH_HAPROXY {
+                        procs::Hop::haproxy(&dir.join("haproxy"), sandbox.addr)
+                    } else {
+                        procs::Hop::axum(sandbox.addr)
+                    };
+                    match hop {
+                        Ok(hop) => {
+                            let proxied = Arc::new(Env {
+                                sandbox: hop.addr,
+                                gateway_pid: Some(hop.pid()),
+                                ..(*env).clone()
+                            });
+                            report.cases.push(
+                                measure_variant(&proxied, op, via, variant, Some(&env), plan).await,
+                            );
+                        }
+                        Err(e) => report.hop_errors.push(format!("{hop_name}: {e}")),
                     }
-                    Err(e) => report.haproxy_error = Some(e),
                 }
             }
         }
@@ -1168,9 +1211,11 @@ fn rows(report: &Report) -> (Vec<Row>, Vec<String>, bool) {
             notes.push(format!("build script: {e}"));
         }
     }
-    if let Some(why) = &report.haproxy_error {
+    for why in &report.hop_errors {
         complete = false;
-        notes.push(format!("the HAProxy rows were not measured: {why}"));
+        notes.push(format!(
+            "a forwards-only hop's rows were not measured: {why}"
+        ));
     }
     match &report.redis_error {
         Some(why) => {
@@ -1422,10 +1467,10 @@ fn case_rows(
             "CPU per call, c=64",
             format!(
                 "{} {}  sandbox {}  load {}",
-                if case.variant == THROUGH_HAPROXY {
-                    "haproxy"
-                } else {
-                    "gateway"
+                match case.variant {
+                    THROUGH_HAPROXY => "haproxy",
+                    THROUGH_AXUM => "hop",
+                    _ => "gateway",
                 },
                 pad(&duration(gateway), 6),
                 pad(&duration(sandbox), 6),

@@ -504,15 +504,17 @@ impl RedisHandle {
     }
 }
 
-/// HAProxy in HTTP mode forwarding every request to one server: a second hop that does nothing
-/// but parse and forward, the floor under what any gateway's second hop can cost.
-pub struct HaproxyHandle {
+/// A second hop in front of one server that does nothing but parse and forward, on a free loopback
+/// port; killed on drop. Two kinds: HAProxy, the floor under what any gateway's second hop can
+/// cost, and this bench binary again as a forwarder on the gateway's own stack (`forwarder.rs`).
+pub struct Hop {
     service: Service,
     pub addr: SocketAddr,
 }
 
-impl HaproxyHandle {
-    pub fn start(dir: &Path, server: SocketAddr) -> Result<HaproxyHandle, String> {
+impl Hop {
+    /// HAProxy in HTTP mode.
+    pub fn haproxy(dir: &Path, server: SocketAddr) -> Result<Hop, String> {
         let port = free_port()?;
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         // Keep-alive on both sides and server connections shared between clients, as a
@@ -545,8 +547,24 @@ impl HaproxyHandle {
             Path::new("haproxy")
         });
         command.arg("-db").arg("-f").arg(&path);
-        Ok(HaproxyHandle {
-            service: Service::start(command, port, "apt-get install haproxy")?,
+        Hop::start(command, port, "apt-get install haproxy")
+    }
+
+    /// axum + hyper-util, forwarding only: this bench binary with `--forward-only`.
+    pub fn axum(server: SocketAddr) -> Result<Hop, String> {
+        let port = free_port()?;
+        let exe = std::env::current_exe().map_err(|e| format!("the bench's own binary: {e}"))?;
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg(crate::forwarder::FLAG)
+            .arg(SocketAddr::from(([127, 0, 0, 1], port)).to_string())
+            .arg(server.to_string());
+        Hop::start(command, port, "the bench binary itself")
+    }
+
+    fn start(command: std::process::Command, port: u16, install: &str) -> Result<Hop, String> {
+        Ok(Hop {
+            service: Service::start(command, port, install)?,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         })
     }
