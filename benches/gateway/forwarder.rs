@@ -29,9 +29,10 @@ struct Upstream {
 }
 
 /// Serves on `listen`, forwarding every request to `upstream`, until killed. One thread: a
-/// current-thread runtime, as each of the gateway's lanes is. (A two-worker runtime added about
-/// 100 µs to p50 at c=1 against this, in wakeups across threads, and no calls/s at c=64: at
-/// about 40 µs of CPU per call one thread is never what limits the hop here.)
+/// current-thread runtime, as each of the gateway's lanes is. (In one full run each, a two-worker
+/// runtime put the hop's p50 at c=1 126 µs over direct's, against 76 µs for this, presumably from
+/// wakeups across threads, and gave no more calls/s at c=64: at about 40 µs of CPU per call one
+/// thread is never what limits the hop here.)
 pub fn serve(listen: SocketAddr, upstream: SocketAddr) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
