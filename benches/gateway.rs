@@ -1469,7 +1469,7 @@ fn case_rows(
                 "{} {}  sandbox {}  load {}",
                 match case.variant {
                     THROUGH_HAPROXY => "haproxy",
-                    THROUGH_AXUM => "hop",
+                    THROUGH_AXUM => "forwarder",
                     _ => "gateway",
                 },
                 pad(&duration(gateway), 6),

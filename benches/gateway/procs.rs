@@ -434,7 +434,7 @@ fn ticks(stat: &str) -> Option<(&str, Duration)> {
     Some((name, Duration::from_millis((utime + stime) * 10)))
 }
 
-/// A helper process (redis-server, haproxy) listening on a port of 127.0.0.1, killed on drop.
+/// A helper process (redis-server, haproxy, this bench binary as a forwarder) listening on a port of 127.0.0.1, killed on drop.
 struct Service {
     child: std::process::Child,
 }
