@@ -1,4 +1,5 @@
-//! Shared test helpers: the built binary, the repository root, and a recording loopback API.
+//! Shared test helpers: the built binary, the repository root, a recording loopback API, and
+//! waiting for a line in a file.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -6,9 +7,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -144,4 +146,31 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Polls `probe` every 100 ms until it yields Ok, or fails with its last Err after `limit`.
+pub async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `path` holds a line with every one of `needles`; returns that line.
+pub async fn line_with(path: &Path, needles: &[&str]) -> String {
+    eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(String::from)
+            .ok_or_else(|| format!("no line of {} holds {needles:?}:\n{text}", path.display()))
+    })
+    .await
 }

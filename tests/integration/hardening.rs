@@ -811,15 +811,8 @@ async fn a_body_over_the_cap_is_recorded_with_the_status_the_api_sent() {
     })
     .await;
     assert_eq!(result["isError"], true);
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&audit).unwrap_or_default();
-        if !text.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let record: Value = serde_json::from_str(text.lines().next().expect("an audit line")).unwrap();
+    let line = crate::common::line_with(&audit, &["\"tool\":\"get_task\""]).await;
+    let record: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(record["tool"], "get_task", "{record}");
     assert_eq!(record["upstream_status"], 200, "{record}");
     let _ = std::fs::remove_dir_all(&dir);

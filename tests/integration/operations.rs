@@ -6,7 +6,7 @@
 //! to make one call slow), and the gateway (`trainar-mcp serve`) with `--metrics-listen` and
 //! `--audit-log`. Each process's metrics are its own, so counts are exact.
 
-use crate::common::{KillOnDrop, binary, repo_root};
+use crate::common::{KillOnDrop, binary, eventually, line_with, repo_root};
 use crate::replicas_fixture::free_port;
 use crate::sandbox_fixture::fresh_dir;
 use axum::body::Bytes;
@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ADMIN_KEY: &str = "tak_OpsAdmin00000000000000000000000000000000";
 /// A task id the recording hop answers slowly, past the gateway's call timeout.
@@ -294,33 +294,6 @@ async fn recording_hop(sandbox: String, seen: Arc<Mutex<Vec<Seen>>>) -> String {
     let app = axum::Router::new().fallback(forward).with_state(hop);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
-}
-
-/// Polls `probe` every 100 ms until it yields Ok, or fails with its last Err after `limit`.
-async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
-    limit: Duration,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(why) => assert!(Instant::now() < deadline, "{why}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `path` holds a line with every one of `needles`; returns that line.
-async fn line_with(path: &Path, needles: &[&str]) -> String {
-    eventually(Duration::from_secs(10), || async {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-            .map(String::from)
-            .ok_or_else(|| format!("no line of {} holds {needles:?}:\n{text}", path.display()))
-    })
-    .await
 }
 
 /// Waits until `path` has at least `count` lines.
